@@ -1,0 +1,195 @@
+"""Run configuration: dataclasses extending TRL's ``GRPOConfig`` and ``ModelConfig``, read by ``TrlParser`` from a
+YAML recipe (a packaged recipe name or a path) plus command-line overrides, as open-r1 does.
+"""
+
+from __future__ import annotations
+
+import sys
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from trl import GRPOConfig, ModelConfig, TrlParser
+
+from opensir_lite.prompts import SEED_PROBLEM
+from opensir_lite.selfplay import parse_append_strategy
+
+RECIPES_DIR = Path(__file__).parent / "recipes"
+
+
+class ConfigError(ValueError):
+    """A configuration that cannot run; the message names the field."""
+
+
+@dataclass
+class SelfPlayConfig(GRPOConfig):
+    """OpenSIR self-play settings on top of TRL's GRPO settings (paper defaults unless a comment says otherwise)."""
+
+    # ---- pool ----
+    seed_problem: str = field(default=SEED_PROBLEM, metadata={"help": "The single seed problem of a new pool."})
+    initial_pool_path: str | None = field(
+        default=None, metadata={"help": "JSONL pool to start from (pool.jsonl of a run, or seed_pool.py output)."}
+    )
+    pool_append_strategy: str = field(
+        default="all_legal", metadata={"help": "Which new problems join the pool: all_legal, top-<x> or never."}
+    )
+    pool_max_size: int | None = field(
+        default=None, metadata={"help": "Largest pool size; the oldest entries are evicted. None: unlimited."}
+    )
+    # ---- teacher ----
+    num_teacher_groups: int = field(
+        default=1, metadata={"help": "Teacher groups (of num_generations rows) trained per step. Paper: 8 rows = 1."}
+    )
+    teacher_upscale_ratio: int = field(
+        default=4, metadata={"help": "Generate this many times more teacher groups; keep the highest-variance ones."}
+    )
+    teacher_max_new_tokens: int = field(default=1024, metadata={"help": "Token budget of a teacher completion."})
+    teacher_temperature: float = field(default=1.0, metadata={"help": "Teacher sampling temperature (paper 1.0)."})
+    teacher_reward_weights: list[float] = field(
+        default_factory=lambda: [1.0, 1.0, 0.1, 1.0],
+        metadata={"help": "Weights of solvability, diversity, teacher_format, response_length (paper)."},
+    )
+    # ---- student ----
+    num_student_groups: int = field(
+        default=1, metadata={"help": "Student problems (groups of num_generations rows) trained per step (paper 1)."}
+    )
+    student_selection: str = field(
+        default="top", metadata={"help": "Student problems: 'top' combined score (paper) or 'random' legal ones."}
+    )
+    student_max_new_tokens: int = field(default=1024, metadata={"help": "Token budget of a student completion."})
+    student_temperature: float = field(default=1.0, metadata={"help": "Student sampling temperature (paper 1.0)."})
+    student_reward_weights: list[float] = field(
+        default_factory=lambda: [1.0, 0.1], metadata={"help": "Weights of accuracy and student_format (paper)."}
+    )
+    # ---- scores ----
+    solve_rate_lower: float = field(default=0.5, metadata={"help": "Solvability gate: lowest rewarded solve rate."})
+    solve_rate_upper: float = field(default=0.9, metadata={"help": "Solvability gate: highest rewarded solve rate."})
+    novelty_top_k: int = field(default=5, metadata={"help": "Novelty: mean of this many top cosine similarities."})
+    diversity_recent_pool_size: int | None = field(
+        default=None,
+        metadata={"help": "Novelty against only the newest N pool entries plus the references. None: whole pool."},
+    )
+    difficulty_score_weight: float = field(default=1.0, metadata={"help": "Weight of solvability in the combined score."})
+    diversity_score_weight: float = field(default=1.0, metadata={"help": "Weight of novelty in the combined score."})
+    response_length_cap: float | None = field(default=1000.0, metadata={"help": "Cap on mean student tokens."})
+    response_length_baseline: float = field(default=1000.0, metadata={"help": "Mean student tokens worth reward 1."})
+    # ---- machinery ----
+    embedder_name_or_path: str = field(
+        default="embedded", metadata={"help": "sentence-transformers model for novelty: Hub id, path or 'embedded'."}
+    )
+    use_system_prompt: bool | None = field(
+        default=None, metadata={"help": "Send a system message. None: when the chat template accepts one."}
+    )
+    max_generate_batch: int = field(
+        default=0, metadata={"help": "Most sequences in one generate call (0: a whole role in one call)."}
+    )
+    # ---- TRL defaults changed for self-play ----
+    num_generations: int | None = field(default=8, metadata={"help": "G: samples per teacher and student prompt."})
+    logging_steps: float = field(default=1, metadata={"help": "Log (and write metrics.jsonl) every N steps."})
+    save_strategy: str = field(default="steps", metadata={"help": "Checkpoint strategy (checkpoints hold the pool)."})
+    save_steps: float = field(default=25, metadata={"help": "Checkpoint every N steps (paper 25)."})
+    bf16: bool | None = field(default=None, metadata={"help": "bf16 mixed precision. None: when the GPU has it."})
+
+    def __post_init__(self):
+        errors = []
+        try:
+            parse_append_strategy(self.pool_append_strategy)
+        except ValueError as e:
+            errors.append(str(e))
+        if not 0.0 <= self.solve_rate_lower <= self.solve_rate_upper <= 1.0:
+            errors.append("need 0 <= solve_rate_lower <= solve_rate_upper <= 1")
+        if self.num_teacher_groups < 1 or self.teacher_upscale_ratio < 1 or self.num_student_groups < 0:
+            errors.append("need num_teacher_groups >= 1, teacher_upscale_ratio >= 1, num_student_groups >= 0")
+        if not self.num_generations or self.num_generations < 2:
+            errors.append("num_generations (G) must be at least 2")
+        if self.student_selection not in ("top", "random"):
+            errors.append(f"student_selection must be 'top' or 'random', got {self.student_selection!r}")
+        if len(self.teacher_reward_weights) != 4 or len(self.student_reward_weights) != 2:
+            errors.append("teacher_reward_weights needs 4 values and student_reward_weights 2")
+        if errors:
+            raise ConfigError("; ".join(errors))
+        self.reward_weights = [*self.teacher_reward_weights, *self.student_reward_weights]
+        self.max_completion_length = max(self.teacher_max_new_tokens, self.student_max_new_tokens)
+        if self.generation_batch_size is None and self.steps_per_generation is None:
+            self.generation_batch_size = self.rows_per_round
+        if self.bf16 is None and not self.fp16:
+            from opensir_lite.models import current_device_dtype
+
+            device, dtype = current_device_dtype()
+            self.bf16 = str(dtype) == "torch.bfloat16"
+            self.fp16 = str(dtype) == "torch.float16"
+        super().__post_init__()
+
+    @property
+    def rows_per_round(self) -> int:
+        """Rows one round returns: (teacher groups + student groups) x G."""
+        return (self.num_teacher_groups + self.num_student_groups) * self.num_generations
+
+
+@dataclass
+class PolicyModelConfig(ModelConfig):
+    """The policy: TRL's ModelConfig with QLoRA defaults (4-bit NF4, double quantisation, LoRA on all linears)."""
+
+    model_name_or_path: str | None = field(
+        default="embedded", metadata={"help": "Hub id, local folder, or 'embedded' (SmolLM2-135M-Instruct from PyPI)."}
+    )
+    use_peft: bool = field(default=True, metadata={"help": "Train a LoRA adapter (False: full fine-tuning)."})
+    load_in_4bit: bool = field(default=True, metadata={"help": "QLoRA: load the base model in 4-bit NF4."})
+    use_bnb_nested_quant: bool = field(default=True, metadata={"help": "QLoRA double quantisation."})
+    lora_r: int = field(default=16, metadata={"help": "LoRA rank."})
+    lora_alpha: int = field(default=32, metadata={"help": "LoRA alpha (scale = alpha / r)."})
+    lora_dropout: float = field(default=0.05, metadata={"help": "LoRA dropout."})
+    lora_target_modules: list[str] | None = field(
+        default_factory=lambda: ["all-linear"], metadata={"help": "Modules with LoRA; all-linear = every projection."}
+    )
+
+
+def list_recipes() -> list[str]:
+    return sorted(p.stem for p in RECIPES_DIR.glob("*.yaml"))
+
+
+def resolve_recipe(name_or_path: str) -> Path:
+    """A packaged recipe name (``smoke``) or a YAML path -> the YAML file."""
+    path = Path(name_or_path)
+    if path.is_file():
+        return path
+    packaged = RECIPES_DIR / f"{name_or_path}.yaml"
+    if packaged.is_file():
+        return packaged
+    raise ConfigError(f"unknown recipe {name_or_path!r}: not a file and not one of {', '.join(list_recipes())}")
+
+
+def parse_config(argv: list[str] | None = None) -> tuple[SelfPlayConfig, PolicyModelConfig]:
+    """``--config <recipe or YAML> [--field value ...]`` -> (SelfPlayConfig, PolicyModelConfig)."""
+    args = list(sys.argv[1:] if argv is None else argv)
+    if "--config" in args:
+        i = args.index("--config")
+        if i + 1 >= len(args):
+            raise ConfigError("--config needs a recipe name or a YAML path")
+        args[i + 1] = str(resolve_recipe(args[i + 1]))
+        _check_yaml(Path(args[i + 1]))
+    parser = TrlParser((SelfPlayConfig, PolicyModelConfig))
+    try:
+        train_args, model_args = parser.parse_args_and_config(args)
+    except ConfigError:
+        raise
+    except SystemExit as e:  # argparse already printed its one-line reason
+        raise ConfigError(f"bad command-line arguments (exit {e.code})") from None
+    except (ValueError, TypeError) as e:
+        raise ConfigError(str(e).splitlines()[0]) from None
+    return train_args, model_args
+
+
+def _check_yaml(path: Path) -> None:
+    """Unknown keys and malformed YAML fail here with the key named, before any model is loaded."""
+    import yaml
+
+    try:
+        data = yaml.safe_load(path.read_text())
+    except yaml.YAMLError as e:
+        raise ConfigError(f"{path}: not valid YAML ({str(e).splitlines()[0]})") from None
+    if not isinstance(data, dict):
+        raise ConfigError(f"{path}: a recipe must be a YAML mapping of field: value")
+    known = set(SelfPlayConfig.__dataclass_fields__) | set(PolicyModelConfig.__dataclass_fields__) | {"env"}
+    unknown = sorted(set(data) - known)
+    if unknown:
+        raise ConfigError(f"{path}: unknown config key(s): {', '.join(unknown)}")

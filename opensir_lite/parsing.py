@@ -1,0 +1,182 @@
+"""Parsing of model text: teacher outputs into (problem, concepts), student outputs into answers.
+
+Every step is extract -> normalise -> compare, each a pure function that returns None (or an explanatory reason)
+instead of raising, because model text is untrusted input. Nothing here evaluates code: answers are parsed by
+math-verify's LaTeX grammar into sympy objects under a time limit.
+"""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass, field
+from functools import lru_cache
+
+from opensir_lite.prompts import CONCEPTS_TAG, FINAL_ANSWER_PREFIX, PROBLEM_TAG, THINK_TAG
+
+MIN_PROBLEM_CHARS = 10  # OpenSIR: a problem shorter than this is illegal
+MAX_CONCEPTS = 3  # OpenSIR: more comma-separated concepts than this is illegal
+MIN_CONCEPT_CHARS = 10  # OpenSIR: shorter concepts are dropped; at least one must remain
+MAX_ANSWER_CHARS = 500  # longer "answers" are garbage, not maths; refuse before parsing
+PARSE_TIMEOUT_S = 2  # per answer, math-verify's own time limit
+VERIFY_TIMEOUT_S = 2  # per comparison
+
+
+def _tag_pattern(tag: str) -> re.Pattern[str]:
+    return re.compile(rf"<{tag}>\s*(.*?)\s*</{tag}>", re.DOTALL | re.IGNORECASE)
+
+
+_PROBLEM_RE = _tag_pattern(PROBLEM_TAG)
+_CONCEPTS_RE = _tag_pattern(CONCEPTS_TAG)
+_THINK_RE = _tag_pattern(THINK_TAG)
+_FINAL_LINE_RE = re.compile(re.escape(FINAL_ANSWER_PREFIX) + r" \$\\boxed\{(.+)\}\$")
+
+
+def clean_text(text: object) -> str:
+    """Coerce model output to valid UTF-8 text (lone surrogates and invalid bytes become U+FFFD)."""
+    if isinstance(text, bytes):
+        return text.decode("utf-8", errors="replace")
+    if not isinstance(text, str):
+        text = "" if text is None else str(text)
+    return text.encode("utf-8", errors="replace").decode("utf-8", errors="replace")
+
+
+@dataclass(frozen=True)
+class TeacherParse:
+    """A parsed teacher output: ``problem`` and ``concepts`` when legal, else ``reason`` says why not."""
+
+    problem: str | None = None
+    concepts: list[str] = field(default_factory=list)
+    reason: str | None = None
+
+    @property
+    def ok(self) -> bool:
+        return self.reason is None
+
+
+def parse_teacher_output(text: object) -> TeacherParse:
+    """Parse ``<problem>`` and ``<concepts>`` from a teacher completion with OpenSIR's validity rules.
+
+    Illegal reasons: no_problem, empty_problem, ellipsis_problem, nested_tags, short_problem, no_concepts,
+    empty_concepts, too_many_concepts, multiline_concepts, short_concepts. Duplicate tags: the first pair counts.
+    """
+    text = clean_text(text)
+    match = _PROBLEM_RE.search(text)
+    if match is None:
+        return TeacherParse(reason="no_problem")
+    problem = match.group(1).strip()
+    if not problem:
+        return TeacherParse(reason="empty_problem")
+    if problem == "...":
+        return TeacherParse(reason="ellipsis_problem")
+    if re.search(rf"</?({PROBLEM_TAG}|{CONCEPTS_TAG})>", problem, re.IGNORECASE):
+        return TeacherParse(reason="nested_tags")
+    if len(problem) < MIN_PROBLEM_CHARS:
+        return TeacherParse(reason="short_problem")
+    match = _CONCEPTS_RE.search(text)
+    if match is None:
+        return TeacherParse(reason="no_concepts")
+    concepts_text = match.group(1).strip()
+    if not concepts_text:
+        return TeacherParse(reason="empty_concepts")
+    items = [c.strip().lower() for c in concepts_text.split(",")]
+    if len(items) > MAX_CONCEPTS:
+        return TeacherParse(reason="too_many_concepts")
+    if "\n" in concepts_text or "\r" in concepts_text:
+        return TeacherParse(reason="multiline_concepts")
+    concepts = [c for c in items if len(c) >= MIN_CONCEPT_CHARS]
+    if not concepts:
+        return TeacherParse(reason="short_concepts")
+    return TeacherParse(problem=problem, concepts=concepts)
+
+
+def has_think_block(text: object) -> bool:
+    """True when the text has a ``<think>...</think>`` block (the teacher format reward)."""
+    return _THINK_RE.search(clean_text(text)) is not None
+
+
+def has_final_answer_line(text: object) -> bool:
+    """True when the text has ``Therefore, the final answer is: $\\boxed{...}$`` (the student format reward)."""
+    return _FINAL_LINE_RE.search(clean_text(text)) is not None
+
+
+def find_concepts_span(text: str) -> tuple[int, int] | None:
+    """Character span of ``<concepts>...</concepts>`` (tags included), or None when either tag is missing."""
+    start = re.search(rf"<{CONCEPTS_TAG}>", text, re.IGNORECASE)
+    if start is None:
+        return None
+    end = re.compile(rf"</{CONCEPTS_TAG}>", re.IGNORECASE).search(text, start.end())
+    if end is None:
+        return None
+    return start.start(), end.end()
+
+
+def extract_boxed_answer(text: object) -> str | None:
+    """The content of the last ``\\boxed{...}`` (nested braces balanced), or None."""
+    text = clean_text(text)
+    start = text.rfind("\\boxed")
+    while start != -1:
+        i = start + len("\\boxed")
+        while i < len(text) and text[i] == " ":
+            i += 1
+        if i < len(text) and text[i] == "{":
+            depth, j = 0, i
+            while j < len(text):
+                ch = text[j]
+                if ch == "\\" and j + 1 < len(text):  # skip escaped characters such as \{ and \}
+                    j += 2
+                    continue
+                if ch == "{":
+                    depth += 1
+                elif ch == "}":
+                    depth -= 1
+                    if depth == 0:
+                        content = text[i + 1 : j].strip()
+                        return content or None
+                j += 1
+        start = text.rfind("\\boxed", 0, start)
+    return None
+
+
+@lru_cache(maxsize=16384)
+def normalise_answer(answer: str | None) -> tuple | None:
+    """Parse an answer string into math-verify's normal form (a tuple of sympy objects and strings), or None."""
+    if answer is None:
+        return None
+    answer = clean_text(answer).strip()
+    if not answer or len(answer) > MAX_ANSWER_CHARS:
+        return None
+    from math_verify import LatexExtractionConfig, parse
+
+    try:
+        parsed = parse(
+            f"${answer}$",
+            extraction_config=[LatexExtractionConfig(boxed_match_priority=0)],
+            fallback_mode="no_fallback",
+            parsing_timeout=PARSE_TIMEOUT_S,
+        )
+    except Exception:  # noqa: BLE001 - the grammar or sympy may choke on anything; that is "no answer"
+        return None
+    return tuple(parsed) if parsed else None
+
+
+def answers_equal(a: str | None, b: str | None) -> bool:
+    """Mathematical equivalence of two answer strings (math-verify, time-limited); False when either is invalid."""
+    if a is None or b is None:
+        return False
+    if a.strip() == b.strip():
+        return True
+    na, nb = normalise_answer(a), normalise_answer(b)
+    if na is None or nb is None:
+        return False
+    from math_verify import verify
+
+    try:
+        return bool(verify(list(na), list(nb), timeout_seconds=VERIFY_TIMEOUT_S))
+    except Exception:  # noqa: BLE001
+        return False
+
+
+def extract_answer(text: object) -> str | None:
+    """The student's answer: the last boxed expression, kept only if it parses as maths."""
+    answer = extract_boxed_answer(text)
+    return answer if normalise_answer(answer) is not None else None

@@ -1,0 +1,208 @@
+"""The problem pool: every problem the teacher wrote (legal or not), which of them are in the pool, and their
+embeddings, cached once and never recomputed.
+
+On disk a pool is ``pool.jsonl`` (one record per generated problem; ``in_pool`` marks pool membership) and
+``pool_embeddings.npz`` (ids and a float32 matrix). Both are written to a temporary file and renamed, so a killed
+process never leaves a half-written pool.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from collections.abc import Callable, Iterable, Sequence
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+
+import numpy as np
+
+from opensir_lite.prompts import SEED_PROBLEM
+
+POOL_FILE = "pool.jsonl"
+EMBEDDINGS_FILE = "pool_embeddings.npz"
+
+
+class PoolFileError(ValueError):
+    """A pool file that cannot be read; the message names the file and line."""
+
+
+@dataclass
+class ProblemRecord:
+    """One generated (or seed) problem and everything measured about it."""
+
+    id: int
+    problem: str
+    step: int = 0
+    concepts: list[str] = field(default_factory=list)
+    legal: bool = True
+    reason: str | None = None  # why the problem is illegal, None when legal
+    in_pool: bool = False
+    source: str = "teacher"  # "seed", "initial" (from a pool file) or "teacher"
+    reference_id: int | None = None  # the pool entry shown to the teacher
+    solve_rate: float | None = None
+    majority_answer: str | None = None
+    n_valid_answers: int = 0
+    mean_student_tokens: float | None = None
+    novelty: float | None = None
+    combined_score: float | None = None
+    rewards: dict[str, float] = field(default_factory=dict)
+    teacher_output: str | None = None  # raw teacher text, kept (truncated) for illegal problems only
+
+    @classmethod
+    def from_dict(cls, row: dict, default_id: int) -> ProblemRecord:
+        problem = row.get("problem", row.get("question"))
+        if not isinstance(problem, str) or not problem.strip():
+            raise KeyError("problem")
+        known = {k: v for k, v in row.items() if k in cls.__dataclass_fields__}
+        known["problem"] = problem
+        known.setdefault("id", default_id)
+        known.setdefault("in_pool", bool(row.get("legal", True)))
+        known.setdefault("source", "initial")
+        concepts = known.get("concepts") or []
+        if isinstance(concepts, str):
+            concepts = [c.strip() for c in concepts.split(",") if c.strip()]
+        known["concepts"] = list(concepts)
+        return cls(**known)
+
+
+def atomic_write_text(path: Path, text: str) -> None:
+    """Write ``text`` to ``path`` through a temporary file and an atomic rename."""
+    tmp = path.with_name(path.name + ".tmp")
+    with open(tmp, "w", encoding="utf-8") as f:
+        f.write(text)
+        f.flush()
+        os.fsync(f.fileno())
+    os.replace(tmp, path)
+
+
+class ProblemPool:
+    """Pool entries (oldest first), the history of every generated problem, and cached embeddings."""
+
+    def __init__(self, records: Iterable[ProblemRecord] = (), max_size: int | None = None):
+        self.history: list[ProblemRecord] = list(records)
+        self.max_size = max_size or None
+        self.embeddings: dict[int, np.ndarray] = {}
+        self._next_id = max((r.id for r in self.history), default=-1) + 1
+        self._evict()
+
+    # ---- construction -------------------------------------------------------------------------------------
+    @classmethod
+    def from_seed(cls, problem: str = SEED_PROBLEM, max_size: int | None = None) -> ProblemPool:
+        return cls([ProblemRecord(id=0, problem=problem, in_pool=True, source="seed")], max_size=max_size)
+
+    @classmethod
+    def from_jsonl(cls, path: str | Path, max_size: int | None = None) -> ProblemPool:
+        """Read a pool file (ours, or any JSONL with a ``problem`` or ``question`` field per line)."""
+        path = Path(path)
+        if not path.is_file():
+            raise PoolFileError(f"pool file not found: {path}")
+        records: list[ProblemRecord] = []
+        with open(path, encoding="utf-8", errors="replace") as f:
+            for lineno, line in enumerate(f, start=1):
+                if not line.strip():
+                    continue
+                try:
+                    row = json.loads(line)
+                except json.JSONDecodeError as e:
+                    raise PoolFileError(f"{path}:{lineno}: not valid JSON ({e.msg})") from None
+                if not isinstance(row, dict):
+                    raise PoolFileError(f"{path}:{lineno}: expected a JSON object")
+                try:
+                    records.append(ProblemRecord.from_dict(row, default_id=len(records)))
+                except KeyError:
+                    raise PoolFileError(f"{path}:{lineno}: missing a non-empty 'problem' (or 'question') field") from None
+                except TypeError as e:
+                    raise PoolFileError(f"{path}:{lineno}: bad field ({e})") from None
+        if len({r.id for r in records}) != len(records):
+            raise PoolFileError(f"{path}: duplicate ids")
+        pool = cls(records, max_size=max_size)
+        if not pool.entries:
+            raise PoolFileError(f"{path}: no problem in it is in the pool")
+        emb_path = path.with_name(EMBEDDINGS_FILE)
+        if emb_path.is_file():
+            pool.load_embeddings(emb_path)
+        return pool
+
+    # ---- views --------------------------------------------------------------------------------------------
+    @property
+    def entries(self) -> list[ProblemRecord]:
+        return [r for r in self.history if r.in_pool]
+
+    def __len__(self) -> int:
+        return len(self.entries)
+
+    def new_id(self) -> int:
+        self._next_id += 1
+        return self._next_id - 1
+
+    # ---- sampling and growth ------------------------------------------------------------------------------
+    def sample_references(self, n: int, rng: np.random.Generator) -> list[ProblemRecord]:
+        """``n`` reference problems, each drawn uniformly from the pool (one in-context example per prompt)."""
+        entries = self.entries
+        if not entries:
+            raise ValueError("the problem pool is empty")
+        return [entries[i] for i in rng.integers(0, len(entries), size=n)]
+
+    def add(self, records: Sequence[ProblemRecord], embeddings: dict[int, np.ndarray] | None = None) -> None:
+        """Record generated problems; those with ``in_pool`` join the pool (oldest evicted past ``max_size``)."""
+        self.history.extend(records)
+        for r in records:
+            self._next_id = max(self._next_id, r.id + 1)
+            if embeddings and r.id in embeddings:
+                self.embeddings[r.id] = np.asarray(embeddings[r.id], dtype=np.float32)
+        self._evict()
+
+    def _evict(self) -> None:
+        if not self.max_size:
+            return
+        entries = self.entries
+        for r in entries[: max(0, len(entries) - self.max_size)]:
+            r.in_pool = False
+            self.embeddings.pop(r.id, None)
+
+    # ---- embeddings ---------------------------------------------------------------------------------------
+    def ensure_embeddings(self, embed: Callable[[list[str]], np.ndarray]) -> int:
+        """Embed the pool entries that have no cached embedding; returns how many were computed."""
+        missing = [r for r in self.entries if r.id not in self.embeddings]
+        if missing:
+            vectors = embed([r.problem for r in missing])
+            for r, v in zip(missing, vectors, strict=True):
+                self.embeddings[r.id] = np.asarray(v, dtype=np.float32)
+        return len(missing)
+
+    def embedding_matrix(self, ids: Sequence[int]) -> np.ndarray:
+        """Stacked cached embeddings for ``ids`` (shape (0, 0) when empty)."""
+        if not ids:
+            return np.zeros((0, 0), dtype=np.float32)
+        return np.stack([self.embeddings[i] for i in ids])
+
+    def diversity_ids(self, recent: int | None, reference_ids: Iterable[int] = ()) -> list[int]:
+        """Pool ids the novelty is measured against: all entries, or the ``recent`` newest plus the references."""
+        entries = self.entries
+        if recent is None:
+            return [r.id for r in entries]
+        chosen = [r.id for r in entries[-recent:]] if recent > 0 else []
+        in_pool = {r.id for r in entries}
+        for i in reference_ids:
+            if i in in_pool and i not in chosen:
+                chosen.append(i)
+        return chosen
+
+    # ---- persistence --------------------------------------------------------------------------------------
+    def save(self, directory: str | Path) -> Path:
+        """Write ``pool.jsonl`` and ``pool_embeddings.npz`` into ``directory`` atomically."""
+        directory = Path(directory)
+        directory.mkdir(parents=True, exist_ok=True)
+        lines = "".join(json.dumps(asdict(r), ensure_ascii=False) + "\n" for r in self.history)
+        atomic_write_text(directory / POOL_FILE, lines)
+        ids = np.array(sorted(self.embeddings), dtype=np.int64)
+        matrix = self.embedding_matrix(list(ids)) if len(ids) else np.zeros((0, 0), dtype=np.float32)
+        tmp = directory / (EMBEDDINGS_FILE + ".tmp.npz")
+        np.savez(tmp, ids=ids, embeddings=matrix)
+        os.replace(tmp, directory / EMBEDDINGS_FILE)
+        return directory / POOL_FILE
+
+    def load_embeddings(self, path: str | Path) -> None:
+        with np.load(path) as data:
+            for i, v in zip(data["ids"].tolist(), data["embeddings"], strict=True):
+                self.embeddings[int(i)] = np.asarray(v, dtype=np.float32)

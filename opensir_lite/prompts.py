@@ -1,0 +1,68 @@
+"""Prompts and tags: the single definition of the teacher and student prompts and of the tags the parser reads."""
+
+from __future__ import annotations
+
+SEED_PROBLEM = "What is 1+1?"
+
+# Tags shared by the teacher prompt and the teacher parser.
+THINK_TAG = "think"
+PROBLEM_TAG = "problem"
+CONCEPTS_TAG = "concepts"
+
+# The student's final line; the parser and the student format reward read the same words.
+FINAL_ANSWER_PREFIX = "Therefore, the final answer is:"
+FINAL_ANSWER_LINE = FINAL_ANSWER_PREFIX + " $\\boxed{ANSWER}$"
+
+TEACHER_SYSTEM_PROMPT = "You are a helpful AI Assistant"
+
+TEACHER_USER_TEMPLATE = (
+    "You are given a math problem: {problem}\n\n"
+    "Your task is to create a math problem that is conceptually different from the provided problem. "
+    "The new problem must be answerable with a numerical value or mathematical expression.\n\n"
+    f"First, explain how your new problem differs conceptually from the original problem inside the "
+    f"<{THINK_TAG}>...</{THINK_TAG}> tags. Then, present your new problem inside the "
+    f"<{PROBLEM_TAG}>...</{PROBLEM_TAG}> tags. Finally, identify at most three math concepts required to solve "
+    f"your problem. Provide these concepts in a comma separated list inside the "
+    f"<{CONCEPTS_TAG}>...</{CONCEPTS_TAG}> tags."
+)
+
+STUDENT_SYSTEM_PROMPT = (
+    "You are a helpful AI Assistant, designed to provide well-reasoned and detailed responses. You FIRST think "
+    "about the reasoning process step by step and then provide the user with the answer. The last line of your "
+    f"response should be '{FINAL_ANSWER_LINE}' (without quotes) where ANSWER is just the final number or "
+    "expression that solves the problem."
+)
+
+Messages = list[dict[str, str]]
+
+
+def _messages(system: str, user: str, use_system_prompt: bool) -> Messages:
+    if use_system_prompt:
+        return [{"role": "system", "content": system}, {"role": "user", "content": user}]
+    return [{"role": "user", "content": system + "\n\n" + user}]
+
+
+def teacher_messages(reference_problem: str, use_system_prompt: bool = True) -> Messages:
+    """Chat messages asking the teacher for a problem conceptually different from ``reference_problem``."""
+    return _messages(TEACHER_SYSTEM_PROMPT, TEACHER_USER_TEMPLATE.replace("{problem}", reference_problem), use_system_prompt)
+
+
+def student_messages(problem: str, use_system_prompt: bool = True) -> Messages:
+    """Chat messages asking the student to solve ``problem`` and end with the boxed final-answer line."""
+    return _messages(STUDENT_SYSTEM_PROMPT, problem, use_system_prompt)
+
+
+def supports_system_prompt(tokenizer) -> bool:
+    """True when the tokenizer's chat template accepts a system message (Gemma's, for one, raises)."""
+    try:
+        tokenizer.apply_chat_template(
+            [{"role": "system", "content": "s"}, {"role": "user", "content": "u"}], tokenize=False
+        )
+    except Exception:  # noqa: BLE001 - any template error means "no system role"
+        return False
+    return True
+
+
+def render(tokenizer, messages: Messages) -> str:
+    """Apply the model's chat template with the generation prompt appended (text, not tokens)."""
+    return tokenizer.apply_chat_template(messages, tokenize=False, add_generation_prompt=True)

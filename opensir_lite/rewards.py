@@ -1,0 +1,127 @@
+"""OpenSIR rewards as TRL reward functions: ``(completions, **columns) -> list[float | None]``.
+
+Each function returns None for rows of the other role, so TRL's weighted ``nansum`` sees one role per row; the
+function name is the metric name (``rewards/<name>/mean``). Values that need the student round (solve rate,
+novelty, student lengths, majority answer) arrive as columns computed upstream by :mod:`opensir_lite.selfplay`.
+The scalar formulas are plain functions so that selection, the pool records and the tests share one definition.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Sequence
+
+from opensir_lite.parsing import answers_equal, has_final_answer_line, has_think_block
+
+TEACHER = "teacher"
+STUDENT = "student"
+PAD = "pad"  # filler rows (no legal problem to train the student on); every reward is None, loss-masked
+
+RewardFunc = Callable[..., list[float | None]]
+
+
+# ---- scalar formulas --------------------------------------------------------------------------------------
+def solve_rate_levels(lower: float, upper: float, num_generations: int) -> list[float]:
+    """L = {i/G : i = 1..G, lower <= i/G <= upper}: the solve rates G samples can produce inside the gate."""
+    eps = 1e-9
+    return [i / num_generations for i in range(1, num_generations + 1) if lower - eps <= i / num_generations <= upper + eps]
+
+
+def solvability_score(solve_rate: float | None, lower: float = 0.5, upper: float = 0.9, num_generations: int = 8) -> float:
+    """0 outside [lower, upper]; inside, 1.0 at the midpoint falling linearly to 1/|L| at both limits."""
+    if solve_rate is None or solve_rate < lower - 1e-9 or solve_rate > upper + 1e-9:
+        return 0.0
+    levels = solve_rate_levels(lower, upper, num_generations)
+    floor = 1.0 / len(levels) if levels else 1.0
+    midpoint = (lower + upper) / 2
+    half_range = midpoint - lower
+    distance = min(abs(solve_rate - midpoint) / half_range, 1.0) if half_range > 0 else 0.0
+    return 1.0 - (1.0 - floor) * distance
+
+
+def response_length_score(mean_tokens: float | None, cap: float | None = 1000.0, baseline: float = 1000.0) -> float:
+    """min(mean student completion length, cap) / baseline; 0 when there is no length."""
+    if mean_tokens is None or mean_tokens <= 0:
+        return 0.0
+    if cap:
+        mean_tokens = min(mean_tokens, cap)
+    return mean_tokens / baseline
+
+
+def combined_score(difficulty: float, diversity: float, difficulty_weight: float = 1.0, diversity_weight: float = 1.0) -> float:
+    """The score used to pick teacher groups (by variance) and student problems (best first)."""
+    return difficulty_weight * difficulty + diversity_weight * diversity
+
+
+# ---- TRL reward functions ---------------------------------------------------------------------------------
+def _text(completion: object) -> str:
+    if isinstance(completion, list):  # conversational: [{"role": "assistant", "content": ...}]
+        return "".join(str(m.get("content", "")) for m in completion if isinstance(m, dict))
+    return "" if completion is None else str(completion)
+
+
+def _col(completions: Sequence, value: object) -> list:
+    """A column as one value per row (a scalar is broadcast)."""
+    return list(value) if isinstance(value, list | tuple) else [value] * len(completions)
+
+
+def make_teacher_rewards(
+    lower: float = 0.5,
+    upper: float = 0.9,
+    num_generations: int = 8,
+    length_cap: float | None = 1000.0,
+    length_baseline: float = 1000.0,
+) -> list[RewardFunc]:
+    """The four teacher rewards [solvability, diversity, teacher_format, response_length]; illegal rows score 0."""
+
+    def solvability(completions, role=None, legal=None, solve_rate=None, **_) -> list[float | None]:
+        roles, legals, rates = (_col(completions, v) for v in (role, legal, solve_rate))
+        return [
+            (solvability_score(sr, lower, upper, num_generations) if ok else 0.0) if r == TEACHER else None
+            for r, ok, sr in zip(roles, legals, rates, strict=True)
+        ]
+
+    def diversity(completions, role=None, legal=None, novelty=None, **_) -> list[float | None]:
+        roles, legals, novs = (_col(completions, v) for v in (role, legal, novelty))
+        return [
+            (float(nv) if ok and nv is not None else 0.0) if r == TEACHER else None
+            for r, ok, nv in zip(roles, legals, novs, strict=True)
+        ]
+
+    def teacher_format(completions, role=None, legal=None, **_) -> list[float | None]:
+        roles, legals = (_col(completions, v) for v in (role, legal))
+        return [
+            (float(bool(ok) and has_think_block(_text(c)))) if r == TEACHER else None
+            for c, r, ok in zip(completions, roles, legals, strict=True)
+        ]
+
+    def response_length(completions, role=None, legal=None, mean_student_tokens=None, **_) -> list[float | None]:
+        roles, legals, lengths = (_col(completions, v) for v in (role, legal, mean_student_tokens))
+        return [
+            (response_length_score(n, length_cap, length_baseline) if ok else 0.0) if r == TEACHER else None
+            for r, ok, n in zip(roles, legals, lengths, strict=True)
+        ]
+
+    return [solvability, diversity, teacher_format, response_length]
+
+
+def accuracy(completions, role=None, answer=None, majority_answer=None, **_) -> list[float | None]:
+    """Student: 1 when the row's answer is equivalent to the group's majority answer, else 0 (no answer = 0)."""
+    roles, answers, majorities = (_col(completions, v) for v in (role, answer, majority_answer))
+    return [
+        float(answers_equal(a, m)) if r == STUDENT else None for r, a, m in zip(roles, answers, majorities, strict=True)
+    ]
+
+
+def student_format(completions, role=None, **_) -> list[float | None]:
+    """Student: 1 when the completion has the boxed final-answer line."""
+    roles = _col(completions, role)
+    return [float(has_final_answer_line(_text(c))) if r == STUDENT else None for c, r in zip(completions, roles, strict=True)]
+
+
+def make_reward_funcs(**teacher_kwargs) -> list[RewardFunc]:
+    """All six reward functions in the order of ``reward_weights``: four teacher, then two student."""
+    return [*make_teacher_rewards(**teacher_kwargs), accuracy, student_format]
+
+
+TEACHER_REWARD_NAMES = ["solvability", "diversity", "teacher_format", "response_length"]
+STUDENT_REWARD_NAMES = ["accuracy", "student_format"]

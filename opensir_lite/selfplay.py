@@ -1,0 +1,367 @@
+"""One OpenSIR self-play round, and the TRL ``rollout_func`` that runs it.
+
+A round: sample reference problems from the pool -> teacher prompts -> G teacher samples per prompt (``upscale``
+times more groups than are trained) -> parse -> G student samples per parsed problem -> answers, majority vote,
+solve rate -> embeddings and novelty -> reward columns -> pick the teacher groups with the highest variance of the
+combined score and the student problems with the best combined score -> pool growth -> training rows.
+
+The rows go back to TRL's ``GRPOTrainer``: G consecutive rows form a group (teacher and student groups never mix),
+``env_mask`` removes the ``<concepts>`` span of teacher completions (and whole filler rows) from the loss, and
+the reward columns feed :mod:`opensir_lite.rewards`.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from collections import Counter
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+
+from opensir_lite.embedding import novelty_scores
+from opensir_lite.generation import Completion, SamplingSettings, generate
+from opensir_lite.grading import Vote, majority_vote
+from opensir_lite.parsing import TeacherParse, extract_answer, find_concepts_span, parse_teacher_output
+from opensir_lite.pool import ProblemPool, ProblemRecord
+from opensir_lite.prompts import render, student_messages, supports_system_prompt, teacher_messages
+from opensir_lite.rewards import (
+    PAD,
+    STUDENT,
+    TEACHER,
+    TEACHER_REWARD_NAMES,
+    combined_score,
+    make_teacher_rewards,
+)
+
+logger = logging.getLogger(__name__)
+
+SOLVE_RATE_BINS = 10  # histogram of solve rates over [0, 1] in metrics
+APPEND_STRATEGIES = ("all_legal", "never")  # plus "top-<x>"
+MAX_STORED_OUTPUT_CHARS = 1000  # raw teacher output kept for illegal problems (for inspection)
+
+
+def parse_append_strategy(strategy: str) -> int | None:
+    """None for ``all_legal``, 0 for ``never``, x for ``top-x``; ValueError otherwise."""
+    if strategy == "all_legal":
+        return None
+    if strategy == "never":
+        return 0
+    if strategy.startswith("top-") and strategy[4:].isdigit() and int(strategy[4:]) > 0:
+        return int(strategy[4:])
+    raise ValueError(f"pool_append_strategy must be 'all_legal', 'never' or 'top-<x>', got {strategy!r}")
+
+
+def concepts_loss_mask(tokenizer, completion_ids: list[int]) -> list[int]:
+    """1 per completion token, 0 on tokens overlapping the ``<concepts>...</concepts>`` span (tags included)."""
+    mask = [1] * len(completion_ids)
+    text = tokenizer.decode(completion_ids, skip_special_tokens=True)
+    span = find_concepts_span(text)
+    if span is None:
+        return mask
+
+    def prefix_len(j: int) -> int:  # characters decoded from tokens [0, j]
+        return len(tokenizer.decode(completion_ids[: j + 1], skip_special_tokens=True))
+
+    def first_token_reaching(chars: int) -> int:  # first j with prefix_len(j) >= chars (binary search)
+        lo, hi = 0, len(completion_ids) - 1
+        while lo < hi:
+            mid = (lo + hi) // 2
+            if prefix_len(mid) >= chars:
+                hi = mid
+            else:
+                lo = mid + 1
+        return lo
+
+    first = first_token_reaching(span[0] + 1)
+    last = first_token_reaching(span[1])
+    for j in range(first, last + 1):
+        mask[j] = 0
+    return mask
+
+
+@dataclass
+class RoundResult:
+    """Everything one round produced: the records (one per teacher output), the rows to train on and stats."""
+
+    records: list[ProblemRecord]
+    rows: dict[str, list]
+    stats: dict[str, Any]
+    teacher_completions: list[Completion] = field(default_factory=list)
+    student_completions: list[Completion] = field(default_factory=list)
+    votes: list[Vote] = field(default_factory=list)
+
+
+class SelfPlay:
+    """Holds the pool, the embedder and the sampling RNG; ``__call__`` is TRL's ``rollout_func``.
+
+    ``args`` is the run configuration (:class:`opensir_lite.config.SelfPlayConfig` or any object with the same
+    attributes); ``embedder`` maps texts to unit vectors.
+    """
+
+    def __init__(self, args, pool: ProblemPool, embedder: Callable[[list[str]], np.ndarray]):
+        self.args = args
+        self.pool = pool
+        self.embedder = embedder
+        self.rng = np.random.default_rng(args.seed)
+        self.append_top = parse_append_strategy(args.pool_append_strategy)
+        self.teacher_rewards = make_teacher_rewards(
+            lower=args.solve_rate_lower,
+            upper=args.solve_rate_upper,
+            num_generations=args.num_generations,
+            length_cap=args.response_length_cap,
+            length_baseline=args.response_length_baseline,
+        )
+        self.last_round: RoundResult | None = None
+        self.round_stats: list[dict[str, Any]] = []  # stats of rounds not yet logged
+        self._use_system_prompt: bool | None = args.use_system_prompt
+
+    # ---- TRL hook -----------------------------------------------------------------------------------------
+    def __call__(self, prompts: list, trainer) -> dict[str, list]:
+        expected = (self.args.num_teacher_groups + self.args.num_student_groups) * self.args.num_generations
+        if len(prompts) != expected:
+            raise ValueError(
+                f"rollout received {len(prompts)} rows but a round makes {expected} "
+                "((num_teacher_groups + num_student_groups) * num_generations); "
+                "set generation_batch_size to that number on a single process"
+            )
+        model = trainer.accelerator.unwrap_model(trainer.model)
+        result = self.play_round(model, trainer.processing_class, step=trainer.state.global_step + 1)
+        return {**result.rows, "logprobs": None}  # HF generate gives no sampling logprobs; TRL then needs none
+
+    # ---- the round ----------------------------------------------------------------------------------------
+    def play_round(self, model, tokenizer, step: int) -> RoundResult:
+        a = self.args
+        G = a.num_generations
+        t_start = time.perf_counter()
+        if self._use_system_prompt is None:
+            self._use_system_prompt = supports_system_prompt(tokenizer)
+        sys_prompt = self._use_system_prompt
+
+        # Teacher: one reference per prompt, G samples per prompt, upscale x more groups than trained.
+        n_groups = a.num_teacher_groups * a.teacher_upscale_ratio
+        references = self.pool.sample_references(n_groups, self.rng)
+        teacher_texts = [render(tokenizer, teacher_messages(r.problem, sys_prompt)) for r in references]
+        t0 = time.perf_counter()
+        teacher_out = generate(model, tokenizer, teacher_texts, G, self._sampling("teacher"), a.max_generate_batch)
+        t_teacher = time.perf_counter() - t0
+        parses: list[TeacherParse] = [parse_teacher_output(c.text) for c in teacher_out]
+        candidates = [i for i, p in enumerate(parses) if p.ok]
+
+        # Student: G samples for every parsed problem, in one batched call.
+        student_texts = [render(tokenizer, student_messages(parses[i].problem, sys_prompt)) for i in candidates]
+        t0 = time.perf_counter()
+        student_out = generate(model, tokenizer, student_texts, G, self._sampling("student"), a.max_generate_batch)
+        t_student = time.perf_counter() - t0
+
+        # Grading: answers, majority vote by equivalence class, solve rate.
+        t0 = time.perf_counter()
+        answers = [extract_answer(c.text) for c in student_out]
+        votes = [majority_vote(answers[k * G : (k + 1) * G]) for k in range(len(candidates))]
+        t_grading = time.perf_counter() - t0
+
+        # Novelty against the other parsed problems of the batch and the pool (embeddings cached in the pool).
+        t0 = time.perf_counter()
+        self.pool.ensure_embeddings(self.embedder)
+        cand_emb = self.embedder([parses[i].problem for i in candidates]) if candidates else np.zeros((0, 0))
+        pool_ids = self.pool.diversity_ids(a.diversity_recent_pool_size, [r.id for r in references])
+        novelty = novelty_scores(cand_emb, self.pool.embedding_matrix(pool_ids), a.novelty_top_k)
+        t_embedding = time.perf_counter() - t0
+
+        # Records and teacher reward columns, one per teacher output.
+        cand_pos = {i: k for k, i in enumerate(candidates)}
+        records: list[ProblemRecord] = []
+        for i, (completion, parse) in enumerate(zip(teacher_out, parses, strict=True)):
+            k = cand_pos.get(i)
+            vote = votes[k] if k is not None else None
+            legal = vote is not None and vote.n_valid > 0
+            lengths = [c.num_tokens for c in student_out[k * G : (k + 1) * G]] if k is not None else []
+            records.append(
+                ProblemRecord(
+                    id=self.pool.new_id(),
+                    problem=parse.problem or "",
+                    step=step,
+                    concepts=list(parse.concepts),
+                    legal=legal,
+                    reason=None if legal else (parse.reason or "no_valid_answer"),
+                    reference_id=references[i // G].id,
+                    solve_rate=vote.solve_rate if vote else None,
+                    majority_answer=vote.majority if vote else None,
+                    n_valid_answers=vote.n_valid if vote else 0,
+                    mean_student_tokens=float(np.mean(lengths)) if lengths else None,
+                    novelty=novelty[k] if k is not None else None,
+                    teacher_output=None if legal else completion.text[:MAX_STORED_OUTPUT_CHARS],
+                )
+            )
+        teacher_columns = {
+            "role": [TEACHER] * len(records),
+            "legal": [r.legal for r in records],
+            "solve_rate": [r.solve_rate for r in records],
+            "novelty": [r.novelty for r in records],
+            "mean_student_tokens": [r.mean_student_tokens for r in records],
+        }
+        texts = [c.text for c in teacher_out]
+        for name, func in zip(TEACHER_REWARD_NAMES, self.teacher_rewards, strict=True):
+            for r, value in zip(records, func(texts, **teacher_columns), strict=True):
+                r.rewards[name] = float(value)
+        for r in records:
+            if r.legal:
+                r.combined_score = combined_score(
+                    r.rewards["solvability"], r.rewards["diversity"], a.difficulty_score_weight, a.diversity_score_weight
+                )
+
+        teacher_groups = self._select_teacher_groups(records, n_groups)
+        student_problems = self._select_student_problems(records)
+        added = self._grow_pool(records, candidates, cand_emb)
+
+        rows = self._build_rows(
+            tokenizer, teacher_out, student_out, records, votes, answers, teacher_groups, student_problems, cand_pos
+        )
+        t_total = time.perf_counter() - t_start
+        stats = self._stats(
+            records, teacher_out, student_out, teacher_groups, student_problems, added,
+            {"teacher_generation": t_teacher, "student_generation": t_student, "grading": t_grading,
+             "embedding": t_embedding, "rollout": t_total},
+        )  # fmt: skip
+        result = RoundResult(records, rows, stats, teacher_out, student_out, votes)
+        self.last_round = result
+        self.round_stats.append(stats)
+        return result
+
+    def _sampling(self, role: str) -> SamplingSettings:
+        a = self.args
+        return SamplingSettings(
+            max_new_tokens=getattr(a, f"{role}_max_new_tokens"),
+            temperature=getattr(a, f"{role}_temperature"),
+            top_p=a.top_p,
+            top_k=a.top_k or 0,
+        )
+
+    # ---- selection and growth -----------------------------------------------------------------------------
+    def _select_teacher_groups(self, records: list[ProblemRecord], n_groups: int) -> list[int]:
+        """The ``num_teacher_groups`` groups with the highest within-group variance of the combined score."""
+        G, keep = self.args.num_generations, self.args.num_teacher_groups
+        if n_groups <= keep:
+            return list(range(n_groups))
+        variances = []
+        for g in range(n_groups):
+            values = [r.combined_score for r in records[g * G : (g + 1) * G] if r.combined_score is not None]
+            variances.append(float(np.var(values)) if values else -1.0)  # -1: no legal problem in the group
+        order = sorted(range(n_groups), key=lambda g: -variances[g])  # stable: ties keep generation order
+        return sorted(order[:keep])
+
+    def _select_student_problems(self, records: list[ProblemRecord]) -> list[int]:
+        """Record indices of the problems the student trains on: best combined score first, or at random."""
+        legal = [i for i, r in enumerate(records) if r.legal]
+        want = self.args.num_student_groups
+        if self.args.student_selection == "random":
+            picked = list(self.rng.permutation(legal)[:want]) if legal else []
+            return [int(i) for i in picked]
+        ranked = sorted(legal, key=lambda i: -(records[i].combined_score or 0.0))
+        picked = ranked[:want]
+        rest = [i for i in legal if i not in picked]
+        if len(picked) < want and rest:  # top up at random from the legal ones
+            picked += [int(i) for i in self.rng.permutation(rest)[: want - len(picked)]]
+        return picked
+
+    def _grow_pool(self, records: list[ProblemRecord], candidates: list[int], cand_emb: np.ndarray) -> int:
+        legal = [r for r in records if r.legal]
+        if self.append_top is None:
+            chosen = legal
+        else:
+            chosen = sorted(legal, key=lambda r: -(r.combined_score or 0.0))[: self.append_top]
+        chosen_ids = {r.id for r in chosen}
+        embeddings = {}
+        for k, i in enumerate(candidates):
+            r = records[i]
+            if r.id in chosen_ids:
+                r.in_pool = True
+                embeddings[r.id] = cand_emb[k]
+        self.pool.add(records, embeddings)
+        return len(chosen_ids)
+
+    # ---- rows for TRL -------------------------------------------------------------------------------------
+    def _build_rows(
+        self, tokenizer, teacher_out, student_out, records, votes, answers, teacher_groups, student_problems, cand_pos
+    ) -> dict[str, list]:
+        G = self.args.num_generations
+        rows: dict[str, list] = {
+            k: []
+            for k in ("prompt_ids", "completion_ids", "env_mask", "role", "legal", "solve_rate", "novelty",
+                      "mean_student_tokens", "answer", "majority_answer", "problem_id")
+        }  # fmt: skip
+
+        def add(prompt_ids, completion_ids, env_mask, role, record, answer=None, majority=None):
+            rows["prompt_ids"].append(list(prompt_ids))
+            rows["completion_ids"].append(list(completion_ids))
+            rows["env_mask"].append(env_mask)
+            rows["role"].append(role)
+            rows["legal"].append(record.legal)
+            rows["solve_rate"].append(record.solve_rate)
+            rows["novelty"].append(record.novelty)
+            rows["mean_student_tokens"].append(record.mean_student_tokens)
+            rows["answer"].append(answer)
+            rows["majority_answer"].append(majority)
+            rows["problem_id"].append(record.id)
+
+        for g in teacher_groups:
+            for i in range(g * G, (g + 1) * G):
+                c = teacher_out[i]
+                add(c.prompt_ids, c.completion_ids, concepts_loss_mask(tokenizer, c.completion_ids), TEACHER, records[i])
+        for i in student_problems:
+            k = cand_pos[i]
+            for j in range(k * G, (k + 1) * G):
+                c = student_out[j]
+                add(c.prompt_ids, c.completion_ids, [1] * len(c.completion_ids), STUDENT, records[i],
+                    answer=answers[j], majority=votes[k].majority)  # fmt: skip
+        # Filler groups when fewer legal problems than student groups: zero loss weight, every reward None.
+        filler = teacher_out[teacher_groups[0] * G]
+        for _ in range(self.args.num_student_groups - len(student_problems)):
+            for _ in range(G):
+                add(filler.prompt_ids, filler.completion_ids, [0] * len(filler.completion_ids), PAD,
+                    records[teacher_groups[0] * G])  # fmt: skip
+        return rows
+
+    # ---- statistics ---------------------------------------------------------------------------------------
+    def _stats(self, records, teacher_out, student_out, teacher_groups, student_problems, added, times) -> dict:
+        G = self.args.num_generations
+        legal = [r for r in records if r.legal]
+        rates = [r.solve_rate for r in legal]
+        hist, _ = np.histogram(rates, bins=SOLVE_RATE_BINS, range=(0.0, 1.0))
+        lower, upper = self.args.solve_rate_lower, self.args.solve_rate_upper
+        reasons = Counter(r.reason for r in records if not r.legal)
+        zero_var = 0
+        for g in teacher_groups:
+            values = [records[i].combined_score or 0.0 for i in range(g * G, (g + 1) * G)]
+            zero_var += int(np.var(values) == 0.0)
+        stats: dict[str, Any] = {
+            "teacher_outputs": len(records),
+            "parsed_problems": sum(1 for r in records if r.problem),
+            "legal_problems": len(legal),
+            "legal_ratio": len(legal) / len(records) if records else 0.0,
+            "solve_rate_mean": float(np.mean(rates)) if rates else None,
+            "solve_rate_hist": [int(x) for x in hist],
+            "in_gate": sum(1 for s in rates if lower - 1e-9 <= s <= upper + 1e-9),
+            "novelty_mean": float(np.mean([r.novelty for r in legal])) if legal else None,
+            "pool_size": len(self.pool),
+            "pool_added": added,
+            "teacher_tokens": sum(c.num_tokens for c in teacher_out),
+            "student_tokens": sum(c.num_tokens for c in student_out),
+            "student_groups": len(student_problems),
+            "filler_groups": self.args.num_student_groups - len(student_problems),
+            "zero_variance_teacher_groups": zero_var,
+            "degenerate/no_legal_problem": int(not legal),
+            "degenerate/all_answers_equal": sum(1 for r in legal if r.solve_rate == 1.0),
+        }
+        stats["tokens_generated"] = stats["teacher_tokens"] + stats["student_tokens"]
+        for reason, n in sorted(reasons.items()):
+            stats[f"illegal/{reason}"] = n
+        for name in TEACHER_REWARD_NAMES:
+            stats[f"teacher_all/{name}"] = float(np.mean([r.rewards[name] for r in records])) if records else 0.0
+        parts = ("teacher_generation", "student_generation", "grading", "embedding")
+        times["selfplay_other"] = max(0.0, times["rollout"] - sum(times[p] for p in parts))
+        for k, v in times.items():
+            stats[f"time/{k}"] = v
+        return stats

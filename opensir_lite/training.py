@@ -1,0 +1,233 @@
+"""Training: loads the policy (QLoRA, LoRA or full), builds TRL's GRPOTrainer with the self-play ``rollout_func``,
+the six reward functions and a callback that writes ``metrics.jsonl``, ``pool.jsonl`` and checkpointed pools.
+
+This is the only module that imports trl's trainer, peft and bitsandbytes.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import math
+import time
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+from transformers import TrainerCallback
+
+from opensir_lite.config import PolicyModelConfig, SelfPlayConfig
+from opensir_lite.embedding import Embedder
+from opensir_lite.models import current_device_dtype, load_tokenizer, resolve_model_path
+from opensir_lite.pool import ProblemPool
+from opensir_lite.rewards import make_reward_funcs
+from opensir_lite.selfplay import SelfPlay
+
+logger = logging.getLogger(__name__)
+
+METRICS_FILE = "metrics.jsonl"
+ROUND_PLACEHOLDER_PROMPT = "opensir self-play round"  # the dataset rows only pace the trainer; prompts are built per round
+
+
+class TrainingSetupError(RuntimeError):
+    """The run cannot start (model, quantisation or pool problem); the message says which."""
+
+
+def load_policy(model_args: PolicyModelConfig, train_args: SelfPlayConfig):
+    """(model, tokenizer, peft_config) for QLoRA (4-bit NF4 + LoRA), LoRA or full fine-tuning."""
+    from transformers import AutoModelForCausalLM
+
+    path = resolve_model_path(model_args.model_name_or_path)
+    device, dtype = current_device_dtype()
+    if model_args.dtype not in (None, "auto"):
+        dtype = getattr(torch, model_args.dtype)
+    tokenizer = load_tokenizer(path, trust_remote_code=train_args.trust_remote_code, revision=model_args.model_revision)
+    kwargs: dict[str, Any] = {
+        "dtype": dtype,
+        "trust_remote_code": train_args.trust_remote_code,
+        "revision": model_args.model_revision,
+    }
+    if model_args.attn_implementation:
+        kwargs["attn_implementation"] = model_args.attn_implementation
+    quantized = model_args.load_in_4bit or model_args.load_in_8bit
+    if quantized:
+        if not model_args.use_peft:
+            raise TrainingSetupError("load_in_4bit/load_in_8bit trains an adapter: set use_peft true (QLoRA)")
+        try:
+            import bitsandbytes  # noqa: F401
+        except ImportError as e:
+            raise TrainingSetupError(f"4-bit loading needs bitsandbytes, which does not import here ({e})") from None
+        from transformers import BitsAndBytesConfig
+
+        kwargs["quantization_config"] = BitsAndBytesConfig(
+            load_in_4bit=model_args.load_in_4bit,
+            load_in_8bit=model_args.load_in_8bit,
+            bnb_4bit_quant_type=model_args.bnb_4bit_quant_type,
+            bnb_4bit_use_double_quant=model_args.use_bnb_nested_quant,
+            bnb_4bit_compute_dtype=dtype,
+            bnb_4bit_quant_storage=model_args.bnb_4bit_quant_storage,
+        )
+        kwargs["device_map"] = {"": torch.cuda.current_device() if device == "cuda" else "cpu"}
+    model = AutoModelForCausalLM.from_pretrained(path, **kwargs)
+    if model.generation_config.pad_token_id is None:
+        model.generation_config.pad_token_id = tokenizer.pad_token_id
+    peft_config = None
+    if model_args.use_peft:
+        from peft import prepare_model_for_kbit_training
+        from trl import get_peft_config
+
+        if quantized:
+            model = prepare_model_for_kbit_training(model, use_gradient_checkpointing=train_args.gradient_checkpointing)
+        peft_config = get_peft_config(model_args)
+    return model, tokenizer, peft_config
+
+
+def load_pool(train_args: SelfPlayConfig) -> ProblemPool:
+    """The initial pool: a pool file when given, else the single seed problem."""
+    if train_args.initial_pool_path:
+        return ProblemPool.from_jsonl(train_args.initial_pool_path, max_size=train_args.pool_max_size)
+    return ProblemPool.from_seed(train_args.seed_problem, max_size=train_args.pool_max_size)
+
+
+class SelfPlayCallback(TrainerCallback):
+    """Per step: time the update, save the pool, print a one-line summary; per log: a ``metrics.jsonl`` line;
+    per checkpoint: the pool inside the checkpoint folder."""
+
+    def __init__(self, selfplay: SelfPlay, output_dir: str | Path, quiet: bool = False):
+        self.selfplay = selfplay
+        self.output_dir = Path(output_dir)
+        self.quiet = quiet
+        self._step_start = 0.0
+        self._pending: list[dict[str, Any]] = []
+
+    def on_train_begin(self, args, state, control, **kwargs):
+        self.output_dir.mkdir(parents=True, exist_ok=True)
+        self.selfplay.pool.save(self.output_dir)
+
+    def on_step_begin(self, args, state, control, **kwargs):
+        self._step_start = time.perf_counter()
+        self.selfplay.round_stats.clear()
+
+    def on_step_end(self, args, state, control, **kwargs):
+        step_time = time.perf_counter() - self._step_start
+        rounds = list(self.selfplay.round_stats)
+        self.selfplay.round_stats.clear()
+        rollout = sum(r["time/rollout"] for r in rounds)
+        for r in rounds:
+            r["time/update"] = max(0.0, step_time - rollout) / len(rounds)
+            r["time/step"] = step_time / len(rounds)
+        self._pending.extend(rounds)
+        self.selfplay.pool.save(self.output_dir)
+        if rounds and not self.quiet:
+            from tqdm.auto import tqdm
+
+            tqdm.write(format_step_summary(state.global_step, state.max_steps, merge_round_stats(rounds)))
+
+    def on_log(self, args, state, control, logs=None, **kwargs):
+        if not state.is_world_process_zero or not self._pending:
+            return
+        row = {"step": state.global_step, **merge_round_stats(self._pending)}
+        for k, v in (logs or {}).items():
+            if isinstance(v, int | float) and math.isfinite(v):
+                row[k] = v
+        self._pending.clear()
+        with open(self.output_dir / METRICS_FILE, "a", encoding="utf-8") as f:
+            f.write(json.dumps(row) + "\n")
+
+    def on_save(self, args, state, control, **kwargs):
+        checkpoint = Path(args.output_dir) / f"checkpoint-{state.global_step}"
+        if checkpoint.is_dir():
+            self.selfplay.pool.save(checkpoint)
+
+
+def merge_round_stats(rounds: list[dict[str, Any]]) -> dict[str, Any]:
+    """Average per-round stats (histograms and counts of several rounds are summed; sizes keep the last)."""
+    if len(rounds) == 1:
+        return dict(rounds[0])
+    merged: dict[str, Any] = {}
+    keys = {k for r in rounds for k in r}
+    for k in sorted(keys):
+        values = [r[k] for r in rounds if r.get(k) is not None]
+        if not values:
+            merged[k] = None
+        elif isinstance(values[0], list):
+            merged[k] = [int(x) for x in np.sum(values, axis=0)]
+        elif k in ("pool_size",):
+            merged[k] = values[-1]
+        elif k.startswith(("time/", "illegal/", "degenerate/")) or k.endswith(("_tokens", "_outputs", "_problems")):
+            merged[k] = float(np.sum(values))
+        else:
+            merged[k] = float(np.mean(values))
+    return merged
+
+
+def format_step_summary(step: int, max_steps: int, s: dict[str, Any]) -> str:
+    def f(v, spec=".2f"):
+        return "-" if v is None else format(v, spec)
+
+    return (
+        f"step {step}/{max_steps} | legal {s['legal_problems']}/{s['teacher_outputs']} | "
+        f"solve {f(s['solve_rate_mean'])} | novelty {f(s['novelty_mean'])} | pool {s['pool_size']} | "
+        f"gen T {s['time/teacher_generation']:.1f}s S {s['time/student_generation']:.1f}s | "
+        f"update {s.get('time/update', 0.0):.1f}s | tokens {s['tokens_generated']}"
+    )
+
+
+def build_trainer(
+    train_args: SelfPlayConfig,
+    model_args: PolicyModelConfig,
+    pool: ProblemPool | None = None,
+    embedder=None,
+    quiet: bool = False,
+):
+    """(trainer, selfplay): a ready GRPOTrainer whose rollouts are OpenSIR rounds."""
+    from datasets import Dataset
+    from trl import GRPOTrainer
+
+    model, tokenizer, peft_config = load_policy(model_args, train_args)
+    pool = pool if pool is not None else load_pool(train_args)
+    embedder = embedder if embedder is not None else Embedder(train_args.embedder_name_or_path)
+    selfplay = SelfPlay(train_args, pool, embedder)
+    rows = train_args.num_teacher_groups + train_args.num_student_groups
+    dataset = Dataset.from_dict({"prompt": [ROUND_PLACEHOLDER_PROMPT] * rows})
+    reward_funcs = make_reward_funcs(
+        lower=train_args.solve_rate_lower,
+        upper=train_args.solve_rate_upper,
+        num_generations=train_args.num_generations,
+        length_cap=train_args.response_length_cap,
+        length_baseline=train_args.response_length_baseline,
+    )
+    import warnings
+
+    with warnings.catch_warnings():
+        warnings.filterwarnings("ignore", message=".*rollout_func.*experimental.*")
+        trainer = GRPOTrainer(
+            model=model,
+            reward_funcs=reward_funcs,
+            args=train_args,
+            train_dataset=dataset,
+            processing_class=tokenizer,
+            peft_config=peft_config,
+            rollout_func=selfplay,
+            callbacks=[SelfPlayCallback(selfplay, train_args.output_dir, quiet=quiet)],
+        )
+    _, dtype = current_device_dtype()
+    if (model_args.load_in_4bit or model_args.load_in_8bit) and dtype != torch.bfloat16:
+        # TRL casts QLoRA adapters to bf16; without native bf16 (CPU, T4) train them in fp32 instead.
+        for param in trainer.model.parameters():
+            if param.requires_grad:
+                param.data = param.data.float()
+    return trainer, selfplay
+
+
+def train(train_args: SelfPlayConfig, model_args: PolicyModelConfig, quiet: bool = False) -> Path:
+    """Run self-play training; returns the output folder (adapter, pool.jsonl, metrics.jsonl, checkpoints)."""
+    output_dir = Path(train_args.output_dir)
+    if train_args.resume_from_checkpoint is None and (output_dir / METRICS_FILE).exists():
+        (output_dir / METRICS_FILE).unlink()
+    trainer, selfplay = build_trainer(train_args, model_args, quiet=quiet)
+    trainer.train(resume_from_checkpoint=train_args.resume_from_checkpoint)
+    trainer.save_model(str(output_dir))
+    selfplay.pool.save(output_dir)
+    return output_dir

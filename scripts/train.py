@@ -1,0 +1,24 @@
+"""Train a policy with OpenSIR self-play: python scripts/train.py --config <recipe or YAML> [--field value ...]"""
+
+from __future__ import annotations
+
+import sys
+
+from opensir_lite.config import ConfigError, parse_config
+from opensir_lite.pool import PoolFileError
+from opensir_lite.training import TrainingSetupError, train
+
+
+def main() -> int:
+    try:
+        train_args, model_args = parse_config()
+        output_dir = train(train_args, model_args)
+    except (ConfigError, PoolFileError, TrainingSetupError, FileNotFoundError) as e:
+        print(f"error: {e}", file=sys.stderr)
+        return 2
+    print(f"done: adapter, pool.jsonl and metrics.jsonl in {output_dir}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,94 @@
+"""Reward formulas against hand-computed values, and the TRL reward functions' role handling."""
+
+import pytest
+
+from opensir_lite.rewards import (
+    PAD,
+    STUDENT,
+    TEACHER,
+    accuracy,
+    combined_score,
+    make_reward_funcs,
+    response_length_score,
+    solvability_score,
+    solve_rate_levels,
+    student_format,
+)
+
+
+def test_levels_for_g8():
+    # i/8 inside [0.5, 0.9]: 4/8, 5/8, 6/8, 7/8
+    assert solve_rate_levels(0.5, 0.9, 8) == [0.5, 0.625, 0.75, 0.875]
+
+
+SOLVABILITY_CASES = [
+    # (solve_rate, G, expected): midpoint 0.7, half range 0.2, floor 1/|L|
+    (0.7, 8, 1.0),  # peak at the midpoint
+    (0.5, 8, 0.25),  # lower edge: 1/|L| = 1/4
+    (0.9, 8, 0.25),  # upper edge
+    (0.625, 8, 1 - 0.75 * 0.375),  # 0.075 from the peak -> 1 - (1 - 1/4) * 0.375
+    (0.75, 8, 1 - 0.75 * 0.25),  # 0.05 from the peak
+    (0.875, 8, 1 - 0.75 * 0.875),  # 0.175 from the peak
+    (0.49, 8, 0.0),  # just below the gate
+    (0.91, 8, 0.0),  # just above the gate
+    (1.0, 8, 0.0),  # everyone agrees: too easy
+    (0.0, 8, 0.0),  # nobody agrees
+    (None, 8, 0.0),  # no valid answer
+    (0.5, 4, 0.5),  # G=4: levels 0.5, 0.75 -> floor 1/2
+]
+
+
+@pytest.mark.parametrize("solve_rate,G,expected", SOLVABILITY_CASES)
+def test_solvability(solve_rate, G, expected):
+    assert solvability_score(solve_rate, 0.5, 0.9, G) == pytest.approx(expected)
+
+
+@pytest.mark.parametrize(
+    "mean_tokens,cap,baseline,expected",
+    [
+        (500, 1000, 1000, 0.5),  # half the baseline
+        (2500, 1000, 1000, 1.0),  # capped
+        (2500, None, 1000, 2.5),  # no cap
+        (0, 1000, 1000, 0.0),  # empty
+        (None, 1000, 1000, 0.0),  # no student samples
+    ],
+)
+def test_response_length(mean_tokens, cap, baseline, expected):
+    assert response_length_score(mean_tokens, cap, baseline) == pytest.approx(expected)
+
+
+def test_combined_score():
+    assert combined_score(0.25, 0.3) == pytest.approx(0.55)  # difficulty + diversity
+    assert combined_score(1.0, 0.3, 2.0, 0.5) == pytest.approx(2.15)  # weighted
+
+
+def test_teacher_rewards_by_row():
+    solvability, diversity, teacher_format, response_length = make_reward_funcs(num_generations=8)[:4]
+    completions = ["<think>a</think><problem>p</problem>", "<think>a</think><problem>p</problem>", "x", "y"]
+    cols = dict(
+        role=[TEACHER, TEACHER, STUDENT, PAD],
+        legal=[True, False, True, False],  # row 2 illegal: 0 on all
+        solve_rate=[0.7, 0.7, None, None],
+        novelty=[0.3, 0.3, None, None],
+        mean_student_tokens=[500.0, 500.0, None, None],
+    )
+    assert solvability(completions, **cols) == [1.0, 0.0, None, None]
+    assert diversity(completions, **cols) == [0.3, 0.0, None, None]
+    assert teacher_format(completions, **cols) == [1.0, 0.0, None, None]
+    assert response_length(completions, **cols) == [0.5, 0.0, None, None]
+    assert solvability.__name__ == "solvability"  # metric name rewards/solvability/mean
+
+
+def test_student_rewards_by_row():
+    completions = [
+        "Therefore, the final answer is: $\\boxed{0.5}$",  # agrees with 1/2
+        "so \\boxed{3}",  # disagrees, no final line
+        "no answer",  # no answer = 0
+        [{"role": "assistant", "content": "Therefore, the final answer is: $\\boxed{1}$"}],  # conversational
+        "teacher row",
+    ]
+    role = [STUDENT, STUDENT, STUDENT, STUDENT, TEACHER]
+    answer = ["0.5", "3", None, "1", None]
+    majority = ["\\frac{1}{2}", "\\frac{1}{2}", "\\frac{1}{2}", "1", None]
+    assert accuracy(completions, role=role, answer=answer, majority_answer=majority) == [1.0, 0.0, 0.0, 1.0, None]
+    assert student_format(completions, role=role) == [1.0, 0.0, 0.0, 1.0, None]
