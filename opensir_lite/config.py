@@ -68,7 +68,9 @@ class SelfPlayConfig(GRPOConfig):
         default=None,
         metadata={"help": "Novelty against only the newest N pool entries plus the references. None: whole pool."},
     )
-    difficulty_score_weight: float = field(default=1.0, metadata={"help": "Weight of solvability in the combined score."})
+    difficulty_score_weight: float = field(
+        default=1.0, metadata={"help": "Weight of solvability in the combined score."}
+    )
     diversity_score_weight: float = field(default=1.0, metadata={"help": "Weight of novelty in the combined score."})
     response_length_cap: float | None = field(default=1000.0, metadata={"help": "Cap on mean student tokens."})
     response_length_baseline: float = field(default=1000.0, metadata={"help": "Mean student tokens worth reward 1."})
@@ -117,6 +119,8 @@ class SelfPlayConfig(GRPOConfig):
             device, dtype = current_device_dtype()
             self.bf16 = str(dtype) == "torch.bfloat16"
             self.fp16 = str(dtype) == "torch.float16"
+            if device == "cpu":
+                self.dataloader_pin_memory = False  # nothing to pin without an accelerator
         super().__post_init__()
 
     @property

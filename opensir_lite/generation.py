@@ -58,7 +58,11 @@ def generate(
         return []
     expanded = [p for p in prompts for _ in range(num_samples)]
     encoded = tokenizer(expanded, add_special_tokens=False)["input_ids"]
-    eos = model.generation_config.eos_token_id if model.generation_config.eos_token_id is not None else tokenizer.eos_token_id
+    eos = (
+        model.generation_config.eos_token_id
+        if model.generation_config.eos_token_id is not None
+        else tokenizer.eos_token_id
+    )
     eos_ids = set(eos if isinstance(eos, list) else [eos])
     eos_ids.add(tokenizer.eos_token_id)
     pad_id = tokenizer.pad_token_id
@@ -78,7 +82,9 @@ def generate(
                 attention[row, width - len(ids) :] = 1
             kwargs = dict(max_new_tokens=sampling.max_new_tokens, pad_token_id=pad_id, eos_token_id=sorted(eos_ids))
             if sampling.temperature > 0:
-                kwargs.update(do_sample=True, temperature=sampling.temperature, top_p=sampling.top_p, top_k=sampling.top_k or None)
+                kwargs.update(
+                    do_sample=True, temperature=sampling.temperature, top_p=sampling.top_p, top_k=sampling.top_k or None
+                )
             else:
                 kwargs.update(do_sample=False, temperature=None, top_p=None, top_k=None)
             sequences = model.generate(

@@ -86,7 +86,11 @@ def load_tokenizer(name_or_path: str, trust_remote_code: bool = False, revision:
 
 
 def build_tiny_model(
-    output_dir: str | Path, tokenizer_source: str = EMBEDDED_POLICY, hidden_size: int = 64, layers: int = 2, seed: int = 0
+    output_dir: str | Path,
+    tokenizer_source: str = EMBEDDED_POLICY,
+    hidden_size: int = 64,
+    layers: int = 2,
+    seed: int = 0,
 ) -> Path:
     """Save a tiny random Llama with the real tokenizer (for mechanics tests and quick runs)."""
     from transformers import LlamaConfig, LlamaForCausalLM

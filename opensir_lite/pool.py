@@ -51,7 +51,8 @@ class ProblemRecord:
     @classmethod
     def from_dict(cls, row: dict, default_id: int) -> ProblemRecord:
         problem = row.get("problem", row.get("question"))
-        if not isinstance(problem, str) or not problem.strip():
+        history_only = row.get("in_pool") is False or row.get("legal") is False
+        if not isinstance(problem, str) or not (problem.strip() or history_only):
             raise KeyError("problem")
         known = {k: v for k, v in row.items() if k in cls.__dataclass_fields__}
         known["problem"] = problem
@@ -110,7 +111,9 @@ class ProblemPool:
                 try:
                     records.append(ProblemRecord.from_dict(row, default_id=len(records)))
                 except KeyError:
-                    raise PoolFileError(f"{path}:{lineno}: missing a non-empty 'problem' (or 'question') field") from None
+                    raise PoolFileError(
+                        f"{path}:{lineno}: missing a non-empty 'problem' (or 'question') field"
+                    ) from None
                 except TypeError as e:
                     raise PoolFileError(f"{path}:{lineno}: bad field ({e})") from None
         if len({r.id for r in records}) != len(records):

@@ -44,7 +44,9 @@ def _messages(system: str, user: str, use_system_prompt: bool) -> Messages:
 
 def teacher_messages(reference_problem: str, use_system_prompt: bool = True) -> Messages:
     """Chat messages asking the teacher for a problem conceptually different from ``reference_problem``."""
-    return _messages(TEACHER_SYSTEM_PROMPT, TEACHER_USER_TEMPLATE.replace("{problem}", reference_problem), use_system_prompt)
+    return _messages(
+        TEACHER_SYSTEM_PROMPT, TEACHER_USER_TEMPLATE.replace("{problem}", reference_problem), use_system_prompt
+    )
 
 
 def student_messages(problem: str, use_system_prompt: bool = True) -> Messages:

@@ -23,10 +23,14 @@ RewardFunc = Callable[..., list[float | None]]
 def solve_rate_levels(lower: float, upper: float, num_generations: int) -> list[float]:
     """L = {i/G : i = 1..G, lower <= i/G <= upper}: the solve rates G samples can produce inside the gate."""
     eps = 1e-9
-    return [i / num_generations for i in range(1, num_generations + 1) if lower - eps <= i / num_generations <= upper + eps]
+    return [
+        i / num_generations for i in range(1, num_generations + 1) if lower - eps <= i / num_generations <= upper + eps
+    ]
 
 
-def solvability_score(solve_rate: float | None, lower: float = 0.5, upper: float = 0.9, num_generations: int = 8) -> float:
+def solvability_score(
+    solve_rate: float | None, lower: float = 0.5, upper: float = 0.9, num_generations: int = 8
+) -> float:
     """0 outside [lower, upper]; inside, 1.0 at the midpoint falling linearly to 1/|L| at both limits."""
     if solve_rate is None or solve_rate < lower - 1e-9 or solve_rate > upper + 1e-9:
         return 0.0
@@ -47,7 +51,9 @@ def response_length_score(mean_tokens: float | None, cap: float | None = 1000.0,
     return mean_tokens / baseline
 
 
-def combined_score(difficulty: float, diversity: float, difficulty_weight: float = 1.0, diversity_weight: float = 1.0) -> float:
+def combined_score(
+    difficulty: float, diversity: float, difficulty_weight: float = 1.0, diversity_weight: float = 1.0
+) -> float:
     """The score used to pick teacher groups (by variance) and student problems (best first)."""
     return difficulty_weight * difficulty + diversity_weight * diversity
 
@@ -115,7 +121,10 @@ def accuracy(completions, role=None, answer=None, majority_answer=None, **_) -> 
 def student_format(completions, role=None, **_) -> list[float | None]:
     """Student: 1 when the completion has the boxed final-answer line."""
     roles = _col(completions, role)
-    return [float(has_final_answer_line(_text(c))) if r == STUDENT else None for c, r in zip(completions, roles, strict=True)]
+    return [
+        float(has_final_answer_line(_text(c))) if r == STUDENT else None
+        for c, r in zip(completions, roles, strict=True)
+    ]
 
 
 def make_reward_funcs(**teacher_kwargs) -> list[RewardFunc]:

