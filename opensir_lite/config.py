@@ -162,28 +162,30 @@ def resolve_recipe(name_or_path: str) -> Path:
     raise ConfigError(f"unknown recipe {name_or_path!r}: not a file and not one of {', '.join(list_recipes())}")
 
 
-def parse_config(argv: list[str] | None = None) -> tuple[SelfPlayConfig, PolicyModelConfig]:
-    """``--config <recipe or YAML> [--field value ...]`` -> (SelfPlayConfig, PolicyModelConfig)."""
+def parse_config(argv: list[str] | None = None, extra: tuple = ()) -> tuple:
+    """``--config <recipe or YAML> [--field value ...]`` -> (SelfPlayConfig, PolicyModelConfig, *extra instances).
+
+    ``extra`` are more dataclass types a script adds (their fields come from the command line)."""
     args = list(sys.argv[1:] if argv is None else argv)
     if "--config" in args:
         i = args.index("--config")
         if i + 1 >= len(args):
             raise ConfigError("--config needs a recipe name or a YAML path")
         args[i + 1] = str(resolve_recipe(args[i + 1]))
-        _check_yaml(Path(args[i + 1]))
-    parser = TrlParser((SelfPlayConfig, PolicyModelConfig))
+        _check_yaml(Path(args[i + 1]), extra)
+    parser = TrlParser((SelfPlayConfig, PolicyModelConfig, *extra))
     try:
-        train_args, model_args = parser.parse_args_and_config(args)
+        parsed = parser.parse_args_and_config(args)
     except ConfigError:
         raise
     except SystemExit as e:  # argparse already printed its one-line reason
         raise ConfigError(f"bad command-line arguments (exit {e.code})") from None
     except (ValueError, TypeError) as e:
         raise ConfigError(str(e).splitlines()[0]) from None
-    return train_args, model_args
+    return parsed
 
 
-def _check_yaml(path: Path) -> None:
+def _check_yaml(path: Path, extra: tuple = ()) -> None:
     """Unknown keys and malformed YAML fail here with the key named, before any model is loaded."""
     import yaml
 
@@ -194,6 +196,7 @@ def _check_yaml(path: Path) -> None:
     if not isinstance(data, dict):
         raise ConfigError(f"{path}: a recipe must be a YAML mapping of field: value")
     known = set(SelfPlayConfig.__dataclass_fields__) | set(PolicyModelConfig.__dataclass_fields__) | {"env"}
+    known |= {f for dc in extra for f in dc.__dataclass_fields__}
     unknown = sorted(set(data) - known)
     if unknown:
         raise ConfigError(f"{path}: unknown config key(s): {', '.join(unknown)}")

@@ -136,3 +136,34 @@ def current_device_dtype() -> tuple[str, torch.dtype]:
     if torch.cuda.is_available():
         return "cuda", pick_dtype("cuda", torch.cuda.get_device_capability())
     return "cpu", torch.float32
+
+
+def load_for_inference(
+    name_or_path: str,
+    adapter: str | None = None,
+    load_in_4bit: bool = False,
+    trust_remote_code: bool = False,
+):
+    """(model, tokenizer) in eval mode for sampling: dtype by hardware, optional 4-bit base and LoRA adapter
+    (a local folder or a Hub id)."""
+    from transformers import AutoModelForCausalLM
+
+    path = resolve_model_path(name_or_path)
+    device, dtype = current_device_dtype()
+    kwargs: dict = {"dtype": dtype, "trust_remote_code": trust_remote_code}
+    if load_in_4bit:
+        from transformers import BitsAndBytesConfig
+
+        kwargs["quantization_config"] = BitsAndBytesConfig(
+            load_in_4bit=True, bnb_4bit_quant_type="nf4", bnb_4bit_use_double_quant=True, bnb_4bit_compute_dtype=dtype
+        )
+        kwargs["device_map"] = {"": 0 if device == "cuda" else "cpu"}
+    model = AutoModelForCausalLM.from_pretrained(path, **kwargs)
+    if not load_in_4bit:
+        model.to(device)
+    if adapter:
+        from peft import PeftModel
+
+        model = PeftModel.from_pretrained(model, adapter)
+    model.eval()
+    return model, load_tokenizer(path, trust_remote_code=trust_remote_code)

@@ -19,7 +19,7 @@ import numpy as np
 from opensir_lite.prompts import SEED_PROBLEM
 
 POOL_FILE = "pool.jsonl"
-EMBEDDINGS_FILE = "pool_embeddings.npz"
+EMBEDDINGS_FILE = "pool_embeddings.npz"  # beside pool.jsonl
 
 
 class PoolFileError(ValueError):
@@ -64,6 +64,11 @@ class ProblemRecord:
             concepts = [c.strip() for c in concepts.split(",") if c.strip()]
         known["concepts"] = list(concepts)
         return cls(**known)
+
+
+def embeddings_path(pool_path: Path) -> Path:
+    """``pool.jsonl`` -> ``pool_embeddings.npz``; ``seed.jsonl`` -> ``seed_embeddings.npz``."""
+    return pool_path.with_name(pool_path.stem + "_embeddings.npz")
 
 
 def atomic_write_text(path: Path, text: str) -> None:
@@ -121,7 +126,7 @@ class ProblemPool:
         pool = cls(records, max_size=max_size)
         if not pool.entries:
             raise PoolFileError(f"{path}: no problem in it is in the pool")
-        emb_path = path.with_name(EMBEDDINGS_FILE)
+        emb_path = embeddings_path(path)
         if emb_path.is_file():
             pool.load_embeddings(emb_path)
         return pool
@@ -192,18 +197,20 @@ class ProblemPool:
         return chosen
 
     # ---- persistence --------------------------------------------------------------------------------------
-    def save(self, directory: str | Path) -> Path:
-        """Write ``pool.jsonl`` and ``pool_embeddings.npz`` into ``directory`` atomically."""
-        directory = Path(directory)
-        directory.mkdir(parents=True, exist_ok=True)
-        lines = "".join(json.dumps(asdict(r), ensure_ascii=False) + "\n" for r in self.history)
-        atomic_write_text(directory / POOL_FILE, lines)
+    def save(self, target: str | Path) -> Path:
+        """Write the pool atomically: ``target`` is a folder (-> ``pool.jsonl``) or a ``.jsonl`` path; the
+        embeddings go beside it (``<stem>_embeddings.npz``). Returns the pool file."""
+        target = Path(target)
+        path = target if target.suffix == ".jsonl" else target / POOL_FILE
+        path.parent.mkdir(parents=True, exist_ok=True)
         ids = np.array(sorted(self.embeddings), dtype=np.int64)
         matrix = self.embedding_matrix(list(ids)) if len(ids) else np.zeros((0, 0), dtype=np.float32)
-        tmp = directory / (EMBEDDINGS_FILE + ".tmp.npz")
+        tmp = path.with_name(path.name + ".tmp.npz")
         np.savez(tmp, ids=ids, embeddings=matrix)
-        os.replace(tmp, directory / EMBEDDINGS_FILE)
-        return directory / POOL_FILE
+        os.replace(tmp, embeddings_path(path))
+        lines = "".join(json.dumps(asdict(r), ensure_ascii=False) + "\n" for r in self.history)
+        atomic_write_text(path, lines)
+        return path
 
     def load_embeddings(self, path: str | Path) -> None:
         with np.load(path) as data:

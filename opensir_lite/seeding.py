@@ -1,0 +1,133 @@
+"""Seeding an initial pool, as the paper does before training: the teacher prompt is applied to the seed problem and
+then to problems already accepted; each candidate is solved G times and kept when its solve rate is inside the
+target range. The output is a pool file (``pool.jsonl`` format) that the trainer accepts as ``initial_pool_path``;
+rerunning with the same output resumes and appends until N problems are accepted.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+
+from opensir_lite.generation import SamplingSettings, generate
+from opensir_lite.grading import majority_vote
+from opensir_lite.parsing import extract_answer, parse_teacher_output
+from opensir_lite.pool import ProblemPool, ProblemRecord
+from opensir_lite.prompts import SEED_PROBLEM, render, student_messages, teacher_messages
+
+OUT_OF_RANGE = "solve_rate_out_of_range"
+DUPLICATE = "duplicate"
+
+
+@dataclass
+class SeedSettings:
+    n_problems: int = 32  # problems to accept
+    num_generations: int = 8  # G student samples per candidate
+    solve_rate_lower: float = 0.5  # accepted range (paper 0.5 to 0.9)
+    solve_rate_upper: float = 0.9
+    candidates_per_batch: int = 16  # teacher prompts per batch (one sample each)
+    max_attempts: int = 512  # candidates tried in this invocation before giving up
+    teacher: SamplingSettings | None = None
+    student: SamplingSettings | None = None
+    seed: int = 0
+    use_system_prompt: bool = True
+
+
+@dataclass
+class SeedReport:
+    accepted: int  # accepted problems in the file (excluding the seed)
+    tried: int  # candidates tried in this invocation
+    reached: bool  # N reached
+    path: Path
+
+
+def accepted_count(pool: ProblemPool) -> int:
+    return sum(1 for r in pool.entries if r.source != "seed")
+
+
+def load_or_start(path: Path, seed_problem: str = SEED_PROBLEM) -> ProblemPool:
+    """Resume from an existing output file, or start from the seed problem."""
+    return ProblemPool.from_jsonl(path) if path.is_file() else ProblemPool.from_seed(seed_problem)
+
+
+def seed_pool(
+    model,
+    tokenizer,
+    output: str | Path,
+    settings: SeedSettings,
+    embedder: Callable[[list[str]], np.ndarray] | None = None,
+    progress: bool = True,
+) -> SeedReport:
+    """Grow ``output`` until ``n_problems`` are accepted or ``max_attempts`` candidates were tried."""
+    from tqdm.auto import tqdm
+
+    output = Path(output)
+    pool = load_or_start(output)
+    rng = np.random.default_rng(settings.seed + len(pool.history))  # a resumed run continues a fresh stream
+    G = settings.num_generations
+    teacher = settings.teacher or SamplingSettings(1024, 1.0, 1.0)
+    student = settings.student or SamplingSettings(1024, 1.0, 1.0)
+    seen = {r.problem.strip().lower() for r in pool.entries}
+    tried = 0
+    bar = tqdm(
+        total=settings.n_problems,
+        initial=min(accepted_count(pool), settings.n_problems),
+        disable=not progress,
+        desc="accepted",
+    )
+    while accepted_count(pool) < settings.n_problems and tried < settings.max_attempts:
+        batch = min(settings.candidates_per_batch, settings.max_attempts - tried)
+        references = pool.sample_references(batch, rng)
+        prompts = [render(tokenizer, teacher_messages(r.problem, settings.use_system_prompt)) for r in references]
+        outs = generate(model, tokenizer, prompts, 1, teacher)
+        parses = [parse_teacher_output(c.text) for c in outs]
+        candidates = [i for i, p in enumerate(parses) if p.ok]
+        student_prompts = [
+            render(tokenizer, student_messages(parses[i].problem, settings.use_system_prompt)) for i in candidates
+        ]
+        solutions = generate(model, tokenizer, student_prompts, G, student)
+        records = []
+        for i, parse in enumerate(parses):
+            record = ProblemRecord(
+                id=pool.new_id(), problem=parse.problem or "", concepts=list(parse.concepts), legal=False,
+                reason=parse.reason, reference_id=references[i].id, source="seeding",
+            )  # fmt: skip
+            if parse.ok:
+                k = candidates.index(i)
+                group = solutions[k * G : (k + 1) * G]
+                vote = majority_vote([extract_answer(c.text) for c in group])
+                record.solve_rate, record.majority_answer, record.n_valid_answers = (
+                    vote.solve_rate,
+                    vote.majority,
+                    vote.n_valid,
+                )
+                record.mean_student_tokens = float(np.mean([c.num_tokens for c in group]))
+                key = parse.problem.strip().lower()
+                if vote.n_valid == 0:
+                    record.reason = "no_valid_answer"
+                elif key in seen:
+                    record.legal, record.reason = True, DUPLICATE
+                elif settings.solve_rate_lower - 1e-9 <= vote.solve_rate <= settings.solve_rate_upper + 1e-9:
+                    record.legal, record.in_pool = True, True
+                    seen.add(key)
+                else:
+                    record.legal, record.reason = True, OUT_OF_RANGE
+            if record.in_pool and accepted_count(pool) + sum(r.in_pool for r in records) >= settings.n_problems:
+                record.in_pool, record.reason = False, "over_target"  # N reached within this batch
+            records.append(record)
+        embeddings = {}
+        new_entries = [r for r in records if r.in_pool]
+        if embedder is not None and new_entries:
+            vectors = embedder([r.problem for r in new_entries])
+            embeddings = {r.id: v for r, v in zip(new_entries, vectors, strict=True)}
+        pool.add(records, embeddings)
+        pool.save(output)
+        tried += batch
+        bar.update(min(accepted_count(pool), settings.n_problems) - bar.n)
+        bar.set_postfix(tried=tried)
+    bar.close()
+    accepted = accepted_count(pool)
+    return SeedReport(accepted=accepted, tried=tried, reached=accepted >= settings.n_problems, path=output)

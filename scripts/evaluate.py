@@ -1,0 +1,94 @@
+"""Evaluate a model (and optionally a LoRA adapter) on maths benchmarks.
+
+python scripts/evaluate.py --model <hub id|path|embedded> [--adapter DIR_OR_HUB_ID] --benchmarks gsm8k,college_math
+    [--data_dir ../shared/benchmarks] [--limit 250 --seed 0] [--n 16 --temperature 0.6 --top_p 0.95]
+python scripts/evaluate.py --compare base/results.json adapter/results.json
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from pathlib import Path
+
+import torch
+
+from opensir_lite.evaluation import (
+    BenchmarkError,
+    EvalSettings,
+    compare_results,
+    evaluate_items,
+    format_results,
+    load_items,
+    subset,
+    transformers_sampler,
+    vllm_sampler,
+    write_outputs,
+)
+
+
+def parse_args(argv=None) -> argparse.Namespace:
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--model", default="embedded", help="Hub id, local folder, or 'embedded' (SmolLM2-135M-Instruct)")
+    p.add_argument("--adapter", default=None, help="LoRA adapter folder or Hub id")
+    p.add_argument("--benchmarks", default="gsm8k", help="comma-separated names or .jsonl paths")
+    p.add_argument("--data_dir", default=None, help="folder of local JSONL files (default: load from the Hub)")
+    p.add_argument("--question_field", default=None, help="question field of a custom JSONL")
+    p.add_argument("--answer_field", default=None, help="gold answer field of a custom JSONL")
+    p.add_argument("--skip_bad_rows", action="store_true", help="skip (and count) rows without a usable gold answer")
+    p.add_argument("--n", type=int, default=1, help="samples per question (paper 16)")
+    p.add_argument("--temperature", type=float, default=0.0, help="0 = greedy (paper 0.6 with n=16)")
+    p.add_argument("--top_p", type=float, default=1.0, help="nucleus sampling (paper 0.95)")
+    p.add_argument("--k", type=int, default=None, help="k of pass@k and maj@k (default n)")
+    p.add_argument("--max_new_tokens", type=int, default=1024, help="completion budget")
+    p.add_argument("--batch_size", type=int, default=64, help="questions per generate call")
+    p.add_argument("--limit", type=int, default=None, help="evaluate a fixed random subset of this many rows")
+    p.add_argument("--seed", type=int, default=0, help="subset and sampling seed")
+    p.add_argument("--backend", choices=["transformers", "vllm"], default="transformers")
+    p.add_argument("--load_in_4bit", action="store_true", help="4-bit NF4 base model (transformers backend)")
+    p.add_argument("--no_system_prompt", action="store_true", help="fold the instructions into the user turn")
+    p.add_argument("--output_dir", default="eval_results", help="results.json and samples.jsonl go here")
+    p.add_argument("--compare", nargs=2, metavar=("BASE_JSON", "OTHER_JSON"), help="print deltas and exit")
+    return p.parse_args(argv)
+
+
+def main() -> int:
+    args = parse_args()
+    try:
+        if args.compare:
+            base, other = (json.loads(Path(f).read_text()) for f in args.compare)
+            print(compare_results(base, other))
+            return 0
+        benches = []
+        for name in [b.strip() for b in args.benchmarks.split(",") if b.strip()]:
+            bench, items, skipped = load_items(
+                name, args.data_dir, args.question_field, args.answer_field, args.skip_bad_rows
+            )
+            benches.append((bench, subset(items, args.limit, args.seed), skipped))
+        torch.manual_seed(args.seed)
+        if args.backend == "vllm":
+            from opensir_lite.models import resolve_model_path
+
+            sample, tokenizer = vllm_sampler(resolve_model_path(args.model), args.adapter, args.seed)
+        else:
+            from opensir_lite.models import load_for_inference
+
+            model, tokenizer = load_for_inference(args.model, args.adapter, load_in_4bit=args.load_in_4bit)
+            sample = transformers_sampler(model, tokenizer)
+        settings = EvalSettings(
+            n=args.n, temperature=args.temperature, top_p=args.top_p, max_new_tokens=args.max_new_tokens, k=args.k,
+            batch_size=args.batch_size, seed=args.seed, limit=args.limit, use_system_prompt=not args.no_system_prompt,
+        )  # fmt: skip
+        results = [evaluate_items(b, items, sample, tokenizer, settings, skipped) for b, items, skipped in benches]
+    except (BenchmarkError, FileNotFoundError, json.JSONDecodeError) as e:
+        print(f"error: {e}", file=sys.stderr)
+        return 2
+    path = write_outputs(results, args.output_dir, args.model, args.adapter)
+    print(format_results(json.loads(path.read_text())))
+    print(f"results: {path}; samples: {path.with_name('samples.jsonl')}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

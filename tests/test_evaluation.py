@@ -1,0 +1,156 @@
+"""Benchmark loading and gold extraction, metrics, an end-to-end evaluation, and the CLI's errors."""
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+from conftest import FIT_PROBLEM
+
+from opensir_lite.evaluation import (
+    BenchmarkError,
+    EvalSettings,
+    compare_results,
+    evaluate_items,
+    extract_gold,
+    load_items,
+    pass_at_k,
+    score_questions,
+    subset,
+    transformers_sampler,
+    write_outputs,
+)
+
+FIXTURES = Path(__file__).parent / "fixtures" / "benchmarks"
+ROOT = Path(__file__).parents[1]
+
+GOLDS = [
+    # (benchmark, expected gold answers of the two fixture rows)
+    ("gsm8k", ["7", "2400"]),  # after ####, thousands separator dropped
+    ("math500", ["\\frac{3}{4}", "8"]),  # last \boxed{}, or after "The answer is:"
+    ("college_math", ["10-4 n", "1"]),  # plain LaTeX, $...$ stripped
+    ("minerva_math", ["1.6", "\\dfrac{3}{2}"]),  # boxed in the solution
+    ("olympiadbench", ["2", "1, -1"]),  # a list rendered as a string, or a real list
+    ("aime24", ["204", "033"]),  # plain
+    ("amc23", ["27", "36"]),  # floats like 27.0
+]
+
+
+@pytest.mark.parametrize("bench,golds", GOLDS)
+def test_gold_extraction_per_benchmark(bench, golds):
+    name, items, skipped = load_items(bench, data_dir=FIXTURES)
+    assert name == bench and skipped == 0
+    assert [it.gold for it in items] == golds
+
+
+@pytest.mark.parametrize(
+    "value,fmt,gold",
+    [
+        ("work\n#### -5", "hashes", "-5"),  # negative after ####
+        ("no hashes", "hashes", None),  # missing gold
+        ("\\boxed{\\frac{1}{2}} and more", "auto", "\\frac{1}{2}"),  # custom: boxed
+        ("so #### 12", "auto", "12"),  # custom: ####
+        ("$x^2$", "auto", "x^2"),  # custom: plain
+        ("[1, 2)", "list", "[1, 2)"),  # a string that is not a Python list stays whole
+        ("__import__('os').system('touch /tmp/x')", "list", "__import__('os').system('touch /tmp/x')"),  # never run
+        (None, "plain", None),  # empty field
+    ],
+)
+def test_extract_gold(value, fmt, gold):
+    assert extract_gold(value, fmt) == gold
+
+
+def test_aliases_and_subset():
+    _, items, _ = load_items("math-500", data_dir=FIXTURES)  # alias
+    assert len(items) == 2
+    assert subset(items, 1, seed=0) == subset(items, 1, seed=0)  # fixed for a seed
+    assert subset(items, None, seed=0) == items
+
+
+@pytest.mark.parametrize(
+    "n,c,k,expected",
+    [(4, 0, 1, 0.0), (4, 4, 1, 1.0), (4, 1, 1, 0.25), (4, 1, 2, 0.5), (4, 2, 2, 1 - (2 / 4) * (1 / 3)), (4, 3, 2, 1.0)],
+)
+def test_pass_at_k(n, c, k, expected):
+    assert pass_at_k(n, c, k) == pytest.approx(expected)
+
+
+def test_score_questions():
+    corrects = [[True, False, True, True], [False, False, False, False]]
+    answers = [["1", "2", "1", "1"], ["3", "4", "3", None]]
+    m = score_questions(corrects, answers, ["1", "5"], k=4)
+    assert m["avg@4"] == pytest.approx(0.375)
+    assert m["pass@4"] == pytest.approx(0.5)
+    assert m["maj@4"] == pytest.approx(0.5)  # majority "1" right, majority "3" wrong
+    assert m["avg@4_se"] == pytest.approx(0.375)  # std of [0.75, 0] / sqrt(2)
+
+
+BAD = [
+    # (benchmark, extra args, message)
+    ("nonsense", [], "unknown benchmark"),  # unknown name
+    ("gsm8k", ["--data_dir", "/nonexistent"], "benchmark file not found"),  # missing file
+    ("{bad}", ["--question_field", "prompt"], "missing question field 'prompt'"),  # wrong field
+    ("{nogold}", [], ":2: no usable gold answer"),  # row without gold, row number named
+]
+
+
+def _write(tmp_path, name, rows):
+    path = tmp_path / name
+    path.write_text("".join(json.dumps(r) + "\n" for r in rows))
+    return str(path)
+
+
+@pytest.mark.parametrize("bench,extra,message", BAD)
+def test_cli_errors(tmp_path, bench, extra, message):
+    bench = bench.format(
+        bad=_write(tmp_path, "bad.jsonl", [{"question": "q", "answer": "1"}]),
+        nogold=_write(tmp_path, "nogold.jsonl", [{"question": "q1", "answer": "1"}, {"question": "q2", "answer": ""}]),
+    )
+    proc = subprocess.run(
+        [sys.executable, "scripts/evaluate.py", "--benchmarks", bench, "--output_dir", str(tmp_path / "out"), *extra],
+        cwd=ROOT, capture_output=True, text=True, timeout=120,
+    )  # fmt: skip
+    assert proc.returncode == 2
+    assert message in proc.stderr and proc.stderr.count("\n") == 1  # one clear line
+    assert not (tmp_path / "out").exists()  # nothing written
+
+
+def test_skip_bad_rows_counts(tmp_path):
+    path = _write(tmp_path, "nogold.jsonl", [{"question": "q1", "answer": "1"}, {"question": "q2", "answer": ""}])
+    _, items, skipped = load_items(path, skip_bad_rows=True)
+    assert len(items) == 1 and skipped == 1
+    with pytest.raises(BenchmarkError, match="nogold.jsonl:2"):
+        load_items(path)
+
+
+def test_end_to_end_forced_correct_and_wrong(tmp_path, fitted_model_dir, tokenizer):
+    """Greedy evaluation of the tiny fitted model: gold = what it says gives 1.0, gold = something else gives 0.0."""
+    from opensir_lite.models import load_for_inference
+
+    model, tok = load_for_inference(str(fitted_model_dir))
+    sample = transformers_sampler(model, tok)
+    settings = EvalSettings(n=1, temperature=0.0, max_new_tokens=48, batch_size=2)
+    probe = _write(tmp_path, "probe.jsonl", [{"question": FIT_PROBLEM, "answer": "0"}] * 5)
+    name, items, _ = load_items(probe)
+    said = evaluate_items(name, items, sample, tok, settings, progress=False).samples[0]["answers"][0]
+    assert said is not None, "the fitted model boxes an answer"
+
+    right = _write(tmp_path, "right.jsonl", [{"question": FIT_PROBLEM, "answer": f"#### {said}"}] * 5)
+    wrong = _write(tmp_path, "wrong.jsonl", [{"question": FIT_PROBLEM, "answer": "\\boxed{1000003}"}] * 5)
+    results = []
+    for path in (right, wrong):
+        name, items, _ = load_items(path)
+        results.append(evaluate_items(name, items, sample, tok, settings, progress=False))
+    assert results[0].metrics["avg@1"] == 1.0 and results[0].metrics["maj@1"] == 1.0
+    assert results[1].metrics["avg@1"] == 0.0 and results[1].metrics["pass@1"] == 0.0
+    out = write_outputs(results, tmp_path / "out", model=str(fitted_model_dir), adapter=None)
+    payload = json.loads(out.read_text())
+    assert set(payload) == {"right", "wrong"}
+    assert payload["right"]["rows"] == 5 and payload["right"]["tokens_per_second"] > 0
+    samples = [json.loads(line) for line in (tmp_path / "out" / "samples.jsonl").read_text().splitlines()]
+    assert len(samples) == 10 and all(
+        {"question", "gold", "completions", "answers", "correct"} <= set(s) for s in samples
+    )
+    table = compare_results(payload, {"right": payload["wrong"]})
+    assert "-100.0" in table  # 100% -> 0%

@@ -1,0 +1,69 @@
+"""Seeding an initial pool with the tiny fitted model: reaching N, stopping at the attempt limit, resuming."""
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import torch
+from conftest import FIT_PROBLEM
+
+from opensir_lite.generation import SamplingSettings
+from opensir_lite.models import load_for_inference
+from opensir_lite.pool import ProblemPool
+from opensir_lite.seeding import DUPLICATE, SeedSettings, seed_pool
+
+ROOT = Path(__file__).parents[1]
+
+
+def settings(**overrides) -> SeedSettings:
+    args = dict(
+        n_problems=1, num_generations=4, solve_rate_lower=0.0, solve_rate_upper=1.0, candidates_per_batch=2,
+        max_attempts=4, teacher=SamplingSettings(48, 1.0), student=SamplingSettings(48, 1.0), seed=0,
+    )  # fmt: skip
+    args.update(overrides)
+    return SeedSettings(**args)
+
+
+def test_seed_reach_limit_and_resume(tmp_path, fitted_model_dir, embedder):
+    torch.manual_seed(0)
+    model, tok = load_for_inference(str(fitted_model_dir))
+    out = tmp_path / "seed.jsonl"
+
+    report = seed_pool(model, tok, out, settings(n_problems=1), embedder=embedder, progress=False)
+    assert report.reached and report.accepted == 1  # N reached
+    pool = ProblemPool.from_jsonl(out)  # the trainer's loader accepts it
+    assert [r.problem for r in pool.entries] == ["What is 1+1?", FIT_PROBLEM]
+    assert all(r.id in pool.embeddings for r in pool.entries if r.source == "seeding")
+    history = len(pool.history)
+
+    # The fitted model only ever writes FIT_PROBLEM again: duplicates, so N=2 stops at the attempt limit.
+    report = seed_pool(model, tok, out, settings(n_problems=2, max_attempts=4), embedder=embedder, progress=False)
+    assert not report.reached and report.tried == 4 and report.accepted == 1
+    pool = ProblemPool.from_jsonl(out)
+    assert len(pool.entries) == 2  # resume appended, never duplicated an accepted problem
+    assert len(pool.history) == history + 4  # nor truncated: every attempt is recorded
+    assert any(r.reason == DUPLICATE for r in pool.history)
+
+    # Rerunning with N already reached changes nothing.
+    report = seed_pool(model, tok, out, settings(n_problems=1), embedder=embedder, progress=False)
+    assert report.reached and report.tried == 0
+    assert len(ProblemPool.from_jsonl(out).history) == history + 4
+
+
+def test_seed_cli_attempt_limit_message(tmp_path, fitted_model_dir):
+    recipe = tmp_path / "r.yaml"
+    recipe.write_text(
+        f"model_name_or_path: {fitted_model_dir}\nload_in_4bit: false\nnum_generations: 2\n"
+        "per_device_train_batch_size: 4\nteacher_max_new_tokens: 8\nstudent_max_new_tokens: 8\n"
+    )
+    out = tmp_path / "pool.jsonl"
+    proc = subprocess.run(
+        [sys.executable, "scripts/seed_pool.py", "--config", str(recipe), "--n_problems", "3", "--output", str(out),
+         "--max_attempts", "2", "--candidates_per_batch", "2", "--output_dir", str(tmp_path / "unused")],
+        cwd=ROOT, capture_output=True, text=True, timeout=300,
+    )  # fmt: skip
+    assert proc.returncode == 1, proc.stderr[-2000:]
+    assert "stopped after 2 attempts" in proc.stderr and "0/3" in proc.stderr
+    rows = [json.loads(line) for line in out.read_text().splitlines()]
+    assert len(rows) == 1 + 2  # seed + the two attempts, recorded with their reasons
