@@ -44,6 +44,13 @@ class SelfPlayConfig(GRPOConfig):
     )
     teacher_max_new_tokens: int = field(default=1024, metadata={"help": "Token budget of a teacher completion."})
     teacher_temperature: float = field(default=1.0, metadata={"help": "Teacher sampling temperature (paper 1.0)."})
+    teacher_format_hint: bool = field(
+        default=False, metadata={"help": "Append an explicit tag-format example to the teacher prompt (paper: off)."}
+    )
+    teacher_prefill: str = field(
+        default="",
+        metadata={"help": "Text the teacher reply starts with, e.g. '<think>' (a prompt, not trained; paper: '')."},
+    )
     teacher_reward_weights: list[float] = field(
         default_factory=lambda: [1.0, 1.0, 0.1, 1.0],
         metadata={"help": "Weights of solvability, diversity, teacher_format, response_length (paper)."},

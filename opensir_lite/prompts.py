@@ -26,6 +26,13 @@ TEACHER_USER_TEMPLATE = (
     f"<{CONCEPTS_TAG}>...</{CONCEPTS_TAG}> tags."
 )
 
+# Optional (off in the paper's setting): spells the output format out, which small models (135M) need to write
+# parseable problems at all.
+TEACHER_FORMAT_HINT = (
+    "\n\nAnswer in exactly this format, replacing each ... with your own text:\n"
+    f"<{THINK_TAG}>...</{THINK_TAG}>\n<{PROBLEM_TAG}>...</{PROBLEM_TAG}>\n<{CONCEPTS_TAG}>..., ...</{CONCEPTS_TAG}>"
+)  # placeholders are "...", which the parser rejects, so a copied example never counts as a problem
+
 STUDENT_SYSTEM_PROMPT = (
     "You are a helpful AI Assistant, designed to provide well-reasoned and detailed responses. You FIRST think "
     "about the reasoning process step by step and then provide the user with the answer. The last line of your "
@@ -42,11 +49,10 @@ def _messages(system: str, user: str, use_system_prompt: bool) -> Messages:
     return [{"role": "user", "content": system + "\n\n" + user}]
 
 
-def teacher_messages(reference_problem: str, use_system_prompt: bool = True) -> Messages:
+def teacher_messages(reference_problem: str, use_system_prompt: bool = True, format_hint: bool = False) -> Messages:
     """Chat messages asking the teacher for a problem conceptually different from ``reference_problem``."""
-    return _messages(
-        TEACHER_SYSTEM_PROMPT, TEACHER_USER_TEMPLATE.replace("{problem}", reference_problem), use_system_prompt
-    )
+    user = TEACHER_USER_TEMPLATE.replace("{problem}", reference_problem) + (TEACHER_FORMAT_HINT if format_hint else "")
+    return _messages(TEACHER_SYSTEM_PROMPT, user, use_system_prompt)
 
 
 def student_messages(problem: str, use_system_prompt: bool = True) -> Messages:

@@ -93,11 +93,11 @@ def make_teacher_rewards(
             for r, ok, nv in zip(roles, legals, novs, strict=True)
         ]
 
-    def teacher_format(completions, role=None, legal=None, **_) -> list[float | None]:
-        roles, legals = (_col(completions, v) for v in (role, legal))
+    def teacher_format(completions, role=None, legal=None, teacher_prefill=None, **_) -> list[float | None]:
+        roles, legals, prefills = (_col(completions, v) for v in (role, legal, teacher_prefill))
         return [
-            (float(bool(ok) and has_think_block(_text(c)))) if r == TEACHER else None
-            for c, r, ok in zip(completions, roles, legals, strict=True)
+            (float(bool(ok) and has_think_block((pre or "") + _text(c)))) if r == TEACHER else None
+            for c, r, ok, pre in zip(completions, roles, legals, prefills, strict=True)
         ]
 
     def response_length(completions, role=None, legal=None, mean_student_tokens=None, **_) -> list[float | None]:

@@ -34,6 +34,8 @@ class SeedSettings:
     student: SamplingSettings | None = None
     seed: int = 0
     use_system_prompt: bool = True
+    teacher_format_hint: bool = False  # see SelfPlayConfig
+    teacher_prefill: str = ""
 
 
 @dataclass
@@ -81,9 +83,13 @@ def seed_pool(
     while accepted_count(pool) < settings.n_problems and tried < settings.max_attempts:
         batch = min(settings.candidates_per_batch, settings.max_attempts - tried)
         references = pool.sample_references(batch, rng)
-        prompts = [render(tokenizer, teacher_messages(r.problem, settings.use_system_prompt)) for r in references]
+        prompts = [
+            render(tokenizer, teacher_messages(r.problem, settings.use_system_prompt, settings.teacher_format_hint))
+            + settings.teacher_prefill
+            for r in references
+        ]
         outs = generate(model, tokenizer, prompts, 1, teacher)
-        parses = [parse_teacher_output(c.text) for c in outs]
+        parses = [parse_teacher_output(settings.teacher_prefill + c.text) for c in outs]
         candidates = [i for i, p in enumerate(parses) if p.ok]
         student_prompts = [
             render(tokenizer, student_messages(parses[i].problem, settings.use_system_prompt)) for i in candidates

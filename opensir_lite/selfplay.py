@@ -143,11 +143,15 @@ class SelfPlay:
         # Teacher: one reference per prompt, G samples per prompt, upscale x more groups than trained.
         n_groups = a.num_teacher_groups * a.teacher_upscale_ratio
         references = self.pool.sample_references(n_groups, self.rng)
-        teacher_texts = [render(tokenizer, teacher_messages(r.problem, sys_prompt)) for r in references]
+        prefill = a.teacher_prefill or ""
+        teacher_texts = [
+            render(tokenizer, teacher_messages(r.problem, sys_prompt, a.teacher_format_hint)) + prefill
+            for r in references
+        ]
         t0 = time.perf_counter()
         teacher_out = generate(model, tokenizer, teacher_texts, G, self._sampling("teacher"), a.max_generate_batch)
         t_teacher = time.perf_counter() - t0
-        parses: list[TeacherParse] = [parse_teacher_output(c.text) for c in teacher_out]
+        parses: list[TeacherParse] = [parse_teacher_output(prefill + c.text) for c in teacher_out]
         candidates = [i for i, p in enumerate(parses) if p.ok]
 
         # Student: G samples for every parsed problem, in one batched call.
@@ -192,7 +196,7 @@ class SelfPlay:
                     n_valid_answers=vote.n_valid if vote else 0,
                     mean_student_tokens=float(np.mean(lengths)) if lengths else None,
                     novelty=novelty[k] if k is not None else None,
-                    teacher_output=None if legal else completion.text[:MAX_STORED_OUTPUT_CHARS],
+                    teacher_output=None if legal else (prefill + completion.text)[:MAX_STORED_OUTPUT_CHARS],
                 )
             )
         teacher_columns = {
@@ -201,6 +205,7 @@ class SelfPlay:
             "solve_rate": [r.solve_rate for r in records],
             "novelty": [r.novelty for r in records],
             "mean_student_tokens": [r.mean_student_tokens for r in records],
+            "teacher_prefill": [prefill] * len(records),
         }
         texts = [c.text for c in teacher_out]
         for name, func in zip(TEACHER_REWARD_NAMES, self.teacher_rewards, strict=True):
@@ -293,7 +298,7 @@ class SelfPlay:
         rows: dict[str, list] = {
             k: []
             for k in ("prompt_ids", "completion_ids", "env_mask", "role", "legal", "solve_rate", "novelty",
-                      "mean_student_tokens", "answer", "majority_answer", "problem_id")
+                      "mean_student_tokens", "answer", "majority_answer", "problem_id", "teacher_prefill")
         }  # fmt: skip
 
         def add(prompt_ids, completion_ids, env_mask, role, record, answer=None, majority=None):
@@ -308,6 +313,7 @@ class SelfPlay:
             rows["answer"].append(answer)
             rows["majority_answer"].append(majority)
             rows["problem_id"].append(record.id)
+            rows["teacher_prefill"].append(self.args.teacher_prefill or "")
 
         for g in teacher_groups:
             for i in range(g * G, (g + 1) * G):

@@ -1,6 +1,7 @@
 """Time self-play steps of a recipe and print where the time goes.
 
 python scripts/benchmark_step.py --recipe smoke [--steps 3] [--skip_first 1] [--json docs/bench.json] [--field value ...]
+python scripts/benchmark_step.py --metrics runs/smoke/metrics.jsonl   # summarise a finished run instead
 """
 
 from __future__ import annotations
@@ -25,7 +26,18 @@ def main() -> int:
     parser.add_argument("--steps", type=int, default=3, help="self-play steps to time")
     parser.add_argument("--skip_first", type=int, default=1, help="warm-up steps left out of the means")
     parser.add_argument("--json", default=None, help="write the breakdown here as JSON")
+    parser.add_argument("--metrics", default=None, help="summarise this metrics.jsonl instead of training")
     args, overrides = parser.parse_known_args()
+    if args.metrics:
+        if not Path(args.metrics).is_file():
+            print(f"error: metrics file not found: {args.metrics}", file=sys.stderr)
+            return 2
+        breakdown = step_breakdown(read_metrics(args.metrics), skip_first=args.skip_first)
+        breakdown["source"] = args.metrics
+        print(format_breakdown(breakdown, title=f"self-play step breakdown: {args.metrics}"))
+        if args.json:
+            Path(args.json).write_text(json.dumps(breakdown, indent=2) + "\n")
+        return 0
     output_dir = tempfile.mkdtemp(prefix="opensir-bench-")
     try:
         train_args, model_args = parse_config(

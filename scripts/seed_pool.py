@@ -51,6 +51,8 @@ def main() -> int:
                 train_args.student_max_new_tokens, train_args.student_temperature, train_args.top_p
             ),
             seed=train_args.seed,
+            teacher_format_hint=train_args.teacher_format_hint,
+            teacher_prefill=train_args.teacher_prefill,
         )
         report = seed_pool(
             model, tokenizer, seed_args.output, settings, embedder=Embedder(train_args.embedder_name_or_path)

@@ -92,3 +92,11 @@ def test_student_rewards_by_row():
     majority = ["\\frac{1}{2}", "\\frac{1}{2}", "\\frac{1}{2}", "1", None]
     assert accuracy(completions, role=role, answer=answer, majority_answer=majority) == [1.0, 0.0, 0.0, 1.0, None]
     assert student_format(completions, role=role) == [1.0, 0.0, 0.0, 1.0, None]
+
+
+def test_teacher_format_sees_the_prefill():
+    teacher_format = make_reward_funcs()[2]
+    # the reply started with a prefilled "<think>": the completion alone has only the closing tag
+    completions = ["plan</think><problem>p</problem>", "plan</think><problem>p</problem>"]
+    cols = dict(role=[TEACHER, TEACHER], legal=[True, True], teacher_prefill=["<think>", ""])
+    assert teacher_format(completions, **cols) == [1.0, 0.0]

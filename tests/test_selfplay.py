@@ -18,7 +18,8 @@ def make_args(**overrides):
         top_p=1.0, top_k=0, solve_rate_lower=0.5, solve_rate_upper=0.9, novelty_top_k=5,
         diversity_recent_pool_size=None, difficulty_score_weight=1.0, diversity_score_weight=1.0,
         response_length_cap=1000.0, response_length_baseline=1000.0, pool_append_strategy="all_legal",
-        student_selection="top", use_system_prompt=None, max_generate_batch=0,
+        student_selection="top", use_system_prompt=None, max_generate_batch=0, teacher_format_hint=False,
+        teacher_prefill="",
     )  # fmt: skip
     args.update(overrides)
     return SimpleNamespace(**args)

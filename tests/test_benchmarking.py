@@ -1,0 +1,26 @@
+"""The step-time breakdown computed from metrics rows."""
+
+import pytest
+
+from opensir_lite.benchmarking import format_breakdown, step_breakdown
+
+
+def row(tg, sg, gr, em, other, upd, tokens):
+    step = tg + sg + gr + em + other + upd
+    return {
+        "time/teacher_generation": tg, "time/student_generation": sg, "time/grading": gr, "time/embedding": em,
+        "time/selfplay_other": other, "time/update": upd, "time/step": step, "tokens_generated": tokens,
+        "legal_ratio": 0.5,
+    }  # fmt: skip
+
+
+def test_breakdown_means_and_shares():
+    rows = [row(100, 100, 0, 0, 0, 100, 0), row(40, 40, 1, 1, 2, 16, 800), row(40, 40, 3, 1, 0, 16, 1200)]
+    b = step_breakdown(rows, skip_first=1)  # the warm-up step is left out
+    assert b["steps"] == 2
+    assert b["step_seconds"] == pytest.approx(100.0)
+    assert b["overhead_seconds"] == pytest.approx(4.0)  # grading + embedding + other
+    assert b["overhead_share"] == pytest.approx(0.04)
+    assert b["share"]["update"] == pytest.approx(0.16)
+    assert b["generation_tokens_per_second"] == pytest.approx(1000 / 80)
+    assert "overhead outside generation and update: 4.00 s = 4.0%" in format_breakdown(b)

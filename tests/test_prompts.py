@@ -1,0 +1,40 @@
+"""Prompts: one definition of the tags, shared with the parser."""
+
+from opensir_lite.parsing import parse_teacher_output
+from opensir_lite.prompts import (
+    FINAL_ANSWER_LINE,
+    TEACHER_FORMAT_HINT,
+    render,
+    student_messages,
+    supports_system_prompt,
+    teacher_messages,
+)
+
+
+def test_teacher_prompt_names_the_tags_and_reference():
+    msgs = teacher_messages("What is 1+1?")
+    assert [m["role"] for m in msgs] == ["system", "user"]
+    user = msgs[1]["content"]
+    assert "What is 1+1?" in user and "conceptually different" in user
+    for tag in ("<think>", "<problem>", "<concepts>"):
+        assert tag in user
+    assert TEACHER_FORMAT_HINT not in user  # the paper's prompt by default
+    assert teacher_messages("x", format_hint=True)[1]["content"].endswith(TEACHER_FORMAT_HINT)
+
+
+def test_format_hint_example_is_not_a_problem():
+    # a model that copies the hint's example writes "..." placeholders, which are illegal
+    example = TEACHER_FORMAT_HINT.split("own text:\n", 1)[1]
+    assert parse_teacher_output(example).reason == "ellipsis_problem"
+
+
+def test_student_prompt_and_no_system_role():
+    msgs = student_messages("Solve 2x = 4.", use_system_prompt=False)
+    assert len(msgs) == 1 and msgs[0]["role"] == "user"
+    assert FINAL_ANSWER_LINE in msgs[0]["content"] and msgs[0]["content"].endswith("Solve 2x = 4.")
+
+
+def test_render_with_chat_template(tokenizer):
+    assert supports_system_prompt(tokenizer)  # SmolLM2's template takes a system message
+    text = render(tokenizer, student_messages("Solve 2x = 4."))
+    assert text.rstrip().endswith("assistant") and "Solve 2x = 4." in text
