@@ -20,7 +20,7 @@ import numpy as np
 
 from opensir_lite.generation import SamplingSettings, generate
 from opensir_lite.grading import majority_vote
-from opensir_lite.parsing import answers_equal, clean_text, extract_answer, extract_boxed_answer, normalise_answer
+from opensir_lite.parsing import clean_text, extract_answer, extract_boxed_answer, gold_matches, normalise_gold
 from opensir_lite.prompts import render, student_messages
 
 
@@ -178,7 +178,7 @@ def load_items(
         if a_field not in row:
             raise BenchmarkError(f"{where}: missing answer field {a_field!r}")
         gold = extract_gold(row[a_field], fmt)
-        if gold is None or normalise_answer(gold) is None:
+        if gold is None or normalise_gold(gold) is None:
             if skip_bad_rows:
                 skipped += 1
                 continue
@@ -222,7 +222,7 @@ def score_questions(corrects: list[list[bool]], answers: list[list[str | None]],
     majk = []
     for ans, gold in zip(answers, golds, strict=True):
         vote = majority_vote(ans[:k])
-        majk.append(float(answers_equal(vote.majority, gold)))
+        majk.append(float(gold_matches(vote.majority, gold)))
     out = {}
     for name, values in ((f"avg@{n}", avg), (f"pass@{k}", passk), (f"maj@{k}", majk)):
         mean, se = _mean_se(values)
@@ -325,7 +325,7 @@ def evaluate_items(
     t_gen = time.perf_counter() - t0
     t0 = time.perf_counter()
     answers = [[extract_answer(text) for text, _ in group] for group in completions]
-    corrects = [[answers_equal(a, it.gold) for a in group] for group, it in zip(answers, items, strict=True)]
+    corrects = [[gold_matches(a, it.gold) for a in group] for group, it in zip(answers, items, strict=True)]
     metrics = score_questions(corrects, answers, [it.gold for it in items], settings.k or n)
     t_grade = time.perf_counter() - t0
     tokens = sum(t for group in completions for _, t in group)

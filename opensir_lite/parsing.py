@@ -176,6 +176,46 @@ def answers_equal(a: str | None, b: str | None) -> bool:
         return False
 
 
+@lru_cache(maxsize=16384)
+def normalise_gold(gold: str | None) -> tuple | None:
+    """A benchmark's gold answer in math-verify's form; unlike model answers, unparseable LaTeX falls back to its
+    string form (gold answers such as ``-1<x \\leqslant 1:(-1,1]`` are trusted text)."""
+    if gold is None:
+        return None
+    gold = clean_text(gold).strip()
+    if not gold or len(gold) > 4 * MAX_ANSWER_CHARS:
+        return None
+    from math_verify import ExprExtractionConfig, LatexExtractionConfig, parse
+
+    try:
+        parsed = parse(
+            f"${gold}$",
+            extraction_config=[LatexExtractionConfig(boxed_match_priority=0), ExprExtractionConfig()],
+            fallback_mode="first_match",
+            parsing_timeout=PARSE_TIMEOUT_S,
+        )
+    except Exception:  # noqa: BLE001
+        parsed = []
+    return tuple(parsed) if parsed else (gold,)
+
+
+def gold_matches(answer: str | None, gold: str | None) -> bool:
+    """Whether a model answer equals a benchmark gold answer (math-verify, time-limited)."""
+    if answer is None or gold is None:
+        return False
+    if answer.strip() == gold.strip():
+        return True
+    na, ng = normalise_answer(answer), normalise_gold(gold)
+    if na is None or ng is None:
+        return False
+    from math_verify import verify
+
+    try:
+        return bool(verify(list(ng), list(na), timeout_seconds=VERIFY_TIMEOUT_S))
+    except Exception:  # noqa: BLE001
+        return False
+
+
 def extract_answer(text: object) -> str | None:
     """The student's answer: the last boxed expression, kept only if it parses as maths."""
     answer = extract_boxed_answer(text)

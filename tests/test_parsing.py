@@ -145,3 +145,20 @@ def test_think_block_and_answer_extraction():
 )
 def test_find_concepts_span(text, span):
     assert find_concepts_span(text) == span
+
+
+@pytest.mark.parametrize(
+    "answer,gold,expected",
+    [
+        ("10-4n", "10-4 n", True),  # College Math style LaTeX gold
+        ("\\frac{3}{2}", "\\dfrac{3}{2}", True),  # \dfrac gold
+        ("2400", "2400", True),  # GSM8K
+        ("7", "np.arcsin(10/13)", False),  # unparseable gold falls back to text, still comparable
+        ("np.arcsin(10/13)", "np.arcsin(10/13)", True),  # the same text matches
+        (None, "7", False),  # no answer
+    ],
+)
+def test_gold_matches(answer, gold, expected):
+    from opensir_lite.parsing import gold_matches
+
+    assert gold_matches(answer, gold) is expected
