@@ -92,6 +92,8 @@ BAD = [
     ("gsm8k", ["--data_dir", "/nonexistent"], "benchmark file not found"),  # missing file
     ("{bad}", ["--question_field", "prompt"], "missing question field 'prompt'"),  # wrong field
     ("{nogold}", [], ":2: no usable gold answer"),  # row without gold, row number named
+    ("gsm8k", [], "cannot load openai/gsm8k from the Hub"),  # offline without --data_dir
+    ("gsm8k", ["--data_dir", str(FIXTURES), "--backend", "vllm"], "needs vLLM"),  # backend not installed
 ]
 
 

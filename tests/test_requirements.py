@@ -1,0 +1,42 @@
+"""The pinned requirements co-install with unsloth 2026.10.9 (its declared ranges, copied from its metadata)."""
+
+from pathlib import Path
+
+import pytest
+from packaging.requirements import Requirement
+from packaging.version import Version
+
+ROOT = Path(__file__).parents[1]
+
+# Requires-Dist of unsloth 2026.10.9 for the packages we pin.
+UNSLOTH_2026_10_9 = {
+    "torch": "<2.15.0,>=2.4.0",
+    "bitsandbytes": "!=0.46.0,!=0.48.0,>=0.45.5",
+    "datasets": "!=4.0.*,!=4.1.0,!=4.4.*,!=4.5.0,<5.0.0,>=3.4.1",
+    "accelerate": ">=0.34.1",
+    "peft": "!=0.11.0,>=0.18.0",
+    "transformers": "!=4.53.0,!=4.54.0,!=4.55.0,!=4.55.1,!=4.57.0,!=4.57.4,!=4.57.5,!=5.0.0,!=5.1.0,<=5.17.0,>=4.52.4",
+    "trl": "!=0.19.0,<=1.15.0,>=0.18.2",
+}
+
+
+def pins() -> dict[str, Version]:
+    out = {}
+    for line in (ROOT / "requirements.txt").read_text().splitlines():
+        line = line.split("#", 1)[0].strip()
+        if line:
+            req = Requirement(line)
+            (spec,) = req.specifier
+            assert spec.operator == "==", f"{line}: pin with =="
+            out[req.name] = Version(spec.version)
+    return out
+
+
+@pytest.mark.parametrize("name,spec", sorted(UNSLOTH_2026_10_9.items()))
+def test_pins_fit_unsloth(name, spec):
+    version = pins()[name]
+    assert Requirement(f"{name}{spec}").specifier.contains(version), f"{name}=={version} breaks unsloth's {spec}"
+
+
+def test_torch_is_the_cpu_wheel_on_disk():
+    assert pins()["torch"] == Version("2.13.0")  # an unpinned torch would pull a multi-GB CUDA build in CI
