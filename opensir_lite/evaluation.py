@@ -21,6 +21,7 @@ import numpy as np
 from opensir_lite.generation import SamplingSettings, generate
 from opensir_lite.grading import majority_vote
 from opensir_lite.parsing import clean_text, extract_answer, extract_boxed_answer, gold_matches, normalise_gold
+from opensir_lite.pool import atomic_write_text, read_jsonl_objects
 from opensir_lite.prompts import render, student_messages
 
 
@@ -117,19 +118,7 @@ def resolve_benchmark(name: str) -> BenchmarkSpec:
 def _rows_from_jsonl(path: Path) -> list[tuple[int, dict]]:
     if not path.is_file():
         raise BenchmarkError(f"benchmark file not found: {path}")
-    rows = []
-    with open(path, encoding="utf-8", errors="replace") as f:
-        for lineno, line in enumerate(f, start=1):
-            if not line.strip():
-                continue
-            try:
-                row = json.loads(line)
-            except json.JSONDecodeError as e:
-                raise BenchmarkError(f"{path}:{lineno}: not valid JSON ({e.msg})") from None
-            if not isinstance(row, dict):
-                raise BenchmarkError(f"{path}:{lineno}: expected a JSON object")
-            rows.append((lineno, row))
-    return rows
+    return read_jsonl_objects(path, BenchmarkError)
 
 
 def _rows_from_hub(spec: BenchmarkSpec) -> list[tuple[int, dict]]:
@@ -349,8 +338,6 @@ def evaluate_items(
 
 def write_outputs(results: list[BenchmarkResult], out_dir: str | Path, model: str, adapter: str | None) -> Path:
     """``results.json`` (per benchmark) and ``samples.jsonl`` (every completion) into ``out_dir``."""
-    from opensir_lite.pool import atomic_write_text
-
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
     payload = {

@@ -137,43 +137,43 @@ def extract_boxed_answer(text: object) -> str | None:
     return None
 
 
+def _math_verify_parse(text: str, with_expressions: bool, fallback: bool) -> tuple:
+    """math-verify's parse of ``$text$`` under its time limit; () when nothing parses or the parser fails."""
+    from math_verify import ExprExtractionConfig, LatexExtractionConfig, parse
+
+    configs = [LatexExtractionConfig(boxed_match_priority=0)] + ([ExprExtractionConfig()] if with_expressions else [])
+    try:
+        parsed = parse(
+            f"${text}$",
+            extraction_config=configs,
+            fallback_mode="first_match" if fallback else "no_fallback",
+            parsing_timeout=PARSE_TIMEOUT_S,
+        )
+    except Exception:  # noqa: BLE001 - the grammar or sympy may choke on anything; that is "no parse"
+        return ()
+    return tuple(parsed)
+
+
+def _verify(gold: tuple | None, target: tuple | None) -> bool:
+    if gold is None or target is None:
+        return False
+    from math_verify import verify
+
+    try:
+        return bool(verify(list(gold), list(target), timeout_seconds=VERIFY_TIMEOUT_S))
+    except Exception:  # noqa: BLE001
+        return False
+
+
 @lru_cache(maxsize=16384)
 def normalise_answer(answer: str | None) -> tuple | None:
-    """Parse an answer string into math-verify's normal form (a tuple of sympy objects and strings), or None."""
+    """Parse a model's answer string into math-verify's normal form (a tuple of sympy objects), or None."""
     if answer is None:
         return None
     answer = clean_text(answer).strip()
     if not answer or len(answer) > MAX_ANSWER_CHARS:
         return None
-    from math_verify import LatexExtractionConfig, parse
-
-    try:
-        parsed = parse(
-            f"${answer}$",
-            extraction_config=[LatexExtractionConfig(boxed_match_priority=0)],
-            fallback_mode="no_fallback",
-            parsing_timeout=PARSE_TIMEOUT_S,
-        )
-    except Exception:  # noqa: BLE001 - the grammar or sympy may choke on anything; that is "no answer"
-        return None
-    return tuple(parsed) if parsed else None
-
-
-def answers_equal(a: str | None, b: str | None) -> bool:
-    """Mathematical equivalence of two answer strings (math-verify, time-limited); False when either is invalid."""
-    if a is None or b is None:
-        return False
-    if a.strip() == b.strip():
-        return True
-    na, nb = normalise_answer(a), normalise_answer(b)
-    if na is None or nb is None:
-        return False
-    from math_verify import verify
-
-    try:
-        return bool(verify(list(na), list(nb), timeout_seconds=VERIFY_TIMEOUT_S))
-    except Exception:  # noqa: BLE001
-        return False
+    return _math_verify_parse(answer, with_expressions=False, fallback=False) or None
 
 
 @lru_cache(maxsize=16384)
@@ -185,35 +185,21 @@ def normalise_gold(gold: str | None) -> tuple | None:
     gold = clean_text(gold).strip()
     if not gold or len(gold) > 4 * MAX_ANSWER_CHARS:
         return None
-    from math_verify import ExprExtractionConfig, LatexExtractionConfig, parse
+    return _math_verify_parse(gold, with_expressions=True, fallback=True) or (gold,)
 
-    try:
-        parsed = parse(
-            f"${gold}$",
-            extraction_config=[LatexExtractionConfig(boxed_match_priority=0), ExprExtractionConfig()],
-            fallback_mode="first_match",
-            parsing_timeout=PARSE_TIMEOUT_S,
-        )
-    except Exception:  # noqa: BLE001
-        parsed = []
-    return tuple(parsed) if parsed else (gold,)
+
+def answers_equal(a: str | None, b: str | None) -> bool:
+    """Mathematical equivalence of two model answers (math-verify, time-limited); False when either is invalid."""
+    if a is None or b is None:
+        return False
+    return a.strip() == b.strip() or _verify(normalise_answer(a), normalise_answer(b))
 
 
 def gold_matches(answer: str | None, gold: str | None) -> bool:
     """Whether a model answer equals a benchmark gold answer (math-verify, time-limited)."""
     if answer is None or gold is None:
         return False
-    if answer.strip() == gold.strip():
-        return True
-    na, ng = normalise_answer(answer), normalise_gold(gold)
-    if na is None or ng is None:
-        return False
-    from math_verify import verify
-
-    try:
-        return bool(verify(list(ng), list(na), timeout_seconds=VERIFY_TIMEOUT_S))
-    except Exception:  # noqa: BLE001
-        return False
+    return answer.strip() == gold.strip() or _verify(normalise_gold(gold), normalise_answer(answer))
 
 
 def extract_answer(text: object) -> str | None:

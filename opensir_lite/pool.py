@@ -66,6 +66,25 @@ class ProblemRecord:
         return cls(**known)
 
 
+def read_jsonl_objects(path: Path, error: type[Exception]) -> list[tuple[int, dict]]:
+    """(line number, object) for every non-blank line; ``error`` names the file and line of a bad one."""
+    if not path.is_file():
+        raise error(f"file not found: {path}")
+    rows = []
+    with open(path, encoding="utf-8", errors="replace") as f:
+        for lineno, line in enumerate(f, start=1):
+            if not line.strip():
+                continue
+            try:
+                row = json.loads(line)
+            except json.JSONDecodeError as e:
+                raise error(f"{path}:{lineno}: not valid JSON ({e.msg})") from None
+            if not isinstance(row, dict):
+                raise error(f"{path}:{lineno}: expected a JSON object")
+            rows.append((lineno, row))
+    return rows
+
+
 def embeddings_path(pool_path: Path) -> Path:
     """``pool.jsonl`` -> ``pool_embeddings.npz``; ``seed.jsonl`` -> ``seed_embeddings.npz``."""
     return pool_path.with_name(pool_path.stem + "_embeddings.npz")
@@ -103,24 +122,13 @@ class ProblemPool:
         if not path.is_file():
             raise PoolFileError(f"pool file not found: {path}")
         records: list[ProblemRecord] = []
-        with open(path, encoding="utf-8", errors="replace") as f:
-            for lineno, line in enumerate(f, start=1):
-                if not line.strip():
-                    continue
-                try:
-                    row = json.loads(line)
-                except json.JSONDecodeError as e:
-                    raise PoolFileError(f"{path}:{lineno}: not valid JSON ({e.msg})") from None
-                if not isinstance(row, dict):
-                    raise PoolFileError(f"{path}:{lineno}: expected a JSON object")
-                try:
-                    records.append(ProblemRecord.from_dict(row, default_id=len(records)))
-                except KeyError:
-                    raise PoolFileError(
-                        f"{path}:{lineno}: missing a non-empty 'problem' (or 'question') field"
-                    ) from None
-                except TypeError as e:
-                    raise PoolFileError(f"{path}:{lineno}: bad field ({e})") from None
+        for lineno, row in read_jsonl_objects(path, PoolFileError):
+            try:
+                records.append(ProblemRecord.from_dict(row, default_id=len(records)))
+            except KeyError:
+                raise PoolFileError(f"{path}:{lineno}: missing a non-empty 'problem' (or 'question') field") from None
+            except TypeError as e:
+                raise PoolFileError(f"{path}:{lineno}: bad field ({e})") from None
         if len({r.id for r in records}) != len(records):
             raise PoolFileError(f"{path}: duplicate ids")
         pool = cls(records, max_size=max_size)
