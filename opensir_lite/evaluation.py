@@ -260,7 +260,8 @@ def transformers_sampler(model, tokenizer) -> SampleFn:
 
 
 def vllm_sampler(model_path: str, adapter: str | None, seed: int) -> tuple[SampleFn, Any]:
-    """A sampler on vLLM (GPU only); raises a clear error when vLLM or a GPU is missing."""
+    """A sampler on vLLM (GPU only); raises a clear error when vLLM or a GPU is missing (checked before any model
+    is resolved or converted)."""
     import torch
 
     try:
@@ -269,7 +270,9 @@ def vllm_sampler(model_path: str, adapter: str | None, seed: int) -> tuple[Sampl
         raise BenchmarkError("--backend vllm needs vLLM: pip install vllm (on a CUDA machine)") from None
     if not torch.cuda.is_available():
         raise BenchmarkError("--backend vllm needs a CUDA GPU; use --backend transformers here")
-    llm = LLM(model=model_path, enable_lora=adapter is not None, seed=seed)
+    from opensir_lite.models import resolve_model_path
+
+    llm = LLM(model=resolve_model_path(model_path), enable_lora=adapter is not None, seed=seed)
     lora = None
     if adapter is not None:
         from vllm.lora.request import LoRARequest

@@ -68,9 +68,7 @@ def main() -> int:
             benches.append((bench, subset(items, args.limit, args.seed), skipped))
         torch.manual_seed(args.seed)
         if args.backend == "vllm":
-            from opensir_lite.models import resolve_model_path
-
-            sample, tokenizer = vllm_sampler(resolve_model_path(args.model), args.adapter, args.seed)
+            sample, tokenizer = vllm_sampler(args.model, args.adapter, args.seed)
         else:
             from opensir_lite.models import load_for_inference
 
