@@ -4,9 +4,13 @@ YAML recipe (a packaged recipe name or a path) plus command-line overrides, as o
 
 from __future__ import annotations
 
+import enum
 import sys
-from dataclasses import dataclass, field
+import types
+import typing
+from dataclasses import dataclass, field, fields
 from pathlib import Path
+from typing import Any, Literal, Union
 
 from trl import GRPOConfig, ModelConfig, TrlParser
 
@@ -91,6 +95,9 @@ class SelfPlayConfig(GRPOConfig):
     max_generate_batch: int = field(
         default=0, metadata={"help": "Most sequences in one generate call (0: a whole role in one call)."}
     )
+    overwrite_output_dir: bool = field(
+        default=False, metadata={"help": "Replace a previous run in output_dir (otherwise a new run refuses it)."}
+    )
     # ---- TRL defaults changed for self-play ----
     num_generations: int | None = field(default=8, metadata={"help": "G: samples per teacher and student prompt."})
     logging_steps: float = field(default=1, metadata={"help": "Log (and write metrics.jsonl) every N steps."})
@@ -114,6 +121,11 @@ class SelfPlayConfig(GRPOConfig):
             errors.append(f"student_selection must be 'top' or 'random', got {self.student_selection!r}")
         if len(self.teacher_reward_weights) != 4 or len(self.student_reward_weights) != 2:
             errors.append("teacher_reward_weights needs 4 values and student_reward_weights 2")
+        if self.hub_token:
+            errors.append(
+                "hub_token must not be set in a recipe or on the command line (it would be saved with the run): "
+                "use the HF_TOKEN environment variable or `hf auth login`"
+            )
         if errors:
             raise ConfigError("; ".join(errors))
         self.reward_weights = [*self.teacher_reward_weights, *self.student_reward_weights]
@@ -181,14 +193,24 @@ def parse_config(argv: list[str] | None = None, extra: tuple = ()) -> tuple:
         args[i + 1] = str(resolve_recipe(args[i + 1]))
         _check_yaml(Path(args[i + 1]), extra)
     parser = TrlParser((SelfPlayConfig, PolicyModelConfig, *extra))
+
+    def one_line_error(message: str):  # argparse would print the whole usage first; one line is enough
+        raise ConfigError(message.replace("/--", " / --"))
+
+    parser.error = one_line_error  # type: ignore[method-assign]
     try:
         parsed = parser.parse_args_and_config(args)
     except ConfigError:
         raise
-    except SystemExit as e:  # argparse already printed its one-line reason
+    except SystemExit as e:
+        if e.code in (0, None):  # --help
+            raise
         raise ConfigError(f"bad command-line arguments (exit {e.code})") from None
     except (ValueError, TypeError) as e:
-        raise ConfigError(str(e).splitlines()[0]) from None
+        message = str(e).splitlines()[0]
+        if message.startswith("Some specified arguments are not used"):
+            message = "unknown command-line argument(s): " + message.split(":", 1)[1].strip()
+        raise ConfigError(message) from None
     return parsed
 
 
@@ -207,3 +229,74 @@ def _check_yaml(path: Path, extra: tuple = ()) -> None:
     unknown = sorted(set(data) - known)
     if unknown:
         raise ConfigError(f"{path}: unknown config key(s): {', '.join(unknown)}")
+    hints = _field_types((SelfPlayConfig, PolicyModelConfig, *extra))
+    for key, value in data.items():
+        if key in hints:
+            problem = _type_problem(value, hints[key])
+            if problem is not None:
+                raise ConfigError(f"{path}: {key}: {problem}, got {value!r}")
+
+
+def _field_types(classes: tuple) -> dict[str, Any]:
+    """Field name -> annotated type of the config dataclasses (fields whose annotation cannot be resolved are
+    left to the parser)."""
+    types_: dict[str, Any] = {}
+    for cls in classes:
+        try:
+            hints = typing.get_type_hints(cls)
+        except Exception:  # noqa: BLE001 - a forward reference in a library dataclass
+            hints = {f.name: f.type for f in fields(cls) if not isinstance(f.type, str)}
+        for f in fields(cls):
+            if f.name in hints:
+                types_.setdefault(f.name, hints[f.name])
+    return types_
+
+
+_BOOL_WORDS = {"true", "false", "yes", "no", "t", "f", "y", "n", "1", "0"}
+
+
+def _type_problem(value: Any, tp: Any) -> str | None:
+    """Why a YAML value does not fit the field type ``tp`` (None when it fits or the type is not checked)."""
+    origin, args = typing.get_origin(tp), typing.get_args(tp)
+    if tp is Any:
+        return None
+    if origin in (Union, types.UnionType):
+        if value is None and type(None) in args:
+            return None
+        problems = [_type_problem(value, a) for a in args if a is not type(None)]
+        return None if any(p is None for p in problems) else problems[0]
+    if value is None:
+        return "expected a value"
+    if origin is Literal:
+        return None if value in args else f"expected one of {', '.join(map(repr, args))}"
+    if tp is bool:
+        ok = isinstance(value, bool) or (isinstance(value, str | int) and str(value).lower() in _BOOL_WORDS)
+        return None if ok else "expected true or false"
+    if tp in (int, float):
+        if isinstance(value, bool) or isinstance(value, list | dict):
+            return f"expected {'an integer' if tp is int else 'a number'}"
+        if tp is int and isinstance(value, float) and not value.is_integer():
+            return "expected an integer"
+        try:
+            tp(value) if not (tp is int and isinstance(value, str)) else int(value, 10)
+        except (TypeError, ValueError):
+            return f"expected {'an integer' if tp is int else 'a number'}"
+        return None
+    if tp is str:
+        return None if isinstance(value, str | int | float) and not isinstance(value, bool) else "expected a string"
+    if isinstance(tp, type) and issubclass(tp, enum.Enum):
+        allowed = [e.value for e in tp]
+        return None if value in allowed or value in [e.name for e in tp] else f"expected one of {allowed}"
+    if origin in (list, tuple) or tp in (list, tuple):
+        items = value if isinstance(value, list) else [value]
+        if isinstance(value, dict):
+            return "expected a list"
+        inner = args[0] if args else Any
+        for item in items:
+            problem = _type_problem(item, inner)
+            if problem is not None:
+                return f"list item {item!r}: {problem}"
+        return None
+    if origin is dict or tp is dict:
+        return None if isinstance(value, dict | str) else "expected a mapping"
+    return None

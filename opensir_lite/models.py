@@ -15,6 +15,11 @@ from pathlib import Path
 
 import torch
 
+
+class ModelLoadError(RuntimeError):
+    """A model, tokenizer or quantisation that cannot be loaded here; the message names it and says why."""
+
+
 EMBEDDED_POLICY = "embedded"
 EMBEDDED_GGUF = "SmolLM2-135M-Instruct.Q4_1.gguf"
 EMBEDDED_DIRNAME = "smollm2-135m-instruct"
@@ -71,12 +76,48 @@ def resolve_model_path(name_or_path: str) -> str:
     return str(ensure_embedded_policy()) if name_or_path == EMBEDDED_POLICY else name_or_path
 
 
+def _first_line(e: BaseException) -> str:
+    text = str(e).strip()
+    return text.splitlines()[0] if text else type(e).__name__
+
+
+def from_pretrained(cls, name_or_path: str, **kwargs):
+    """``cls.from_pretrained`` with one clear :class:`ModelLoadError` for an unknown id, a missing folder or an
+    unreachable Hub (offline)."""
+    try:
+        return cls.from_pretrained(name_or_path, **kwargs)
+    except (OSError, ValueError) as e:
+        offline = os.environ.get("HF_HUB_OFFLINE", "0").lower() in ("1", "true", "yes")
+        where = "not a local folder and the Hub is offline (HF_HUB_OFFLINE)" if offline else _first_line(e)
+        if not offline and not Path(name_or_path).exists() and "connect" in str(e).lower():
+            where = "not a local folder and the Hub cannot be reached"
+        raise ModelLoadError(f"cannot load model {name_or_path!r}: {where}") from None
+
+
+def require_bitsandbytes(device_type: str) -> None:
+    """4-bit/8-bit loading needs bitsandbytes with a backend for this device (CUDA, or the CPU since 0.49)."""
+    import importlib
+
+    try:
+        bnb = importlib.import_module("bitsandbytes")
+    except Exception as e:  # noqa: BLE001 - ImportError, or a broken native library
+        raise ModelLoadError(
+            f"a quantised (4-bit/8-bit) load needs bitsandbytes, which does not work here on {device_type} "
+            f"({_first_line(e)}): pip install 'bitsandbytes>=0.49', or set load_in_4bit false"
+        ) from None
+    if device_type not in ("cuda", "cpu", "xpu"):
+        raise ModelLoadError(
+            f"bitsandbytes {getattr(bnb, '__version__', '?')} has no 4-bit backend for {device_type}: "
+            "set load_in_4bit false"
+        )
+
+
 def load_tokenizer(name_or_path: str, trust_remote_code: bool = False, revision: str | None = None):
     """The policy tokenizer with a pad token and left padding (for batched generation)."""
     from transformers import AutoTokenizer
 
-    tokenizer = AutoTokenizer.from_pretrained(
-        resolve_model_path(name_or_path), trust_remote_code=trust_remote_code, revision=revision
+    tokenizer = from_pretrained(
+        AutoTokenizer, resolve_model_path(name_or_path), trust_remote_code=trust_remote_code, revision=revision
     )
     if tokenizer.pad_token is None:
         tokenizer.pad_token = tokenizer.eos_token
@@ -150,20 +191,29 @@ def load_for_inference(
 
     path = resolve_model_path(name_or_path)
     device, dtype = current_device_dtype()
+    tokenizer = load_tokenizer(path, trust_remote_code=trust_remote_code)
     kwargs: dict = {"dtype": dtype, "trust_remote_code": trust_remote_code}
     if load_in_4bit:
+        require_bitsandbytes(device)
         from transformers import BitsAndBytesConfig
 
         kwargs["quantization_config"] = BitsAndBytesConfig(
             load_in_4bit=True, bnb_4bit_quant_type="nf4", bnb_4bit_use_double_quant=True, bnb_4bit_compute_dtype=dtype
         )
         kwargs["device_map"] = {"": 0 if device == "cuda" else "cpu"}
-    model = AutoModelForCausalLM.from_pretrained(path, **kwargs)
+    model = from_pretrained(AutoModelForCausalLM, path, **kwargs)
     if not load_in_4bit:
         model.to(device)
     if adapter:
         from peft import PeftModel
 
-        model = PeftModel.from_pretrained(model, adapter)
+        model = _load_adapter(PeftModel, model, adapter)
     model.eval()
-    return model, load_tokenizer(path, trust_remote_code=trust_remote_code)
+    return model, tokenizer
+
+
+def _load_adapter(peft_model_cls, model, adapter: str):
+    try:
+        return peft_model_cls.from_pretrained(model, adapter)
+    except (OSError, ValueError) as e:
+        raise ModelLoadError(f"cannot load adapter {adapter!r}: {_first_line(e)}") from None

@@ -21,14 +21,36 @@ PARSE_TIMEOUT_S = 2  # per answer, math-verify's own time limit
 VERIFY_TIMEOUT_S = 2  # per comparison
 
 
-def _tag_pattern(tag: str) -> re.Pattern[str]:
-    return re.compile(rf"<{tag}>\s*(.*?)\s*</{tag}>", re.DOTALL | re.IGNORECASE)
+MAX_BOXED_CANDIDATES = 64  # \\boxed occurrences tried from the end of a text (bounds hostile inputs)
+MAX_BOXED_SCAN_CHARS = 20 * MAX_ANSWER_CHARS  # characters scanned for the closing brace of one \\boxed{
 
 
-_PROBLEM_RE = _tag_pattern(PROBLEM_TAG)
-_CONCEPTS_RE = _tag_pattern(CONCEPTS_TAG)
-_THINK_RE = _tag_pattern(THINK_TAG)
-_FINAL_LINE_RE = re.compile(re.escape(FINAL_ANSWER_PREFIX) + r" \$\\boxed\{(.+)\}\$")
+def _tag_regexes(tag: str) -> tuple[re.Pattern[str], re.Pattern[str]]:
+    return re.compile(rf"<{tag}>", re.IGNORECASE), re.compile(rf"</{tag}>", re.IGNORECASE)
+
+
+# Literal tag patterns only: searching for them is linear in the text, whatever the model wrote.
+_TAGS = {tag: _tag_regexes(tag) for tag in (PROBLEM_TAG, CONCEPTS_TAG, THINK_TAG)}
+_NESTED_TAG_RE = re.compile(rf"</?({PROBLEM_TAG}|{CONCEPTS_TAG})>", re.IGNORECASE)
+_FINAL_LINE_START = FINAL_ANSWER_PREFIX + " $\\boxed{"
+
+
+def tag_span(text: str, tag: str) -> tuple[int, int, int, int] | None:
+    """(open start, content start, content end, close end) of the first ``<tag>`` that has a ``</tag>`` after it."""
+    opening, closing = _TAGS[tag]
+    start = opening.search(text)
+    if start is None:
+        return None
+    end = closing.search(text, start.end())
+    if end is None:
+        return None
+    return start.start(), start.end(), end.start(), end.end()
+
+
+def tag_content(text: str, tag: str) -> str | None:
+    """The stripped text between the first ``<tag>`` and the next ``</tag>`` (case-insensitive), or None."""
+    span = tag_span(text, tag)
+    return None if span is None else text[span[1] : span[2]].strip()
 
 
 def clean_text(text: object) -> str:
@@ -60,22 +82,20 @@ def parse_teacher_output(text: object) -> TeacherParse:
     empty_concepts, too_many_concepts, multiline_concepts, short_concepts. Duplicate tags: the first pair counts.
     """
     text = clean_text(text)
-    match = _PROBLEM_RE.search(text)
-    if match is None:
+    problem = tag_content(text, PROBLEM_TAG)
+    if problem is None:
         return TeacherParse(reason="no_problem")
-    problem = match.group(1).strip()
     if not problem:
         return TeacherParse(reason="empty_problem")
     if problem == "...":
         return TeacherParse(reason="ellipsis_problem")
-    if re.search(rf"</?({PROBLEM_TAG}|{CONCEPTS_TAG})>", problem, re.IGNORECASE):
+    if _NESTED_TAG_RE.search(problem):
         return TeacherParse(reason="nested_tags")
     if len(problem) < MIN_PROBLEM_CHARS:
         return TeacherParse(reason="short_problem")
-    match = _CONCEPTS_RE.search(text)
-    if match is None:
+    concepts_text = tag_content(text, CONCEPTS_TAG)
+    if concepts_text is None:
         return TeacherParse(reason="no_concepts")
-    concepts_text = match.group(1).strip()
     if not concepts_text:
         return TeacherParse(reason="empty_concepts")
     items = [c.strip().lower() for c in concepts_text.split(",")]
@@ -91,36 +111,45 @@ def parse_teacher_output(text: object) -> TeacherParse:
 
 def has_think_block(text: object) -> bool:
     """True when the text has a ``<think>...</think>`` block (the teacher format reward)."""
-    return _THINK_RE.search(clean_text(text)) is not None
+    return tag_span(clean_text(text), THINK_TAG) is not None
 
 
 def has_final_answer_line(text: object) -> bool:
     """True when the text has ``Therefore, the final answer is: $\\boxed{...}$`` (the student format reward)."""
-    return _FINAL_LINE_RE.search(clean_text(text)) is not None
+    text = clean_text(text)
+    start = text.find(_FINAL_LINE_START)
+    while start != -1:  # on the line of the first occurrence, a "}$" must close at least one character
+        line_end = text.find("\n", start)
+        line_end = len(text) if line_end == -1 else line_end
+        if text.rfind("}$", start, line_end) > start + len(_FINAL_LINE_START):
+            return True
+        start = text.find(_FINAL_LINE_START, line_end)
+    return False
 
 
 def find_concepts_span(text: str) -> tuple[int, int] | None:
     """Character span of ``<concepts>...</concepts>`` (tags included), or None when either tag is missing."""
-    start = re.search(rf"<{CONCEPTS_TAG}>", text, re.IGNORECASE)
-    if start is None:
-        return None
-    end = re.compile(rf"</{CONCEPTS_TAG}>", re.IGNORECASE).search(text, start.end())
-    if end is None:
-        return None
-    return start.start(), end.end()
+    span = tag_span(text, CONCEPTS_TAG)
+    return None if span is None else (span[0], span[3])
 
 
 def extract_boxed_answer(text: object) -> str | None:
-    """The content of the last ``\\boxed{...}`` (nested braces balanced), or None."""
+    """The content of the last ``\\boxed{...}`` (nested braces balanced), or None.
+
+    Hostile texts are bounded: at most ``MAX_BOXED_CANDIDATES`` occurrences are tried, each scanned for at most
+    ``MAX_BOXED_SCAN_CHARS`` characters, so the work is linear in the text."""
     text = clean_text(text)
     start = text.rfind("\\boxed")
-    while start != -1:
+    tried = 0
+    while start != -1 and tried < MAX_BOXED_CANDIDATES:
+        tried += 1
         i = start + len("\\boxed")
         while i < len(text) and text[i] == " ":
             i += 1
         if i < len(text) and text[i] == "{":
             depth, j = 0, i
-            while j < len(text):
+            stop = min(len(text), i + MAX_BOXED_SCAN_CHARS)
+            while j < stop:
                 ch = text[j]
                 if ch == "\\" and j + 1 < len(text):  # skip escaped characters such as \{ and \}
                     j += 2

@@ -8,7 +8,9 @@ process never leaves a half-written pool.
 
 from __future__ import annotations
 
+import hashlib
 import json
+import logging
 import os
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import asdict, dataclass, field
@@ -17,6 +19,8 @@ from pathlib import Path
 import numpy as np
 
 from opensir_lite.prompts import SEED_PROBLEM
+
+logger = logging.getLogger(__name__)
 
 POOL_FILE = "pool.jsonl"
 EMBEDDINGS_FILE = "pool_embeddings.npz"  # beside pool.jsonl
@@ -213,14 +217,36 @@ class ProblemPool:
         path.parent.mkdir(parents=True, exist_ok=True)
         ids = np.array(sorted(self.embeddings), dtype=np.int64)
         matrix = self.embedding_matrix(list(ids)) if len(ids) else np.zeros((0, 0), dtype=np.float32)
+        by_id = {r.id: r for r in self.history}
+        digests = np.array([_digest(by_id[i].problem) if i in by_id else "" for i in ids.tolist()], dtype="U40")
         tmp = path.with_name(path.name + ".tmp.npz")
-        np.savez(tmp, ids=ids, embeddings=matrix)
+        np.savez(tmp, ids=ids, embeddings=matrix, digests=digests)
         os.replace(tmp, embeddings_path(path))
         lines = "".join(json.dumps(asdict(r), ensure_ascii=False) + "\n" for r in self.history)
         atomic_write_text(path, lines)
         return path
 
-    def load_embeddings(self, path: str | Path) -> None:
-        with np.load(path) as data:
-            for i, v in zip(data["ids"].tolist(), data["embeddings"], strict=True):
-                self.embeddings[int(i)] = np.asarray(v, dtype=np.float32)
+    def load_embeddings(self, path: str | Path) -> int:
+        """Load cached embeddings of pool entries; returns how many were kept.
+
+        A vector is kept only for an id in the pool whose problem text has the digest stored with it, so an
+        embeddings file left from another state of the run (a crash between the two renames) is never trusted;
+        whatever is missing is recomputed on the next round."""
+        in_pool = {r.id: r for r in self.entries}
+        kept = 0
+        try:
+            with np.load(path, allow_pickle=False) as data:
+                ids, vectors = data["ids"].tolist(), data["embeddings"]
+                digests = data["digests"].tolist() if "digests" in data.files else [None] * len(ids)
+                for i, v, d in zip(ids, vectors, digests, strict=True):
+                    record = in_pool.get(int(i))
+                    if record is not None and (d is None or d == _digest(record.problem)):
+                        self.embeddings[int(i)] = np.asarray(v, dtype=np.float32)
+                        kept += 1
+        except (OSError, ValueError, KeyError) as e:  # a damaged cache costs a recomputation, nothing more
+            logger.warning("ignoring unreadable pool embeddings %s (%s)", path, e)
+        return kept
+
+
+def _digest(text: str) -> str:
+    return hashlib.sha1(text.encode("utf-8", errors="replace")).hexdigest()

@@ -8,6 +8,7 @@ The scalar formulas are plain functions so that selection, the pool records and 
 
 from __future__ import annotations
 
+import math
 from collections.abc import Callable, Sequence
 
 from opensir_lite.parsing import answers_equal, has_final_answer_line, has_think_block
@@ -20,6 +21,15 @@ RewardFunc = Callable[..., list[float | None]]
 
 
 # ---- scalar formulas --------------------------------------------------------------------------------------
+def finite_or_none(value: object) -> float | None:
+    """``value`` as a float when it is a finite number, else None (NaN, inf, strings and None are no value)."""
+    try:
+        x = float(value)  # type: ignore[arg-type]
+    except (TypeError, ValueError):
+        return None
+    return x if math.isfinite(x) else None
+
+
 def solve_rate_levels(lower: float, upper: float, num_generations: int) -> list[float]:
     """L = {i/G : i = 1..G, lower <= i/G <= upper}: the solve rates G samples can produce inside the gate."""
     eps = 1e-9
@@ -32,6 +42,7 @@ def solvability_score(
     solve_rate: float | None, lower: float = 0.5, upper: float = 0.9, num_generations: int = 8
 ) -> float:
     """0 outside [lower, upper]; inside, 1.0 at the midpoint falling linearly to 1/|L| at both limits."""
+    solve_rate = finite_or_none(solve_rate)
     if solve_rate is None or solve_rate < lower - 1e-9 or solve_rate > upper + 1e-9:
         return 0.0
     levels = solve_rate_levels(lower, upper, num_generations)
@@ -44,6 +55,7 @@ def solvability_score(
 
 def response_length_score(mean_tokens: float | None, cap: float | None = 1000.0, baseline: float = 1000.0) -> float:
     """min(mean student completion length, cap) / baseline; 0 when there is no length."""
+    mean_tokens = finite_or_none(mean_tokens)
     if mean_tokens is None or mean_tokens <= 0:
         return 0.0
     if cap:
@@ -89,7 +101,7 @@ def make_teacher_rewards(
     def diversity(completions, role=None, legal=None, novelty=None, **_) -> list[float | None]:
         roles, legals, novs = (_col(completions, v) for v in (role, legal, novelty))
         return [
-            (float(nv) if ok and nv is not None else 0.0) if r == TEACHER else None
+            ((finite_or_none(nv) or 0.0) if ok else 0.0) if r == TEACHER else None
             for r, ok, nv in zip(roles, legals, novs, strict=True)
         ]
 

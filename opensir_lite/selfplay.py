@@ -26,13 +26,14 @@ from opensir_lite.generation import Completion, SamplingSettings, generate
 from opensir_lite.grading import Vote, majority_vote
 from opensir_lite.parsing import TeacherParse, extract_answer, find_concepts_span, parse_teacher_output
 from opensir_lite.pool import ProblemPool, ProblemRecord
-from opensir_lite.prompts import render, student_messages, supports_system_prompt, teacher_messages
+from opensir_lite.prompts import SEED_PROBLEM, render, student_messages, supports_system_prompt, teacher_messages
 from opensir_lite.rewards import (
     PAD,
     STUDENT,
     TEACHER,
     TEACHER_REWARD_NAMES,
     combined_score,
+    finite_or_none,
     make_teacher_rewards,
 )
 
@@ -117,6 +118,16 @@ class SelfPlay:
         self.last_round: RoundResult | None = None
         self.round_stats: list[dict[str, Any]] = []  # stats of rounds not yet logged
         self._use_system_prompt: bool | None = args.use_system_prompt
+        self._degenerate: Counter = Counter()  # degenerate events of the round being played
+
+    # ---- checkpoint state ---------------------------------------------------------------------------------
+    def state_dict(self) -> dict[str, Any]:
+        """What a checkpoint needs besides the pool to continue the same sampling stream."""
+        return {"rng": self.rng.bit_generator.state, "use_system_prompt": self._use_system_prompt}
+
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        self.rng.bit_generator.state = state["rng"]
+        self._use_system_prompt = state.get("use_system_prompt", self._use_system_prompt)
 
     # ---- TRL hook -----------------------------------------------------------------------------------------
     def __call__(self, prompts: list, trainer) -> dict[str, list]:
@@ -139,6 +150,12 @@ class SelfPlay:
         if self._use_system_prompt is None:
             self._use_system_prompt = supports_system_prompt(tokenizer)
         sys_prompt = self._use_system_prompt
+        self._degenerate = Counter()
+        if len(self.pool) == 0:  # everything evicted (or an empty pool given): start again from the seed
+            seed = getattr(a, "seed_problem", SEED_PROBLEM) or SEED_PROBLEM
+            self.pool.add([ProblemRecord(id=self.pool.new_id(), problem=seed, step=step, in_pool=True, source="seed")])
+            self._degenerate["empty_pool"] += 1
+            logger.warning("the problem pool was empty; re-seeded it with %r", seed)
 
         # Teacher: one reference per prompt, G samples per prompt, upscale x more groups than trained.
         n_groups = a.num_teacher_groups * a.teacher_upscale_ratio
@@ -191,11 +208,11 @@ class SelfPlay:
                     legal=legal,
                     reason=None if legal else (parse.reason or "no_valid_answer"),
                     reference_id=references[i // G].id,
-                    solve_rate=vote.solve_rate if vote else None,
+                    solve_rate=self._finite(vote.solve_rate) if vote else None,
                     majority_answer=vote.majority if vote else None,
                     n_valid_answers=vote.n_valid if vote else 0,
-                    mean_student_tokens=float(np.mean(lengths)) if lengths else None,
-                    novelty=novelty[k] if k is not None else None,
+                    mean_student_tokens=self._finite(float(np.mean(lengths))) if lengths else None,
+                    novelty=self._finite(novelty[k]) if k is not None else None,
                     teacher_output=None if legal else (prefill + completion.text)[:MAX_STORED_OUTPUT_CHARS],
                 )
             )
@@ -210,7 +227,7 @@ class SelfPlay:
         texts = [c.text for c in teacher_out]
         for name, func in zip(TEACHER_REWARD_NAMES, self.teacher_rewards, strict=True):
             for r, value in zip(records, func(texts, **teacher_columns), strict=True):
-                r.rewards[name] = float(value)
+                r.rewards[name] = self._finite(value, default=0.0)
         for r in records:
             if r.legal:
                 r.combined_score = combined_score(
@@ -237,6 +254,14 @@ class SelfPlay:
         self.last_round = result
         self.round_stats.append(stats)
         return result
+
+    def _finite(self, value: object, default: float | None = None) -> float | None:
+        """A finite float, or ``default`` with the event counted (``degenerate/nonfinite_value``)."""
+        x = finite_or_none(value)
+        if x is None and value is not None:
+            self._degenerate["nonfinite_value"] += 1
+            return default
+        return default if x is None else x
 
     def _sampling(self, role: str) -> SamplingSettings:
         a = self.args
@@ -364,7 +389,13 @@ class SelfPlay:
             "filler_groups": self.args.num_student_groups - len(student_problems),
             "zero_variance_teacher_groups": zero_var,
             "degenerate/no_legal_problem": int(not legal),
+            "degenerate/no_valid_answer": sum(1 for r in records if r.reason == "no_valid_answer"),
             "degenerate/all_answers_equal": sum(1 for r in legal if r.solve_rate == 1.0),
+            "degenerate/all_teacher_groups_zero_variance": int(
+                bool(teacher_groups) and zero_var == len(teacher_groups)
+            ),
+            "degenerate/empty_pool": self._degenerate["empty_pool"],
+            "degenerate/nonfinite_value": self._degenerate["nonfinite_value"],
         }
         stats["tokens_generated"] = stats["teacher_tokens"] + stats["student_tokens"]
         for reason, n in sorted(reasons.items()):

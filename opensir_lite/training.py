@@ -17,16 +17,43 @@ import numpy as np
 import torch
 from transformers import TrainerCallback
 
+from opensir_lite.checkpointing import (
+    METRICS_FILE,
+    SELFPLAY_STATE_FILE,
+    RunFolderError,
+    checkpoint_step,
+    load_checkpoint_state,
+    prepare_output_dir,
+    resolve_resume,
+    save_selfplay_checkpoint,
+    truncate_metrics,
+)
 from opensir_lite.config import PolicyModelConfig, SelfPlayConfig
 from opensir_lite.embedding import Embedder
-from opensir_lite.models import current_device_dtype, load_tokenizer, resolve_model_path
+from opensir_lite.models import (
+    ModelLoadError,
+    current_device_dtype,
+    from_pretrained,
+    load_tokenizer,
+    require_bitsandbytes,
+    resolve_model_path,
+)
 from opensir_lite.pool import ProblemPool
 from opensir_lite.rewards import make_reward_funcs
 from opensir_lite.selfplay import SelfPlay
 
 logger = logging.getLogger(__name__)
 
-METRICS_FILE = "metrics.jsonl"
+__all__ = [
+    "METRICS_FILE",
+    "ModelLoadError",
+    "RunFolderError",
+    "TrainingSetupError",
+    "build_trainer",
+    "run_training",
+    "train",
+]
+
 ROUND_PLACEHOLDER_PROMPT = (
     "opensir self-play round"  # the dataset rows only pace the trainer; prompts are built per round
 )
@@ -56,10 +83,7 @@ def load_policy(model_args: PolicyModelConfig, train_args: SelfPlayConfig):
     if quantized:
         if not model_args.use_peft:
             raise TrainingSetupError("load_in_4bit/load_in_8bit trains an adapter: set use_peft true (QLoRA)")
-        try:
-            import bitsandbytes  # noqa: F401
-        except ImportError as e:
-            raise TrainingSetupError(f"4-bit loading needs bitsandbytes, which does not import here ({e})") from None
+        require_bitsandbytes(device)
         from transformers import BitsAndBytesConfig
 
         kwargs["quantization_config"] = BitsAndBytesConfig(
@@ -71,7 +95,7 @@ def load_policy(model_args: PolicyModelConfig, train_args: SelfPlayConfig):
             bnb_4bit_quant_storage=model_args.bnb_4bit_quant_storage,
         )
         kwargs["device_map"] = {"": torch.cuda.current_device() if device == "cuda" else "cpu"}
-    model = AutoModelForCausalLM.from_pretrained(path, **kwargs)
+    model = from_pretrained(AutoModelForCausalLM, path, **kwargs)
     if model.generation_config.pad_token_id is None:
         model.generation_config.pad_token_id = tokenizer.pad_token_id
     peft_config = None
@@ -94,7 +118,8 @@ def load_pool(train_args: SelfPlayConfig) -> ProblemPool:
 
 class SelfPlayCallback(TrainerCallback):
     """Per step: time the update, save the pool, print a one-line summary; per log: a ``metrics.jsonl`` line;
-    per checkpoint: the pool inside the checkpoint folder."""
+    per checkpoint: the pool and the self-play state inside the checkpoint folder, written *before* the trainer
+    writes its own files there (so a checkpoint pushed to the Hub by ``hub_strategy`` carries the pool too)."""
 
     def __init__(self, selfplay: SelfPlay, output_dir: str | Path, quiet: bool = False):
         self.selfplay = selfplay
@@ -121,6 +146,8 @@ class SelfPlayCallback(TrainerCallback):
             r["time/step"] = step_time / len(rounds)
         self._pending.extend(rounds)
         self.selfplay.pool.save(self.output_dir)
+        if control.should_save and state.is_world_process_zero:  # DefaultFlowCallback decided; trainer saves next
+            self._save_selfplay(args, state)
         if rounds and not self.quiet:
             from tqdm.auto import tqdm
 
@@ -139,8 +166,12 @@ class SelfPlayCallback(TrainerCallback):
 
     def on_save(self, args, state, control, **kwargs):
         checkpoint = Path(args.output_dir) / f"checkpoint-{state.global_step}"
-        if checkpoint.is_dir():
-            self.selfplay.pool.save(checkpoint)
+        if state.is_world_process_zero and checkpoint.is_dir() and not (checkpoint / SELFPLAY_STATE_FILE).is_file():
+            self._save_selfplay(args, state)  # a save this callback did not see coming
+
+    def _save_selfplay(self, args, state) -> None:
+        checkpoint = Path(args.output_dir) / f"checkpoint-{state.global_step}"
+        save_selfplay_checkpoint(checkpoint, self.selfplay.pool, self.selfplay.state_dict())
 
 
 def merge_round_stats(rounds: list[dict[str, Any]]) -> dict[str, Any]:
@@ -185,9 +216,13 @@ def build_trainer(
 ):
     """(trainer, selfplay): a ready GRPOTrainer whose rollouts are OpenSIR rounds."""
     from datasets import Dataset
-    from trl import GRPOTrainer
 
-    model, tokenizer, peft_config = load_policy(model_args, train_args)
+    model, tokenizer, peft_config = load_policy(model_args, train_args)  # model problems surface first
+    try:
+        from trl import GRPOTrainer
+    except (ImportError, RuntimeError) as e:  # e.g. a bitsandbytes install that is broken on this machine
+        message = str(e).strip().splitlines()
+        raise TrainingSetupError(f"cannot import TRL's GRPOTrainer: {message[-1] if message else e}") from None
     pool = pool if pool is not None else load_pool(train_args)
     embedder = embedder if embedder is not None else Embedder(train_args.embedder_name_or_path)
     selfplay = SelfPlay(train_args, pool, embedder)
@@ -223,19 +258,38 @@ def build_trainer(
     return trainer, selfplay
 
 
-def run_training(trainer, selfplay: SelfPlay, train_args: SelfPlayConfig) -> Path:
-    """Train, then save the adapter (or model) and the final pool into ``output_dir``."""
+def run_training(
+    trainer, selfplay: SelfPlay, train_args: SelfPlayConfig, resume_from_checkpoint: str | Path | None = None
+) -> Path:
+    """Train (from a checkpoint folder when given), then save the adapter (or model) and the final pool into
+    ``output_dir``."""
     output_dir = Path(train_args.output_dir)
-    trainer.train(resume_from_checkpoint=train_args.resume_from_checkpoint)
+    trainer.train(resume_from_checkpoint=str(resume_from_checkpoint) if resume_from_checkpoint else None)
     trainer.save_model(str(output_dir))
     selfplay.pool.save(output_dir)
     return output_dir
 
 
 def train(train_args: SelfPlayConfig, model_args: PolicyModelConfig, embedder=None, quiet: bool = False) -> Path:
-    """Run self-play training; returns the output folder (adapter, pool.jsonl, metrics.jsonl, checkpoints)."""
+    """Run self-play training; returns the output folder (adapter, pool.jsonl, metrics.jsonl, checkpoints).
+
+    A new run refuses an ``output_dir`` that holds another run unless ``overwrite_output_dir``. With
+    ``resume_from_checkpoint`` (a checkpoint folder, or ``true`` for the latest complete one) the run continues
+    with the checkpoint's adapter, optimizer, scheduler, RNG states, step, pool and sampling stream, and
+    ``metrics.jsonl`` is cut back to the checkpoint's step."""
+    from transformers import set_seed
+
     output_dir = Path(train_args.output_dir)
-    if train_args.resume_from_checkpoint is None and (output_dir / METRICS_FILE).exists():
-        (output_dir / METRICS_FILE).unlink()
-    trainer, selfplay = build_trainer(train_args, model_args, embedder=embedder, quiet=quiet)
-    return run_training(trainer, selfplay, train_args)
+    resume = resolve_resume(train_args.resume_from_checkpoint, output_dir)
+    pool, state = None, None
+    if resume is None:
+        prepare_output_dir(output_dir, train_args.overwrite_output_dir)
+    else:
+        pool, state = load_checkpoint_state(resume, max_size=train_args.pool_max_size)
+        truncate_metrics(output_dir / METRICS_FILE, checkpoint_step(resume) or 0)
+        logger.info("resuming from %s (pool of %d problems)", resume, len(pool))
+    set_seed(train_args.seed)  # LoRA initialisation and sampling are reproducible from the seed
+    trainer, selfplay = build_trainer(train_args, model_args, pool=pool, embedder=embedder, quiet=quiet)
+    if state is not None:
+        selfplay.load_state_dict(state)
+    return run_training(trainer, selfplay, train_args, resume_from_checkpoint=resume)

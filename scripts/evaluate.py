@@ -26,6 +26,7 @@ from opensir_lite.evaluation import (
     vllm_sampler,
     write_outputs,
 )
+from opensir_lite.models import ModelLoadError
 
 
 def parse_args(argv=None) -> argparse.Namespace:
@@ -79,7 +80,7 @@ def main() -> int:
             batch_size=args.batch_size, seed=args.seed, limit=args.limit, use_system_prompt=not args.no_system_prompt,
         )  # fmt: skip
         results = [evaluate_items(b, items, sample, tokenizer, settings, skipped) for b, items, skipped in benches]
-    except (BenchmarkError, FileNotFoundError, json.JSONDecodeError) as e:
+    except (BenchmarkError, ModelLoadError, FileNotFoundError, json.JSONDecodeError) as e:
         print(f"error: {e}", file=sys.stderr)
         return 2
     path = write_outputs(results, args.output_dir, args.model, args.adapter)

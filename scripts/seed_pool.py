@@ -15,7 +15,7 @@ import torch
 from opensir_lite.config import ConfigError, parse_config
 from opensir_lite.embedding import Embedder
 from opensir_lite.generation import SamplingSettings
-from opensir_lite.models import load_for_inference
+from opensir_lite.models import ModelLoadError, load_for_inference
 from opensir_lite.pool import PoolFileError
 from opensir_lite.seeding import SeedSettings, seed_pool
 
@@ -57,7 +57,7 @@ def main() -> int:
         report = seed_pool(
             model, tokenizer, seed_args.output, settings, embedder=Embedder(train_args.embedder_name_or_path)
         )
-    except (ConfigError, PoolFileError, FileNotFoundError) as e:
+    except (ConfigError, PoolFileError, ModelLoadError, FileNotFoundError) as e:
         print(f"error: {e}", file=sys.stderr)
         return 2
     if not report.reached:

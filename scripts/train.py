@@ -6,14 +6,14 @@ import sys
 
 from opensir_lite.config import ConfigError, parse_config
 from opensir_lite.pool import PoolFileError
-from opensir_lite.training import TrainingSetupError, train
+from opensir_lite.training import ModelLoadError, RunFolderError, TrainingSetupError, train
 
 
 def main() -> int:
     try:
         train_args, model_args = parse_config()
         output_dir = train(train_args, model_args)
-    except (ConfigError, PoolFileError, TrainingSetupError, FileNotFoundError) as e:
+    except (ConfigError, PoolFileError, TrainingSetupError, RunFolderError, ModelLoadError, FileNotFoundError) as e:
         print(f"error: {e}", file=sys.stderr)
         return 2
     print(f"done: adapter, pool.jsonl and metrics.jsonl in {output_dir}")

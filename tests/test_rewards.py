@@ -100,3 +100,16 @@ def test_teacher_format_sees_the_prefill():
     completions = ["plan</think><problem>p</problem>", "plan</think><problem>p</problem>"]
     cols = dict(role=[TEACHER, TEACHER], legal=[True, True], teacher_prefill=["<think>", ""])
     assert teacher_format(completions, **cols) == [1.0, 0.0]
+
+
+@pytest.mark.parametrize(
+    "value",
+    [float("nan"), float("inf"), -float("inf"), "garbage"],  # non-finite or non-numeric columns score 0
+)
+def test_rewards_stay_finite(value):
+    from opensir_lite.rewards import make_teacher_rewards
+
+    for func in make_teacher_rewards(num_generations=4):
+        out = func(["<think>t</think>"], role=["teacher"], legal=[True], solve_rate=[value], novelty=[value],
+                   mean_student_tokens=[value], teacher_prefill=[""])  # fmt: skip
+        assert out[0] is not None and out[0] == out[0] and abs(out[0]) != float("inf")

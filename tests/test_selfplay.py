@@ -123,3 +123,38 @@ def test_round_on_fitted_model(fitted_model_dir, tokenizer, embedder):
     assert stats["teacher_outputs"] == 2 * G and stats["legal_problems"] == len(legal)
     assert sum(stats["solve_rate_hist"]) == len(legal)
     assert stats["tokens_generated"] == stats["teacher_tokens"] + stats["student_tokens"] > 0
+
+
+def nan_embedder(texts):
+    """An embedder gone wrong: NaN vectors for everything."""
+    return np.full((len(texts), 8), np.nan, dtype=np.float32)
+
+
+@pytest.mark.parametrize(
+    "case",
+    [
+        "empty_pool",  # every entry evicted or given an empty pool: re-seeded and counted, the round goes on
+        "nonfinite",  # NaN embeddings: novelty falls back, rewards stay finite
+    ],
+)
+def test_degenerate_rounds_are_counted(case, fitted_model_dir, tokenizer, embedder):
+    import math
+
+    import torch
+
+    torch.manual_seed(0)
+    model = AutoModelForCausalLM.from_pretrained(fitted_model_dir)
+    pool = ProblemPool.from_seed()
+    if case == "empty_pool":
+        pool.history[0].in_pool = False
+        assert len(pool) == 0
+    sp = SelfPlay(make_args(), pool, nan_embedder if case == "nonfinite" else embedder)
+    result = sp.play_round(model, tokenizer, step=1)
+    stats = result.stats
+    if case == "empty_pool":
+        assert stats["degenerate/empty_pool"] == 1 and any(r.source == "seed" and r.in_pool for r in pool.history)
+    for key in ("no_legal_problem", "no_valid_answer", "all_answers_equal", "all_teacher_groups_zero_variance",
+                "empty_pool", "nonfinite_value"):  # fmt: skip
+        assert isinstance(stats[f"degenerate/{key}"], int)
+    assert all(math.isfinite(v) for r in result.records for v in r.rewards.values())
+    assert all(r.novelty is None or math.isfinite(r.novelty) for r in result.records)

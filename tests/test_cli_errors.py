@@ -1,0 +1,91 @@
+"""Bad input through the real command lines: one line naming the problem, a non-zero exit, no traceback, and
+nothing written over existing results."""
+
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parents[1]
+SMOKE = ["--config", "smoke"]
+
+
+def setup_files(tmp: Path) -> dict[str, str]:
+    (tmp / "unknown_key.yaml").write_text("max_steps: 2\nlearnin_rate: 0.1\n")
+    (tmp / "bad_type.yaml").write_text("max_steps: two\n")
+    (tmp / "not_yaml.yaml").write_text("max_steps: [1, 2\n")
+    (tmp / "bad_pool.jsonl").write_text('{"problem": "What is 2 + 2?"}\n{"problem": "broken\n')
+    taken = tmp / "taken"
+    taken.mkdir()
+    (taken / "metrics.jsonl").write_text('{"step": 1, "loss": 0.5}\n')
+    (tmp / "no_bnb" / "bitsandbytes").mkdir(parents=True)
+    (tmp / "no_bnb" / "bitsandbytes" / "__init__.py").write_text(
+        "raise ImportError('no bitsandbytes backend for this hardware')\n"
+    )
+    (tmp / "bench").mkdir()
+    (tmp / "bench" / "gsm8k.jsonl").write_text('{"question": "What is 1+1?", "answer": "#### 2"}\n')
+    (tmp / "bench" / "bad.jsonl").write_text('{"question": "What is 1+1?", "answer": "2"}\n{"question": "x"}\n')
+    return {"tmp": str(tmp), "taken": str(taken), "out": str(tmp / "out")}
+
+
+CASES = [
+    # (id, script, arguments, expected words in the error line)
+    ("unknown recipe", "train", ["--config", "no-such-recipe"], "unknown recipe 'no-such-recipe'"),
+    ("unknown key", "train", ["--config", "{tmp}/unknown_key.yaml"], "unknown config key(s): learnin_rate"),
+    ("YAML type", "train", ["--config", "{tmp}/bad_type.yaml"], "max_steps: expected an integer, got 'two'"),
+    ("not YAML", "train", ["--config", "{tmp}/not_yaml.yaml"], "not valid YAML"),
+    ("CLI type", "train", [*SMOKE, "--max_steps", "x"], "argument --max_steps"),
+    ("unknown argument", "train", [*SMOKE, "--max_stepz", "3"], "unknown command-line argument(s)"),
+    ("run in output_dir", "train", [*SMOKE, "--output_dir", "{taken}"], "holds another run"),
+    ("nothing to resume", "train", [*SMOKE, "--output_dir", "{out}", "--resume_from_checkpoint", "true"],
+     "no complete checkpoint"),
+    ("missing pool", "train", [*SMOKE, "--output_dir", "{out}", "--initial_pool_path", "{tmp}/none.jsonl"],
+     "pool file not found"),
+    ("malformed pool", "train", [*SMOKE, "--output_dir", "{out}", "--initial_pool_path", "{tmp}/bad_pool.jsonl"],
+     "bad_pool.jsonl:2: not valid JSON"),
+    ("unknown model offline", "train",
+     [*SMOKE, "--output_dir", "{out}", "--model_name_or_path", "no-such-org/no-such-model"],
+     "cannot load model 'no-such-org/no-such-model'"),
+    ("4-bit without bitsandbytes", "train", [*SMOKE, "--output_dir", "{out}"], "needs bitsandbytes"),
+    ("token in config", "train", [*SMOKE, "--hub_token", "hf_secret"], "hub_token must not be set"),
+    ("unknown benchmark", "evaluate", ["--benchmarks", "gsm9k", "--data_dir", "{tmp}/bench"], "unknown benchmark"),
+    ("missing benchmark file", "evaluate", ["--benchmarks", "math500", "--data_dir", "{tmp}/bench"], "math500"),
+    ("row without gold", "evaluate",
+     ["--benchmarks", "{tmp}/bench/bad.jsonl", "--question_field", "question", "--answer_field", "answer"],
+     "bad.jsonl:2: missing answer field"),
+    ("evaluate model offline", "evaluate",
+     ["--model", "no-such-org/no-such-model", "--benchmarks", "gsm8k", "--data_dir", "{tmp}/bench", "--limit", "1"],
+     "cannot load model"),
+    ("evaluate 4-bit without bitsandbytes", "evaluate",
+     ["--benchmarks", "gsm8k", "--data_dir", "{tmp}/bench", "--load_in_4bit"], "needs bitsandbytes"),
+    ("seed: unknown key", "seed_pool", ["--config", "{tmp}/unknown_key.yaml"], "unknown config key(s)"),
+    ("seed: malformed output pool", "seed_pool", [*SMOKE, "--output", "{tmp}/bad_pool.jsonl"],
+     "bad_pool.jsonl:2: not valid JSON"),
+]  # fmt: skip
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("case", CASES, ids=[c[0] for c in CASES])
+def test_cli_error(tmp_path, case, embedded_dir):
+    name, script, args, expected = case
+    paths = setup_files(tmp_path)
+    args = [a.format(**paths) for a in args]
+    env = {**os.environ, "HF_HUB_OFFLINE": "1", "TRANSFORMERS_OFFLINE": "1"}
+    if "bitsandbytes" in name:
+        env["PYTHONPATH"] = os.pathsep.join([str(tmp_path / "no_bnb"), env.get("PYTHONPATH", "")])
+    before = {p: p.read_bytes() for p in tmp_path.rglob("*") if p.is_file()}
+    proc = subprocess.run(
+        [sys.executable, f"scripts/{script}.py", *args], cwd=ROOT, env=env, capture_output=True, text=True,
+        timeout=300,
+    )  # fmt: skip
+    lines = [line for line in proc.stderr.splitlines() if line.strip()]
+    assert proc.returncode != 0, proc.stdout[-2000:]
+    assert "Traceback" not in proc.stderr, proc.stderr[-3000:]
+    errors = [line for line in lines if line.startswith("error: ")]
+    assert len(errors) == 1, proc.stderr[-3000:]
+    assert expected in errors[0], errors[0]
+    assert "usage:" not in proc.stderr  # one line, not argparse's usage text
+    for path, content in before.items():  # nothing existing was written over
+        assert path.read_bytes() == content, f"{path} changed"
