@@ -67,6 +67,8 @@ def main() -> int:
                 name, args.data_dir, args.question_field, args.answer_field, args.skip_bad_rows
             )
             benches.append((bench, subset(items, args.limit, args.seed), skipped))
+        if not benches:
+            raise BenchmarkError("--benchmarks names no benchmark")
         torch.manual_seed(args.seed)
         if args.backend == "vllm":
             sample, tokenizer = vllm_sampler(args.model, args.adapter, args.seed)
@@ -79,11 +81,13 @@ def main() -> int:
             n=args.n, temperature=args.temperature, top_p=args.top_p, max_new_tokens=args.max_new_tokens, k=args.k,
             batch_size=args.batch_size, seed=args.seed, limit=args.limit, use_system_prompt=not args.no_system_prompt,
         )  # fmt: skip
-        results = [evaluate_items(b, items, sample, tokenizer, settings, skipped) for b, items, skipped in benches]
+        results = []
+        for bench, items, skipped in benches:  # results are written after each benchmark: a long run keeps them
+            results.append(evaluate_items(bench, items, sample, tokenizer, settings, skipped))
+            path = write_outputs(results, args.output_dir, args.model, args.adapter)
     except (BenchmarkError, ModelLoadError, FileNotFoundError, json.JSONDecodeError) as e:
         print(f"error: {e}", file=sys.stderr)
         return 2
-    path = write_outputs(results, args.output_dir, args.model, args.adapter)
     print(format_results(json.loads(path.read_text())))
     print(f"results: {path}; samples: {path.with_name('samples.jsonl')}")
     return 0
