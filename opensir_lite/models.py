@@ -88,10 +88,8 @@ def from_pretrained(cls, name_or_path: str, **kwargs):
         return cls.from_pretrained(name_or_path, **kwargs)
     except (OSError, ValueError) as e:
         offline = os.environ.get("HF_HUB_OFFLINE", "0").lower() in ("1", "true", "yes")
-        where = "not a local folder and the Hub is offline (HF_HUB_OFFLINE)" if offline else _first_line(e)
-        if not offline and not Path(name_or_path).exists() and "connect" in str(e).lower():
-            where = "not a local folder and the Hub cannot be reached"
-        raise ModelLoadError(f"cannot load model {name_or_path!r}: {where}") from None
+        why = "not a local folder and the Hub is offline (HF_HUB_OFFLINE)" if offline else _first_line(e)
+        raise ModelLoadError(f"cannot load model {name_or_path!r}: {why}") from None
 
 
 def require_bitsandbytes(device_type: str) -> None:
