@@ -15,6 +15,8 @@ from pathlib import Path
 
 import torch
 
+from opensir_lite.attention import GROUPED_SDPA, default_attn_implementation, register_grouped_sdpa
+
 
 class ModelLoadError(RuntimeError):
     """A model, tokenizer or quantisation that cannot be loaded here; the message names it and says why."""
@@ -177,20 +179,44 @@ def current_device_dtype() -> tuple[str, torch.dtype]:
     return "cpu", torch.float32
 
 
+def attention_for(device_type: str, requested: str | None = None) -> str | None:
+    """The attn_implementation to load with: the requested one, else ``sdpa_grouped`` on the CPU (decoding about
+    three times faster there, same outputs; see :mod:`opensir_lite.attention`), else transformers' default."""
+    if requested:
+        if requested == GROUPED_SDPA:
+            register_grouped_sdpa()
+        return requested
+    return default_attn_implementation(device_type)
+
+
+def describe_hardware() -> dict[str, object]:
+    """What a notebook runs on: device, GPU name and memory, training dtype, CPU count."""
+    device, dtype = current_device_dtype()
+    info: dict[str, object] = {"device": device, "dtype": str(dtype).replace("torch.", ""), "cpus": os.cpu_count()}
+    if device == "cuda":
+        props = torch.cuda.get_device_properties(0)
+        info.update(gpu=props.name, gpu_memory_gib=round(props.total_memory / 2**30, 1))
+    return info
+
+
 def load_for_inference(
     name_or_path: str,
     adapter: str | None = None,
     load_in_4bit: bool = False,
     trust_remote_code: bool = False,
+    attn_implementation: str | None = None,
 ):
     """(model, tokenizer) in eval mode for sampling: dtype by hardware, optional 4-bit base and LoRA adapter
-    (a local folder or a Hub id)."""
+    (a local folder or a Hub id). The attention defaults to :func:`attention_for` of the device."""
     from transformers import AutoModelForCausalLM
 
     path = resolve_model_path(name_or_path)
     device, dtype = current_device_dtype()
     tokenizer = load_tokenizer(path, trust_remote_code=trust_remote_code)
     kwargs: dict = {"dtype": dtype, "trust_remote_code": trust_remote_code}
+    attn = attention_for(device, attn_implementation)
+    if attn:
+        kwargs["attn_implementation"] = attn
     if load_in_4bit:
         require_bitsandbytes(device)
         from transformers import BitsAndBytesConfig
