@@ -5,7 +5,7 @@ BIN := $(VENV)/bin
 export OPENSIR_LITE_CACHE ?= $(HOME)/.cache/opensir_lite
 export HF_HUB_OFFLINE ?= 1
 
-.PHONY: setup smoke test test-fast lint format benchmark
+.PHONY: setup smoke test test-fast lint format benchmark notebooks
 
 setup: $(BIN)/.installed
 
@@ -36,3 +36,6 @@ format: setup
 
 benchmark: setup
 	$(BIN)/python scripts/benchmark_step.py --recipe smoke
+
+notebooks: setup  ## re-execute the notebooks in SMOKE mode and store their outputs (what is committed)
+	$(BIN)/python scripts/run_notebooks.py --inplace

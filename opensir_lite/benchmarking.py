@@ -55,3 +55,31 @@ def format_breakdown(b: dict[str, Any], title: str = "") -> str:
         if key in b:
             lines.append(f"{key}: {b[key]}")
     return "\n".join(lines)
+
+
+def time_decoding(model, input_ids, attention_mask, max_new_tokens: int, pad_token_id: int) -> dict[str, Any]:
+    """Greedy generation of exactly ``max_new_tokens`` per row: seconds, tokens/s and the tokens (for comparing)."""
+    import time
+
+    import torch
+
+    start = time.perf_counter()
+    with torch.no_grad():
+        out = model.generate(
+            input_ids=input_ids, attention_mask=attention_mask, max_new_tokens=max_new_tokens,
+            min_new_tokens=max_new_tokens, do_sample=False, pad_token_id=pad_token_id,
+        )  # fmt: skip
+    seconds = time.perf_counter() - start
+    generated = input_ids.shape[0] * max_new_tokens
+    return {"seconds": seconds, "tokens": generated, "tokens_per_second": generated / seconds, "output": out}
+
+
+def format_decoding(rows: list[dict[str, Any]]) -> str:
+    lines = [f"{'attention':<16}{'seconds':>10}{'tokens/s':>10}{'speed-up':>10}  same tokens as the first"]
+    base = rows[0]["seconds"] if rows else 1.0
+    for r in rows:
+        lines.append(
+            f"{r['attention']:<16}{r['seconds']:>10.1f}{r['tokens_per_second']:>10.1f}"
+            f"{base / r['seconds']:>9.2f}x  {r['same_tokens']}"
+        )
+    return "\n".join(lines)

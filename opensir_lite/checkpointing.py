@@ -23,6 +23,8 @@ logger = logging.getLogger(__name__)
 
 METRICS_FILE = "metrics.jsonl"
 SELFPLAY_STATE_FILE = "selfplay_state.json"
+RUN_CONFIG_FILE = "run_config.json"  # the resolved configuration, written when a run starts
+REPORT_ARTEFACTS = ("training_curves.png", "explore")  # written at the end of a run (opensir_lite.curves)
 TRAINER_STATE_FILE = "trainer_state.json"  # written last by the trainer: the completeness marker
 CHECKPOINT_RE = re.compile(r"^checkpoint-(\d+)$")
 RESUME_LATEST = ("true", "latest", "last")  # --resume_from_checkpoint values meaning "the latest complete one"
@@ -135,9 +137,17 @@ def run_artefacts(output_dir: str | Path) -> list[Path]:
     output_dir = Path(output_dir)
     if not output_dir.is_dir():
         return []
-    named = [output_dir / n for n in (METRICS_FILE, POOL_FILE, SELFPLAY_STATE_FILE)]
+    named = [output_dir / n for n in (METRICS_FILE, POOL_FILE, SELFPLAY_STATE_FILE, RUN_CONFIG_FILE, *REPORT_ARTEFACTS)]
     named.append(embeddings_path(output_dir / POOL_FILE))
     return [p for p in named if p.exists()] + list_checkpoints(output_dir)
+
+
+def write_run_config(output_dir: str | Path, config: dict[str, Any]) -> Path:
+    """``run_config.json``: what the run was configured with (the model card reads it)."""
+    path = Path(output_dir) / RUN_CONFIG_FILE
+    path.parent.mkdir(parents=True, exist_ok=True)
+    atomic_write_text(path, json.dumps(config, indent=2, default=str) + "\n")
+    return path
 
 
 def prepare_output_dir(output_dir: str | Path, overwrite: bool) -> None:

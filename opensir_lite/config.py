@@ -98,6 +98,15 @@ class SelfPlayConfig(GRPOConfig):
     overwrite_output_dir: bool = field(
         default=False, metadata={"help": "Replace a previous run in output_dir (otherwise a new run refuses it)."}
     )
+    recipe: str | None = field(
+        default=None, metadata={"help": "The recipe this run was configured from (set by --config; for the record)."}
+    )
+    write_plots: bool = field(
+        default=True,
+        metadata={
+            "help": "At the end, write training_curves.png and explore/ (pool report and figures) in output_dir."
+        },
+    )
     # ---- TRL defaults changed for self-play ----
     num_generations: int | None = field(default=8, metadata={"help": "G: samples per teacher and student prompt."})
     logging_steps: float = field(default=1, metadata={"help": "Log (and write metrics.jsonl) every N steps."})
@@ -186,10 +195,12 @@ def parse_config(argv: list[str] | None = None, extra: tuple = ()) -> tuple:
 
     ``extra`` are more dataclass types a script adds (their fields come from the command line)."""
     args = list(sys.argv[1:] if argv is None else argv)
+    recipe = None
     if "--config" in args:
         i = args.index("--config")
         if i + 1 >= len(args):
             raise ConfigError("--config needs a recipe name or a YAML path")
+        recipe = args[i + 1]
         args[i + 1] = str(resolve_recipe(args[i + 1]))
         _check_yaml(Path(args[i + 1]), extra)
     parser = TrlParser((SelfPlayConfig, PolicyModelConfig, *extra))
@@ -211,6 +222,8 @@ def parse_config(argv: list[str] | None = None, extra: tuple = ()) -> tuple:
         if message.startswith("Some specified arguments are not used"):
             message = "unknown command-line argument(s): " + message.split(":", 1)[1].strip()
         raise ConfigError(message) from None
+    if recipe and parsed[0].recipe is None:
+        parsed[0].recipe = recipe
     return parsed
 
 

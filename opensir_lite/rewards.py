@@ -146,3 +146,40 @@ def make_reward_funcs(**teacher_kwargs) -> list[RewardFunc]:
 
 TEACHER_REWARD_NAMES = ["solvability", "diversity", "teacher_format", "response_length"]
 STUDENT_REWARD_NAMES = ["accuracy", "student_format"]
+
+
+# ---- what GRPO does with the rewards ----------------------------------------------------------------------
+def group_advantages(
+    rewards_per_func: Sequence[Sequence[float | None]],
+    num_generations: int,
+    weights: Sequence[float] | None = None,
+    scale: bool = True,
+) -> list[float]:
+    """The advantages TRL's GRPOTrainer computes (``multi_objective_aggregation="sum_then_normalize"``,
+    ``scale_rewards="group"`` or ``"none"``), for showing them: per row the weighted sum of the functions that
+    scored it, then per group of ``num_generations`` rows ``(r - mean) / (std + 1e-4)`` with the unbiased std.
+    A row no function scored (a filler row) gets advantage 0 and is left out of its group's statistics."""
+    import numpy as np
+
+    values = np.array([[np.nan if v is None else float(v) for v in row] for row in rewards_per_func], dtype=float)
+    if values.size == 0:
+        return []
+    if values.shape[0] % num_generations:
+        raise ValueError(f"{values.shape[0]} rows do not form groups of {num_generations}")
+    w = np.ones(values.shape[1]) if weights is None else np.asarray(weights, dtype=float)
+    unscorable = np.isnan(values).all(axis=1)
+    totals = np.nansum(values * w, axis=1)
+    totals[unscorable] = np.nan
+    advantages = np.zeros_like(totals)
+    for start in range(0, len(totals), num_generations):
+        group = totals[start : start + num_generations]
+        scored = group[~np.isnan(group)]
+        if scored.size == 0:
+            continue
+        mean = scored.mean()
+        std = scored.std(ddof=1) if scored.size > 1 else 0.0
+        adv = group - mean
+        if scale:
+            adv = adv / (std + 1e-4)
+        advantages[start : start + num_generations] = np.where(np.isnan(group), 0.0, adv)
+    return [float(a) for a in advantages]

@@ -27,11 +27,13 @@ from opensir_lite.checkpointing import (
     resolve_resume,
     save_selfplay_checkpoint,
     truncate_metrics,
+    write_run_config,
 )
 from opensir_lite.config import PolicyModelConfig, SelfPlayConfig
 from opensir_lite.embedding import Embedder
 from opensir_lite.models import (
     ModelLoadError,
+    attention_for,
     current_device_dtype,
     from_pretrained,
     load_tokenizer,
@@ -77,8 +79,9 @@ def load_policy(model_args: PolicyModelConfig, train_args: SelfPlayConfig):
         "trust_remote_code": train_args.trust_remote_code,
         "revision": model_args.model_revision,
     }
-    if model_args.attn_implementation:
-        kwargs["attn_implementation"] = model_args.attn_implementation
+    attn = attention_for(device, model_args.attn_implementation)
+    if attn:
+        kwargs["attn_implementation"] = attn
     quantized = model_args.load_in_4bit or model_args.load_in_8bit
     if quantized:
         if not model_args.use_peft:
@@ -270,6 +273,13 @@ def run_training(
     return output_dir
 
 
+def run_config(train_args: SelfPlayConfig, model_args: PolicyModelConfig) -> dict[str, Any]:
+    """The resolved configuration as JSON-ready dicts (tokens are masked by ``to_dict``; none is accepted anyway)."""
+    from dataclasses import asdict
+
+    return {"recipe": train_args.recipe, "model": asdict(model_args), "training": train_args.to_dict()}
+
+
 def train(train_args: SelfPlayConfig, model_args: PolicyModelConfig, embedder=None, quiet: bool = False) -> Path:
     """Run self-play training; returns the output folder (adapter, pool.jsonl, metrics.jsonl, checkpoints).
 
@@ -288,6 +298,7 @@ def train(train_args: SelfPlayConfig, model_args: PolicyModelConfig, embedder=No
         pool, state = load_checkpoint_state(resume, max_size=train_args.pool_max_size)
         truncate_metrics(output_dir / METRICS_FILE, checkpoint_step(resume) or 0)
         logger.info("resuming from %s (pool of %d problems)", resume, len(pool))
+    write_run_config(output_dir, run_config(train_args, model_args))
     set_seed(train_args.seed)  # LoRA initialisation and sampling are reproducible from the seed
     trainer, selfplay = build_trainer(train_args, model_args, pool=pool, embedder=embedder, quiet=quiet)
     if state is not None:

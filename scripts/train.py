@@ -5,6 +5,7 @@ from __future__ import annotations
 import sys
 
 from opensir_lite.config import ConfigError, parse_config
+from opensir_lite.curves import write_run_plots
 from opensir_lite.pool import PoolFileError
 from opensir_lite.training import ModelLoadError, RunFolderError, TrainingSetupError, train
 
@@ -17,6 +18,12 @@ def main() -> int:
         print(f"error: {e}", file=sys.stderr)
         return 2
     print(f"done: adapter, pool.jsonl and metrics.jsonl in {output_dir}")
+    if train_args.write_plots:
+        try:
+            for path in write_run_plots(output_dir, train_args.solve_rate_lower, train_args.solve_rate_upper):
+                print(f"wrote {path}")
+        except (OSError, ValueError, ImportError) as e:  # the run is saved; a plot problem must not fail it
+            print(f"warning: could not write the plots: {e}", file=sys.stderr)
     return 0
 
 

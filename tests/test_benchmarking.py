@@ -1,5 +1,7 @@
 """The step-time breakdown computed from metrics rows."""
 
+from pathlib import Path
+
 import pytest
 
 from opensir_lite.benchmarking import format_breakdown, step_breakdown
@@ -24,3 +26,22 @@ def test_breakdown_means_and_shares():
     assert b["share"]["update"] == pytest.approx(0.16)
     assert b["generation_tokens_per_second"] == pytest.approx(1000 / 80)
     assert "overhead outside generation and update: 4.00 s = 4.0%" in format_breakdown(b)
+
+
+def test_benchmark_decoding_script(tiny_model_dir, tmp_path):
+    import json
+    import subprocess
+    import sys
+
+    root = Path(__file__).resolve().parents[1]
+    out = tmp_path / "decoding.json"
+    proc = subprocess.run(
+        [sys.executable, str(root / "scripts" / "benchmark_decoding.py"), "--model", str(tiny_model_dir),
+         "--batch", "4", "--max_new_tokens", "8", "--json", str(out)],
+        capture_output=True, text=True, timeout=600, cwd=root,
+    )  # fmt: skip
+    assert proc.returncode == 0, proc.stderr
+    assert "speed-up" in proc.stdout
+    record = json.loads(out.read_text())
+    assert [r["attention"] for r in record["rows"]] == ["sdpa", "sdpa_grouped"]
+    assert all(r["same_tokens"] and r["tokens"] == 32 for r in record["rows"])  # 4 rows x 8 tokens, identical

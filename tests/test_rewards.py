@@ -113,3 +113,40 @@ def test_rewards_stay_finite(value):
         out = func(["<think>t</think>"], role=["teacher"], legal=[True], solve_rate=[value], novelty=[value],
                    mean_student_tokens=[value], teacher_prefill=[""])  # fmt: skip
         assert out[0] is not None and out[0] == out[0] and abs(out[0]) != float("inf")
+
+
+@pytest.mark.parametrize(
+    "rows,G,weights,expected",
+    [
+        # one group of two: totals 1 and 0, mean 0.5, unbiased std 0.7071 -> +-0.5/0.7072
+        ([[1.0], [0.0]], 2, None, [0.5 / (0.5**0.5 + 1e-4), -0.5 / (0.5**0.5 + 1e-4)]),
+        # equal rewards: zero advantages (no gradient)
+        ([[0.3, 0.2], [0.3, 0.2]], 2, None, [0.0, 0.0]),
+        # weights apply before the sum: totals 2 and 0
+        ([[1.0, None], [0.0, None]], 2, [2.0, 1.0], [1.0 / (2**0.5 + 1e-4), -1.0 / (2**0.5 + 1e-4)]),
+        # a filler group (no function scored it) gets 0
+        ([[None], [None]], 2, None, [0.0, 0.0]),
+    ],
+)
+def test_group_advantages(rows, G, weights, expected):
+    from opensir_lite.rewards import group_advantages
+
+    assert group_advantages(rows, G, weights) == pytest.approx(expected, abs=1e-6)
+
+
+def test_group_advantages_match_trl():
+    import torch
+    from trl.trainer.utils import nanstd
+
+    from opensir_lite.rewards import group_advantages
+
+    rng = torch.Generator().manual_seed(0)
+    rewards = torch.rand((12, 3), generator=rng)
+    rewards[:4, 2] = float("nan")  # a function that skips some rows
+    weights = torch.tensor([1.0, 0.5, 2.0])
+    totals = (rewards * weights).nansum(dim=1)  # TRL: sum_then_normalize, scale_rewards="group"
+    mean = totals.view(-1, 4).mean(dim=1).repeat_interleave(4)
+    std = nanstd(totals.view(-1, 4), dim=1).repeat_interleave(4)
+    trl_advantages = ((totals - mean) / (std + 1e-4)).tolist()
+    ours = group_advantages([[None if v != v else v for v in row] for row in rewards.tolist()], 4, weights.tolist())
+    assert ours == pytest.approx(trl_advantages, abs=1e-5)

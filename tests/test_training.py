@@ -66,6 +66,16 @@ def test_two_self_play_steps(tmp_path, fitted_model_dir, embedder):
     assert (checkpoint / POOL_FILE).is_file(), "checkpoints include the pool"
     assert len(ProblemPool.from_jsonl(checkpoint / POOL_FILE)) == len(selfplay.pool)
 
+    # What the end of scripts/train.py writes, on a run that has legal problems.
+    from opensir_lite.curves import write_run_plots
+
+    curves, report = write_run_plots(tmp_path / "run")
+    assert curves.read_bytes()[:4] == b"\x89PNG"
+    text = report.read_text()
+    assert "| 1 | 8 |" in text and "## Hardest problems" in text  # step 1: 8 teacher outputs (G=4, upscale 2)
+    summary = json.loads((report.parent / "summary.json").read_text())
+    assert summary["legal"] == sum(r["legal"] and r["source"] == "teacher" for r in pool_rows) > 0
+
 
 def test_all_illegal_rounds_train_and_continue(tmp_path, tiny_model_dir, embedder):
     """A random model writes no legal problem: the run trains on zero-weight rows and goes on (OpenSIR raises)."""
@@ -102,3 +112,17 @@ def test_one_step_embedded_smollm2_qlora(tmp_path, embedded_dir, embedder):
     assert len(metrics) == 1 and math.isfinite(metrics[0]["loss"])
     assert metrics[0]["teacher_outputs"] == 2
     assert (tmp_path / "run" / "adapter_model.safetensors").is_file()
+
+
+def test_run_config_is_json_and_has_no_token(tmp_path):
+    from opensir_lite.checkpointing import RUN_CONFIG_FILE, write_run_config
+    from opensir_lite.training import run_config
+
+    args = tiny_run_args(tmp_path / "run", recipe="smoke")
+    path = write_run_config(tmp_path, run_config(args, lora_model_args("some/model")))
+    assert path.name == RUN_CONFIG_FILE
+    data = json.loads(path.read_text())
+    assert data["recipe"] == "smoke"
+    assert data["model"]["model_name_or_path"] == "some/model" and data["model"]["lora_r"] == 8
+    assert data["training"]["num_generations"] == 4 and data["training"]["seed"] == 0
+    assert data["training"].get("hub_token") in (None, "<HUB_TOKEN>")  # masked by TrainingArguments.to_dict

@@ -1,0 +1,159 @@
+"""Training curves from ``metrics.jsonl``: one figure of six panels (rewards, legal ratio, solve-rate distribution,
+pool size, novelty, loss), written by ``scripts/plot_run.py`` and at the end of a run, and redrawn live in a notebook
+by :class:`LivePlotCallback`."""
+
+from __future__ import annotations
+
+import json
+import logging
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+from transformers import TrainerCallback
+
+from opensir_lite.checkpointing import METRICS_FILE
+from opensir_lite.rewards import STUDENT_REWARD_NAMES, TEACHER_REWARD_NAMES
+
+logger = logging.getLogger(__name__)
+
+CURVES_FILE = "training_curves.png"
+
+
+def find_metrics_file(run_dir: str | Path) -> Path:
+    path = Path(run_dir)
+    metrics = path if path.suffix == ".jsonl" else path / METRICS_FILE
+    if not metrics.is_file():
+        raise FileNotFoundError(f"no metrics file at {metrics}")
+    return metrics
+
+
+def read_metrics(path: str | Path) -> list[dict[str, Any]]:
+    """The rows of a ``metrics.jsonl`` with a ``step``; lines that are not such JSON objects are skipped and
+    counted in a warning (a run killed mid-write leaves at most one)."""
+    rows, bad = [], 0
+    with open(path, encoding="utf-8", errors="replace") as f:
+        for line in f:
+            if not line.strip():
+                continue
+            try:
+                row = json.loads(line)
+            except json.JSONDecodeError:
+                bad += 1
+                continue
+            if isinstance(row, dict) and isinstance(row.get("step"), int | float):
+                rows.append(row)
+            else:
+                bad += 1
+    if bad:
+        logger.warning("skipped %d unreadable line(s) in %s", bad, path)
+    return rows
+
+
+def series(rows: list[dict[str, Any]], key: str) -> tuple[list[float], list[float]]:
+    """(steps, values) of the rows where ``key`` is a finite number."""
+    xs, ys = [], []
+    for row in rows:
+        v = row.get(key)
+        if isinstance(v, int | float) and not isinstance(v, bool) and np.isfinite(v):
+            xs.append(row["step"])
+            ys.append(float(v))
+    return xs, ys
+
+
+PANELS = ("rewards", "legal ratio", "solve-rate distribution", "pool size", "novelty", "loss and entropy")
+
+
+def plot_training_curves(rows: list[dict[str, Any]], lower: float = 0.5, upper: float = 0.9):
+    """A 2 x 3 figure of the training curves (the panels of :data:`PANELS`)."""
+    from matplotlib.figure import Figure
+
+    fig = Figure(figsize=(13, 6.5), layout="constrained")
+    axes = fig.subplots(2, 3).ravel()
+    for ax, title in zip(axes, PANELS, strict=True):
+        ax.set_title(title)
+        ax.set_xlabel("step")
+    if not rows:
+        for ax in axes:
+            ax.text(0.5, 0.5, "no logged step yet", ha="center", va="center", transform=ax.transAxes, color="gray")
+        return fig
+    ax = axes[0]
+    for name in TEACHER_REWARD_NAMES + STUDENT_REWARD_NAMES:
+        xs, ys = series(rows, f"rewards/{name}/mean")
+        if xs:
+            ax.plot(xs, ys, marker=".", label=name, linestyle="-" if name in TEACHER_REWARD_NAMES else "--")
+    if ax.lines:
+        ax.legend(fontsize="x-small")
+    axes[1].plot(*series(rows, "legal_ratio"), "k.-")
+    axes[1].set_ylim(-0.02, 1.02)
+    hists = [(row["step"], row["solve_rate_hist"]) for row in rows if isinstance(row.get("solve_rate_hist"), list)]
+    ax = axes[2]
+    if hists and any(sum(h) for _, h in hists):
+        matrix = np.array([h for _, h in hists], dtype=float).T
+        steps = [s for s, _ in hists]
+        image = ax.imshow(
+            matrix, aspect="auto", origin="lower", cmap="Blues", extent=(min(steps) - 0.5, max(steps) + 0.5, 0, 1)
+        )
+        fig.colorbar(image, ax=ax, label="problems")
+        for y in (lower, upper):
+            ax.axhline(y, color="green", linewidth=1)
+        ax.set_ylabel("solve rate")
+    else:
+        ax.text(0.5, 0.5, "no legal problem yet", ha="center", va="center", transform=ax.transAxes, color="gray")
+    axes[3].plot(*series(rows, "pool_size"), "b.-")
+    xs, ys = series(rows, "novelty_mean")
+    if xs:
+        axes[4].plot(xs, ys, "m.-")
+    else:
+        axes[4].text(0.5, 0.5, "no legal problem yet", ha="center", va="center", transform=axes[4].transAxes)
+    ax = axes[5]
+    ax.plot(*series(rows, "loss"), "r.-", label="loss")
+    twin = ax.twinx()
+    twin.plot(*series(rows, "entropy"), "c.--", label="entropy")
+    ax.legend(loc="upper left", fontsize="x-small")
+    twin.legend(loc="upper right", fontsize="x-small")
+    return fig
+
+
+def write_training_plots(run_dir: str | Path, out_dir: str | Path | None = None) -> Path:
+    """Write ``training_curves.png`` (default: into the run folder); returns its path."""
+    metrics = find_metrics_file(run_dir)
+    out = Path(out_dir) if out_dir else metrics.parent
+    out.mkdir(parents=True, exist_ok=True)
+    path = out / CURVES_FILE
+    plot_training_curves(read_metrics(metrics)).savefig(path, dpi=100)
+    return path
+
+
+class LivePlotCallback(TrainerCallback):
+    """Redraws the training curves in a notebook cell after every log (add it after the self-play callback, which
+    writes the ``metrics.jsonl`` line it reads)."""
+
+    def __init__(self, lower: float = 0.5, upper: float = 0.9):
+        self.lower, self.upper = lower, upper
+        self._handle = None
+
+    def on_log(self, args, state, control, logs=None, **kwargs):
+        if not state.is_world_process_zero:
+            return
+        path = Path(args.output_dir) / METRICS_FILE
+        if not path.is_file():
+            return
+        from IPython.display import display
+
+        fig = plot_training_curves(read_metrics(path), self.lower, self.upper)
+        if self._handle is None:
+            self._handle = display(fig, display_id=True)
+        else:
+            self._handle.update(fig)
+
+
+def write_run_plots(run_dir: str | Path, lower: float = 0.5, upper: float = 0.9) -> list[Path]:
+    """The end of a run: ``training_curves.png`` and the pool exploration (``explore/report.md`` and figures)."""
+    from opensir_lite.exploration import write_exploration_report
+
+    written = []
+    if (Path(run_dir) / METRICS_FILE).is_file():
+        written.append(write_training_plots(run_dir))
+    written.append(write_exploration_report(run_dir, lower=lower, upper=upper))
+    return written

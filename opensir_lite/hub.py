@@ -1,0 +1,397 @@
+"""Publishing a run: the adapter with a model card (and optionally the generated pool as a dataset) on the Hub.
+
+:func:`stage_model` / :func:`stage_pool_dataset` write exactly the files that would be uploaded into a folder (the
+``--dry_run`` of ``scripts/push_to_hub.py``); :func:`push_run` stages into a temporary folder and uploads it with
+``huggingface_hub``. The token comes from ``HF_TOKEN`` or ``hf auth login``, never from the command line.
+"""
+
+from __future__ import annotations
+
+import json
+import shutil
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from opensir_lite.checkpointing import METRICS_FILE, RUN_CONFIG_FILE
+from opensir_lite.curves import CURVES_FILE, write_run_plots
+from opensir_lite.exploration import EXPLORE_DIRNAME, FIGURES, hardest_problems, load_run_pool, summarize_pool
+from opensir_lite.models import EMBEDDED_DIRNAME, EMBEDDED_POLICY
+
+EMBEDDED_HUB_ID = "HuggingFaceTB/SmolLM2-135M-Instruct"  # what the embedded GGUF was converted from
+ADAPTER_FILES = ("adapter_config.json", "adapter_model.safetensors")
+TOKENIZER_FILES = (
+    "tokenizer.json",
+    "tokenizer_config.json",
+    "special_tokens_map.json",
+    "chat_template.jinja",
+    "vocab.json",
+    "merges.txt",
+    "tokenizer.model",
+)
+PLOTS_DIRNAME = "plots"
+POOL_DATA_FILE = "data/train.jsonl"
+POOL_COLUMNS = (
+    "id", "problem", "step", "concepts", "legal", "reason", "in_pool", "source", "reference_id", "solve_rate",
+    "majority_answer", "n_valid_answers", "mean_student_tokens", "novelty", "combined_score",
+)  # fmt: skip
+REWARD_COLUMNS = ("solvability", "diversity", "teacher_format", "response_length")
+
+OPENSIR_BIBTEX = """@article{kwan2025opensir,
+  title   = {OpenSIR: Open-Ended Self-Improving Reasoner},
+  author  = {Kwan, Wai-Chung and Gema, Aryo Pradipta and Leang, Joshua Ong Jun and Minervini, Pasquale},
+  journal = {arXiv preprint arXiv:2511.00602},
+  year    = {2025}
+}"""
+
+
+class PublishError(ValueError):
+    """A run folder that cannot be published (no adapter, unreadable files); the message says what is missing."""
+
+
+@dataclass
+class RunInfo:
+    run_dir: Path
+    base_model: str
+    adapter_config: dict[str, Any]
+    run_config: dict[str, Any]
+    steps: int | None
+    pool_summary: dict[str, Any]
+    eval_results: dict[str, Any]  # benchmark -> result (from results.json files)
+
+
+def hub_base_model(name: str) -> str:
+    """The Hub id a card should name: the embedded model's cache folder becomes SmolLM2-135M-Instruct's id."""
+    if name == EMBEDDED_POLICY or Path(name).name == EMBEDDED_DIRNAME:
+        return EMBEDDED_HUB_ID
+    return name
+
+
+def _read_json(path: Path) -> dict[str, Any]:
+    try:
+        data = json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, json.JSONDecodeError) as e:
+        raise PublishError(f"cannot read {path}: {e}") from None
+    if not isinstance(data, dict):
+        raise PublishError(f"{path}: expected a JSON object")
+    return data
+
+
+def find_eval_results(run_dir: Path, extra: list[str | Path] = ()) -> dict[str, Any]:
+    """Benchmark results from ``extra`` results.json files and any ``RUN_DIR/*/results.json``."""
+    files = [Path(p) for p in extra] + sorted(run_dir.glob("*/results.json"))
+    results: dict[str, Any] = {}
+    for path in files:
+        if not path.is_file():
+            raise PublishError(f"evaluation results not found: {path}")
+        for bench, result in _read_json(path).items():
+            if isinstance(result, dict) and "metrics" in result:
+                results[bench] = result
+    return results
+
+
+def read_run(run_dir: str | Path, eval_results: list[str | Path] = ()) -> RunInfo:
+    run_dir = Path(run_dir)
+    if not run_dir.is_dir():
+        raise PublishError(f"run folder not found: {run_dir}")
+    missing = [f for f in ADAPTER_FILES if not (run_dir / f).is_file()]
+    if missing:
+        raise PublishError(f"{run_dir} holds no trained adapter (missing {', '.join(missing)}); train with use_peft")
+    adapter_config = _read_json(run_dir / "adapter_config.json")
+    run_config = _read_json(run_dir / RUN_CONFIG_FILE) if (run_dir / RUN_CONFIG_FILE).is_file() else {}
+    steps = None
+    if (run_dir / METRICS_FILE).is_file():
+        from opensir_lite.curves import read_metrics
+
+        rows = read_metrics(run_dir / METRICS_FILE)
+        steps = max((int(r["step"]) for r in rows), default=None)
+    try:
+        pool_summary = summarize_pool(load_run_pool(run_dir).history)
+    except (FileNotFoundError, ValueError) as e:
+        raise PublishError(f"cannot read the pool of {run_dir}: {e}") from None
+    base = run_config.get("model", {}).get("model_name_or_path") or adapter_config.get("base_model_name_or_path", "")
+    return RunInfo(
+        run_dir=run_dir,
+        base_model=hub_base_model(str(base)),
+        adapter_config=adapter_config,
+        run_config=run_config,
+        steps=steps,
+        pool_summary=pool_summary,
+        eval_results=find_eval_results(run_dir, list(eval_results)),
+    )
+
+
+def _f(value: Any, spec: str = ".3f") -> str:
+    return "-" if value is None else format(value, spec)
+
+
+def model_card(info: RunInfo, repo_id: str, plots: list[str], pool_repo_id: str | None = None) -> str:
+    """The README.md of the adapter repo: metadata, base model, recipe, steps, pool statistics, evaluation, plots,
+    usage and the OpenSIR citation."""
+    training = info.run_config.get("training", {})
+    model = info.run_config.get("model", {})
+    s = info.pool_summary
+    meta = ["---", f"base_model: {info.base_model}", "library_name: peft", "pipeline_tag: text-generation", "tags:"]
+    meta += [f"- {t}" for t in ("opensir", "self-play", "grpo", "trl", "lora", "math")]
+    if pool_repo_id:
+        meta += ["datasets:", f"- {pool_repo_id}"]
+    meta += ["---", ""]
+    quant = "QLoRA (4-bit NF4 base)" if model.get("load_in_4bit") else "LoRA"
+    lines = [
+        f"# {repo_id.split('/')[-1]}",
+        "",
+        f"A {quant} adapter for **{info.base_model}** trained with OpenSIR self-play "
+        "([arXiv 2511.00602](https://arxiv.org/abs/2511.00602)) with opensir_lite: one policy writes maths problems as teacher "
+        "and solves them as student, starting from the single seed problem, with no labelled data.",
+        "",
+        "## Training",
+        "",
+        "| | |",
+        "|---|---|",
+        f"| base model | `{info.base_model}` |",
+        f"| recipe | `{info.run_config.get('recipe') or 'unknown'}` |",
+        f"| training steps | {info.steps if info.steps is not None else 'unknown'} |",
+    ]
+    for key in ("num_generations", "learning_rate", "solve_rate_lower", "solve_rate_upper", "teacher_max_new_tokens",
+                "student_max_new_tokens", "seed"):  # fmt: skip
+        if key in training:
+            lines.append(f"| {key} | {training[key]} |")
+    for key in ("lora_r", "lora_alpha", "load_in_4bit"):
+        if key in model:
+            lines.append(f"| {key} | {model[key]} |")
+    lines += [
+        "",
+        "## Generated problems (pool)",
+        "",
+        f"- teacher outputs: {s['generated']}, legal: {s['legal']} ({s['legal_ratio']:.1%}), pool size: "
+        f"{s['pool_size']}",
+        f"- mean solve rate of legal problems: {_f(s['solve_rate_mean'])}; mean novelty: {_f(s['novelty_mean'])}",
+    ]
+    if s["illegal_reasons"]:
+        lines.append("- illegal outputs by cause: " + ", ".join(f"{k} {v}" for k, v in s["illegal_reasons"].items()))
+    if s["top_concepts"]:
+        lines.append("- most frequent concepts: " + ", ".join(f"{k} ({v})" for k, v in s["top_concepts"].items()))
+    if pool_repo_id:
+        lines.append(f"- the full pool: [{pool_repo_id}](https://huggingface.co/datasets/{pool_repo_id})")
+    lines += ["", "## Evaluation", ""]
+    if info.eval_results:
+        lines += ["| benchmark | rows | metric | value | model | adapter |", "|---|---:|---|---:|---|---|"]
+        for bench, r in info.eval_results.items():
+            metrics = r.get("metrics", {})
+            for name, value in metrics.items():
+                if name.endswith("_se"):
+                    continue
+                se = metrics.get(f"{name}_se")
+                shown = f"{100 * value:.1f}%" + (f" ± {100 * se:.1f}" if se is not None else "")
+                lines.append(
+                    f"| {bench} | {r.get('rows', '-')} | {name} | {shown} | {hub_base_model(str(r.get('model', '-')))} | "
+                    f"{r.get('adapter') or '-'} |"
+                )
+    else:
+        lines.append("No evaluation results were found in the run folder (`scripts/evaluate.py --adapter ...`).")
+    if plots:
+        lines += ["", "## Plots", ""]
+        titles = {CURVES_FILE: "Training curves", **{f"{k}.png": v for k, v in FIGURES.items()}}
+        lines += [f"![{titles.get(Path(p).name, Path(p).stem)}]({p})" for p in plots]
+    hard = hardest_problems(load_run_pool(info.run_dir).history, 3)
+    if hard:
+        lines += ["", "## Hardest generated problems", ""]
+        lines += [f"- (solve rate {_f(r.solve_rate, '.2f')}) {' '.join(r.problem.split())[:300]}" for r in hard]
+    lines += [
+        "",
+        "## Usage",
+        "",
+        "```python",
+        "from peft import AutoPeftModelForCausalLM",
+        "from transformers import AutoTokenizer",
+        "",
+        f'model = AutoPeftModelForCausalLM.from_pretrained("{repo_id}")',
+        f'tokenizer = AutoTokenizer.from_pretrained("{repo_id}")',
+        "```",
+        "",
+        "or evaluate it: `python scripts/evaluate.py --model "
+        f"{info.base_model} --adapter {repo_id} --benchmarks gsm8k,college_math,math500`",
+        "",
+        "## Citation",
+        "",
+        "```bibtex",
+        OPENSIR_BIBTEX,
+        "```",
+        "",
+    ]
+    return "\n".join(meta + lines)
+
+
+def stage_model(
+    run_dir: str | Path,
+    out_dir: str | Path,
+    repo_id: str,
+    eval_results: list[str | Path] = (),
+    pool_repo_id: str | None = None,
+) -> Path:
+    """Write the adapter repo into ``out_dir``: adapter files (base model named by its Hub id), tokenizer files,
+    ``README.md`` (the card), ``plots/`` and ``run_config.json``. Returns ``out_dir``."""
+    info = read_run(run_dir, eval_results)
+    run_dir, out = Path(run_dir), Path(out_dir)
+    if out.exists() and any(out.iterdir()):
+        raise PublishError(f"{out} is not empty; give an empty or new folder")
+    out.mkdir(parents=True, exist_ok=True)
+    config = dict(info.adapter_config, base_model_name_or_path=info.base_model)
+    (out / "adapter_config.json").write_text(json.dumps(config, indent=2) + "\n", encoding="utf-8")
+    shutil.copy2(run_dir / "adapter_model.safetensors", out / "adapter_model.safetensors")
+    for name in TOKENIZER_FILES:
+        if (run_dir / name).is_file():
+            shutil.copy2(run_dir / name, out / name)
+    if info.run_config:
+        (out / RUN_CONFIG_FILE).write_text(json.dumps(info.run_config, indent=2) + "\n", encoding="utf-8")
+    if not (run_dir / CURVES_FILE).is_file() or not (run_dir / EXPLORE_DIRNAME).is_dir():
+        lower = info.run_config.get("training", {}).get("solve_rate_lower", 0.5)
+        upper = info.run_config.get("training", {}).get("solve_rate_upper", 0.9)
+        write_run_plots(run_dir, lower, upper)
+    plots = []
+    sources = [run_dir / CURVES_FILE] + [run_dir / EXPLORE_DIRNAME / f"{k}.png" for k in FIGURES]
+    for src in sources:
+        if src.is_file():
+            (out / PLOTS_DIRNAME).mkdir(exist_ok=True)
+            shutil.copy2(src, out / PLOTS_DIRNAME / src.name)
+            plots.append(f"{PLOTS_DIRNAME}/{src.name}")
+    (out / "README.md").write_text(model_card(info, repo_id, plots, pool_repo_id), encoding="utf-8")
+    return out
+
+
+def pool_rows(run_dir: str | Path) -> list[dict[str, Any]]:
+    """The pool records as flat rows (one column per reward) that ``datasets`` loads with a stable schema."""
+    rows = []
+    for r in load_run_pool(run_dir).history:
+        row = {k: getattr(r, k) for k in POOL_COLUMNS}
+        row.update({f"reward_{k}": r.rewards.get(k) for k in REWARD_COLUMNS})
+        rows.append(row)
+    return rows
+
+
+def dataset_card(repo_id: str, model_repo_id: str, info: RunInfo) -> str:
+    s = info.pool_summary
+    columns = ", ".join(f"`{c}`" for c in (*POOL_COLUMNS, *(f"reward_{k}" for k in REWARD_COLUMNS)))
+    return "\n".join(
+        [
+            "---",
+            "configs:",
+            "- config_name: default",
+            "  data_files:",
+            "  - split: train",
+            f"    path: {POOL_DATA_FILE}",
+            "tags:",
+            "- opensir",
+            "- self-play",
+            "- math",
+            "- synthetic",
+            "---",
+            "",
+            f"# {repo_id.split('/')[-1]}",
+            "",
+            f"Every problem the teacher wrote while training [{model_repo_id}](https://huggingface.co/{model_repo_id}) "
+            f"with OpenSIR self-play from **{info.base_model}**: {s['generated']} teacher outputs, {s['legal']} legal, "
+            f"{s['pool_size']} in the final pool (`in_pool`). Illegal rows keep their `reason`.",
+            "",
+            f"Columns: {columns}.",
+            "",
+            "```python",
+            "from datasets import load_dataset",
+            "",
+            f'pool = load_dataset("{repo_id}", split="train")',
+            "```",
+            "",
+            "## Citation",
+            "",
+            "```bibtex",
+            OPENSIR_BIBTEX,
+            "```",
+            "",
+        ]
+    )
+
+
+def stage_pool_dataset(run_dir: str | Path, out_dir: str | Path, repo_id: str, model_repo_id: str) -> Path:
+    """Write the pool dataset repo into ``out_dir``: ``data/train.jsonl`` and ``README.md``."""
+    info = read_run(run_dir)
+    out = Path(out_dir)
+    if out.exists() and any(out.iterdir()):
+        raise PublishError(f"{out} is not empty; give an empty or new folder")
+    (out / "data").mkdir(parents=True, exist_ok=True)
+    lines = "".join(json.dumps(row, ensure_ascii=False) + "\n" for row in pool_rows(run_dir))
+    (out / POOL_DATA_FILE).write_text(lines, encoding="utf-8")
+    (out / "README.md").write_text(dataset_card(repo_id, model_repo_id, info), encoding="utf-8")
+    return out
+
+
+def default_pool_repo_id(repo_id: str) -> str:
+    return f"{repo_id}-pool"
+
+
+def stage_run(
+    run_dir: str | Path,
+    out_dir: str | Path,
+    repo_id: str,
+    with_pool: bool = False,
+    pool_repo_id: str | None = None,
+    eval_results: list[str | Path] = (),
+) -> dict[str, Path]:
+    """The dry run: ``out_dir/model`` (and ``out_dir/pool`` with ``with_pool``) hold exactly what would be uploaded."""
+    validate_repo_id(repo_id)
+    out = Path(out_dir)
+    staged = {}
+    pool_repo = (pool_repo_id or default_pool_repo_id(repo_id)) if with_pool else None
+    if pool_repo:
+        validate_repo_id(pool_repo)
+    staged["model"] = stage_model(run_dir, out / "model", repo_id, eval_results, pool_repo)
+    if pool_repo:
+        staged["pool"] = stage_pool_dataset(run_dir, out / "pool", pool_repo, repo_id)
+    return staged
+
+
+def validate_repo_id(repo_id: str) -> None:
+    parts = repo_id.split("/")
+    if len(parts) != 2 or not all(parts) or any(c.isspace() for c in repo_id):
+        raise PublishError(f"repo_id must look like USER/NAME, got {repo_id!r}")
+
+
+def push_run(
+    run_dir: str | Path,
+    repo_id: str,
+    private: bool = False,
+    with_pool: bool = False,
+    pool_repo_id: str | None = None,
+    eval_results: list[str | Path] = (),
+) -> dict[str, str]:
+    """Stage and upload; returns {"model": url, "pool": url}. Raises PublishError before any upload when the run
+    cannot be staged."""
+    import tempfile
+
+    from huggingface_hub import HfApi
+
+    with tempfile.TemporaryDirectory() as tmp:
+        staged = stage_run(run_dir, tmp, repo_id, with_pool, pool_repo_id, eval_results)
+        api = HfApi()
+        urls = {}
+        api.create_repo(repo_id, private=private, exist_ok=True, repo_type="model")
+        api.upload_folder(folder_path=staged["model"], repo_id=repo_id, repo_type="model",
+                          commit_message="opensir_lite: adapter and model card")  # fmt: skip
+        urls["model"] = f"https://huggingface.co/{repo_id}"
+        if "pool" in staged:
+            pool_repo = pool_repo_id or default_pool_repo_id(repo_id)
+            api.create_repo(pool_repo, private=private, exist_ok=True, repo_type="dataset")
+            api.upload_folder(folder_path=staged["pool"], repo_id=pool_repo, repo_type="dataset",
+                              commit_message="opensir_lite: generated problem pool")  # fmt: skip
+            urls["pool"] = f"https://huggingface.co/datasets/{pool_repo}"
+    return urls
+
+
+__all__ = [
+    "PublishError",
+    "model_card",
+    "push_run",
+    "read_run",
+    "stage_model",
+    "stage_pool_dataset",
+    "stage_run",
+]

@@ -1,0 +1,36 @@
+"""Explore the problems a run generated: python scripts/explore_pool.py RUN_DIR [--out DIR] [--method auto|pca|umap]
+
+Writes PNG figures, summary.json and report.md (default RUN_DIR/explore) and prints the report.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+
+from opensir_lite.exploration import write_exploration_report
+from opensir_lite.pool import PoolFileError
+
+
+def main() -> int:
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("run_dir", help="a run folder (with pool.jsonl) or a pool .jsonl file")
+    p.add_argument("--out", default=None, help="output folder (default RUN_DIR/explore)")
+    p.add_argument("--method", choices=["auto", "pca", "umap"], default="auto", help="2-D map of the embeddings")
+    p.add_argument("--solve_rate_lower", type=float, default=0.5, help="gate drawn on the histogram")
+    p.add_argument("--solve_rate_upper", type=float, default=0.9, help="gate drawn on the histogram")
+    args = p.parse_args()
+    try:
+        report = write_exploration_report(
+            args.run_dir, args.out, args.solve_rate_lower, args.solve_rate_upper, args.method
+        )
+    except (FileNotFoundError, PoolFileError, ImportError) as e:
+        print(f"error: {e}", file=sys.stderr)
+        return 2
+    print(report.read_text(encoding="utf-8"))
+    print(f"report and figures: {report.parent}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

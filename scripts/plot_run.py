@@ -1,0 +1,26 @@
+"""Training curves of a run: python scripts/plot_run.py RUN_DIR [--out DIR]  (reads RUN_DIR/metrics.jsonl)"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+
+from opensir_lite.curves import write_training_plots
+
+
+def main() -> int:
+    p = argparse.ArgumentParser(description=__doc__)
+    p.add_argument("run_dir", help="a run folder (with metrics.jsonl) or a metrics .jsonl file")
+    p.add_argument("--out", default=None, help="output folder (default: the run folder)")
+    args = p.parse_args()
+    try:
+        path = write_training_plots(args.run_dir, args.out)
+    except (FileNotFoundError, OSError) as e:
+        print(f"error: {e}", file=sys.stderr)
+        return 2
+    print(f"wrote {path}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

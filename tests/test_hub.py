@@ -1,0 +1,158 @@
+"""Publishing: the dry run writes the upload folder, the card carries every field, the adapter reloads with PEFT,
+the pool loads with datasets, and bad runs fail with one line before anything is uploaded."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import torch
+
+from opensir_lite.checkpointing import METRICS_FILE, RUN_CONFIG_FILE
+from opensir_lite.hub import EMBEDDED_HUB_ID, OPENSIR_BIBTEX, PublishError, hub_base_model, stage_run
+from tests.test_exploration import synthetic_pool
+
+ROOT = Path(__file__).resolve().parents[1]
+REPO = "someone/tiny-opensir"
+
+
+@pytest.fixture()
+def trained_run(tmp_path, tiny_model_dir) -> Path:
+    """A run folder as training leaves it: a LoRA adapter (random, non-zero B), tokenizer, pool, metrics, config,
+    and an evaluation results.json."""
+    from peft import LoraConfig, get_peft_model
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    run = tmp_path / "run"
+    model = get_peft_model(
+        AutoModelForCausalLM.from_pretrained(tiny_model_dir), LoraConfig(r=4, target_modules="all-linear")
+    )
+    torch.manual_seed(0)
+    for name, p in model.named_parameters():
+        if "lora_B" in name:
+            torch.nn.init.normal_(p)  # a trained adapter is not the identity
+    model.save_pretrained(run)
+    AutoTokenizer.from_pretrained(tiny_model_dir).save_pretrained(run)
+    synthetic_pool().save(run)
+    rows = [{"step": s, "legal_ratio": 0.5, "rewards/solvability/mean": 0.1 * s, "pool_size": s + 1} for s in (1, 2, 3)]
+    (run / METRICS_FILE).write_text("".join(json.dumps(r) + "\n" for r in rows))
+    config = {
+        "recipe": "smoke",
+        "model": {"model_name_or_path": "embedded", "load_in_4bit": True, "lora_r": 4, "lora_alpha": 8},
+        "training": {"num_generations": 4, "learning_rate": 1e-5, "solve_rate_lower": 0.5, "solve_rate_upper": 0.9},
+    }
+    (run / RUN_CONFIG_FILE).write_text(json.dumps(config))
+    (run / "eval").mkdir()
+    result = {"gsm8k": {"metrics": {"avg@1": 0.25, "avg@1_se": 0.05}, "rows": 100, "model": "embedded",
+                        "adapter": str(run)}}  # fmt: skip
+    (run / "eval" / "results.json").write_text(json.dumps(result))
+    return run
+
+
+def test_dry_run_files_and_card(trained_run, tmp_path):
+    staged = stage_run(trained_run, tmp_path / "out", REPO, with_pool=True)
+    model_dir = staged["model"]
+    names = {p.relative_to(model_dir).as_posix() for p in model_dir.rglob("*") if p.is_file()}
+    assert {"README.md", "adapter_config.json", "adapter_model.safetensors", RUN_CONFIG_FILE} <= names
+    assert {"tokenizer.json", "tokenizer_config.json"} <= names
+    assert "plots/training_curves.png" in names and "plots/embedding_map.png" in names
+    assert not any(n.endswith((".pt", ".bin", ".npz")) for n in names)  # no optimizer state or pickles
+    card = (model_dir / "README.md").read_text()
+    for expected in (
+        f"base_model: {EMBEDDED_HUB_ID}",  # the embedded cache folder is named by its Hub id
+        "library_name: peft",
+        "| recipe | `smoke` |",
+        "| training steps | 3 |",
+        "QLoRA",
+        "teacher outputs: 9, legal: 6 (66.7%), pool size: 7",
+        "algebra (4)",
+        "| gsm8k | 100 | avg@1 | 25.0% ± 5.0 |",
+        "![Training curves](plots/training_curves.png)",
+        f"- {REPO}-pool",  # the dataset is linked in the metadata
+        OPENSIR_BIBTEX,
+    ):
+        assert expected in card, expected
+    adapter_config = json.loads((model_dir / "adapter_config.json").read_text())
+    assert adapter_config["base_model_name_or_path"] == EMBEDDED_HUB_ID
+
+
+def test_dry_run_adapter_reloads_with_peft(trained_run, tmp_path, tiny_model_dir):
+    from peft import PeftModel
+    from safetensors.torch import load_file
+    from transformers import AutoModelForCausalLM
+
+    model_dir = stage_run(trained_run, tmp_path / "out", REPO)["model"]
+    reloaded = PeftModel.from_pretrained(AutoModelForCausalLM.from_pretrained(tiny_model_dir), model_dir)
+    saved = load_file(trained_run / "adapter_model.safetensors")
+    state = {k: v for k, v in reloaded.state_dict().items() if "lora_" in k}
+    assert len(state) == len(saved) > 0
+    for key, value in saved.items():
+        match = [v for k, v in state.items() if k.replace(".default", "") == key]
+        assert match and torch.equal(match[0], value), key
+
+
+def test_pool_dataset_loads_with_datasets(trained_run, tmp_path):
+    from datasets import load_dataset
+
+    pool_dir = stage_run(trained_run, tmp_path / "out", REPO, with_pool=True, pool_repo_id="someone/pool")["pool"]
+    ds = load_dataset("json", data_files=str(pool_dir / "data" / "train.jsonl"), split="train")
+    assert len(ds) == 10  # seed + 6 legal + 3 illegal: every generated problem
+    assert sum(ds["legal"]) == 7 and sum(ds["in_pool"]) == 7
+    assert "reward_solvability" in ds.column_names
+    card = (pool_dir / "README.md").read_text()
+    assert "path: data/train.jsonl" in card and 'load_dataset("someone/pool"' in card
+
+
+@pytest.mark.parametrize(
+    "mutate,repo,message",
+    [
+        (lambda run: (run / "adapter_model.safetensors").unlink(), REPO, "holds no trained adapter"),  # full FT
+        (lambda run: None, "not-a-repo-id", "repo_id must look like USER/NAME"),  # no namespace
+        (lambda run: (run / "adapter_config.json").write_text("{"), REPO, "cannot read"),  # damaged config
+        (lambda run: (run / "pool.jsonl").unlink(), REPO, "cannot read the pool"),  # no pool
+    ],
+)
+def test_bad_runs_fail_before_upload(trained_run, tmp_path, mutate, repo, message):
+    mutate(trained_run)
+    with pytest.raises(PublishError, match=message):
+        stage_run(trained_run, tmp_path / "out", repo)
+
+
+def test_dry_run_refuses_a_non_empty_folder(trained_run, tmp_path):
+    (tmp_path / "out" / "model").mkdir(parents=True)
+    (tmp_path / "out" / "model" / "keep.txt").write_text("mine")
+    with pytest.raises(PublishError, match="not empty"):
+        stage_run(trained_run, tmp_path / "out", REPO)
+    assert (tmp_path / "out" / "model" / "keep.txt").read_text() == "mine"
+
+
+@pytest.mark.parametrize(
+    "name,expected",
+    [
+        ("embedded", EMBEDDED_HUB_ID),  # the embedded default
+        ("/home/u/.cache/opensir_lite/smollm2-135m-instruct", EMBEDDED_HUB_ID),  # its converted cache folder
+        ("Qwen/Qwen2.5-0.5B-Instruct", "Qwen/Qwen2.5-0.5B-Instruct"),  # a Hub id is kept
+    ],
+)
+def test_hub_base_model(name, expected):
+    assert hub_base_model(name) == expected
+
+
+def test_push_to_hub_cli(trained_run, tmp_path):
+    script = str(ROOT / "scripts" / "push_to_hub.py")
+    ok = subprocess.run(
+        [sys.executable, script, "--run_dir", str(trained_run), "--repo_id", REPO, "--with_pool",
+         "--dry_run", str(tmp_path / "dry")],
+        capture_output=True, text=True, timeout=300,
+    )  # fmt: skip
+    assert ok.returncode == 0, ok.stderr
+    assert "README.md" in ok.stdout and "data/train.jsonl" in ok.stdout
+    bad = subprocess.run(
+        [sys.executable, script, "--run_dir", str(tmp_path / "missing"), "--repo_id", REPO, "--dry_run", str(tmp_path)],
+        capture_output=True, text=True, timeout=300,
+    )  # fmt: skip
+    assert bad.returncode == 2
+    assert bad.stderr.strip().splitlines() == [f"error: run folder not found: {tmp_path / 'missing'}"]
