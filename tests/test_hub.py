@@ -4,6 +4,8 @@ the pool loads with datasets, and bad runs fail with one line before anything is
 from __future__ import annotations
 
 import json
+import os
+import shutil
 import subprocess
 import sys
 from pathlib import Path
@@ -17,6 +19,7 @@ from tests.test_exploration import synthetic_pool
 
 ROOT = Path(__file__).resolve().parents[1]
 REPO = "someone/tiny-opensir"
+FIXTURES = ROOT / "tests" / "fixtures" / "benchmarks"
 
 
 @pytest.fixture()
@@ -156,3 +159,50 @@ def test_push_to_hub_cli(trained_run, tmp_path):
     )  # fmt: skip
     assert bad.returncode == 2
     assert bad.stderr.strip().splitlines() == [f"error: run folder not found: {tmp_path / 'missing'}"]
+
+
+def _hub_cache(tmp_path: Path, repo_id: str, folder: Path) -> Path:
+    """A Hugging Face cache holding ``folder`` as the newest snapshot of model repo ``repo_id``: what a download
+    leaves behind, so that loading by Hub id can run offline."""
+    cache = tmp_path / "hf_cache"
+    repo = cache / f"models--{repo_id.replace('/', '--')}"
+    commit = "0123456789abcdef0123456789abcdef01234567"  # any 40-hex commit
+    shutil.copytree(folder, repo / "snapshots" / commit)
+    (repo / "refs").mkdir()
+    (repo / "refs" / "main").write_text(commit)
+    return cache
+
+
+def test_adapter_by_hub_id_in_evaluation(trained_run, tmp_path, tiny_model_dir):
+    """The pushed adapter, named by its Hub id, loads in load_for_inference and in scripts/evaluate.py."""
+    staged = stage_run(trained_run, tmp_path / "out", REPO)["model"]
+    env = {**os.environ, "HF_HUB_CACHE": str(_hub_cache(tmp_path, REPO, staged)), "HF_HUB_OFFLINE": "1"}
+    check = f"""
+from safetensors.torch import load_file
+import torch
+from opensir_lite.models import load_for_inference
+model, _ = load_for_inference({str(tiny_model_dir)!r}, adapter={REPO!r})
+saved = load_file({str(trained_run / "adapter_model.safetensors")!r})
+state = {{k.replace(".default", ""): v for k, v in model.state_dict().items() if "lora_" in k}}
+assert set(state) == set(saved) and all(torch.equal(state[k], v) for k, v in saved.items())
+print(type(model).__name__, len(saved))
+"""
+    loaded = subprocess.run([sys.executable, "-c", check], env=env, capture_output=True, text=True, timeout=300)
+    assert loaded.returncode == 0, loaded.stderr
+    assert loaded.stdout.split()[0].startswith("PeftModel")  # the Hub adapter, weight for weight
+
+    def evaluate(adapter: str, out: Path) -> subprocess.CompletedProcess:
+        return subprocess.run(
+            [sys.executable, "scripts/evaluate.py", "--model", str(tiny_model_dir), "--adapter", adapter,
+             "--benchmarks", "gsm8k", "--data_dir", str(FIXTURES), "--limit", "2", "--max_new_tokens", "4",
+             "--output_dir", str(out)],
+            cwd=ROOT, env=env, capture_output=True, text=True, timeout=300,
+        )  # fmt: skip
+
+    ok = evaluate(REPO, tmp_path / "eval")
+    assert ok.returncode == 0, ok.stderr
+    result = json.loads((tmp_path / "eval" / "results.json").read_text())["gsm8k"]
+    assert result["adapter"] == REPO and result["rows"] == 2
+    missing = evaluate("someone/not-cached", tmp_path / "eval-missing")  # offline and not in the cache
+    assert missing.returncode == 2
+    assert missing.stderr.strip().splitlines()[-1].startswith("error: cannot load adapter 'someone/not-cached'")
