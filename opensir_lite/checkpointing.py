@@ -142,6 +142,15 @@ def run_artefacts(output_dir: str | Path) -> list[Path]:
     return [p for p in named if p.exists()] + list_checkpoints(output_dir)
 
 
+def find_run_file(run_dir: str | Path, name: str, what: str) -> Path:
+    """``RUN_DIR/name``, or ``run_dir`` itself when it is a ``.jsonl`` file; FileNotFoundError names what is missing."""
+    path = Path(run_dir)
+    found = path if path.suffix == ".jsonl" else path / name
+    if not found.is_file():
+        raise FileNotFoundError(f"no {what} at {found}")
+    return found
+
+
 def write_run_config(output_dir: str | Path, config: dict[str, Any]) -> Path:
     """``run_config.json``: what the run was configured with (the model card reads it)."""
     path = Path(output_dir) / RUN_CONFIG_FILE

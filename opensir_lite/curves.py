@@ -12,7 +12,7 @@ from typing import Any
 import numpy as np
 from transformers import TrainerCallback
 
-from opensir_lite.checkpointing import METRICS_FILE
+from opensir_lite.checkpointing import METRICS_FILE, find_run_file
 from opensir_lite.rewards import STUDENT_REWARD_NAMES, TEACHER_REWARD_NAMES
 
 logger = logging.getLogger(__name__)
@@ -21,11 +21,7 @@ CURVES_FILE = "training_curves.png"
 
 
 def find_metrics_file(run_dir: str | Path) -> Path:
-    path = Path(run_dir)
-    metrics = path if path.suffix == ".jsonl" else path / METRICS_FILE
-    if not metrics.is_file():
-        raise FileNotFoundError(f"no metrics file at {metrics}")
-    return metrics
+    return find_run_file(run_dir, METRICS_FILE, "metrics file")
 
 
 def read_metrics(path: str | Path) -> list[dict[str, Any]]:

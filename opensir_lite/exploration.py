@@ -17,6 +17,7 @@ from typing import Any
 
 import numpy as np
 
+from opensir_lite.checkpointing import find_run_file
 from opensir_lite.pool import POOL_FILE, ProblemPool, ProblemRecord
 
 logger = logging.getLogger(__name__)
@@ -30,11 +31,7 @@ EXPLORE_DIRNAME = "explore"  # inside the run folder
 # ---- loading ----------------------------------------------------------------------------------------------
 def find_pool_file(run_dir: str | Path) -> Path:
     """``RUN_DIR/pool.jsonl`` (or the path itself when it is a pool file); FileNotFoundError names what is missing."""
-    path = Path(run_dir)
-    pool_file = path if path.suffix == ".jsonl" else path / POOL_FILE
-    if not pool_file.is_file():
-        raise FileNotFoundError(f"no pool file at {pool_file}")
-    return pool_file
+    return find_run_file(run_dir, POOL_FILE, "pool file")
 
 
 def load_run_pool(run_dir: str | Path) -> ProblemPool:

@@ -43,6 +43,7 @@ OPENSIR_BIBTEX = """@article{kwan2025opensir,
   journal = {arXiv preprint arXiv:2511.00602},
   year    = {2025}
 }"""
+CITATION_LINES = ("## Citation", "", "```bibtex", OPENSIR_BIBTEX, "```", "")  # the end of both cards
 
 
 class PublishError(ValueError):
@@ -119,6 +120,11 @@ def read_run(run_dir: str | Path, eval_results: list[str | Path] = ()) -> RunInf
         pool_summary=pool_summary,
         eval_results=find_eval_results(run_dir, list(eval_results)),
     )
+
+
+def _require_empty(out: Path) -> None:
+    if out.exists() and any(out.iterdir()):
+        raise PublishError(f"{out} is not empty; give an empty or new folder")
 
 
 def _f(value: Any, spec: str = ".3f") -> str:
@@ -212,12 +218,7 @@ def model_card(info: RunInfo, repo_id: str, plots: list[str], pool_repo_id: str 
         "or evaluate it: `python scripts/evaluate.py --model "
         f"{info.base_model} --adapter {repo_id} --benchmarks gsm8k,college_math,math500`",
         "",
-        "## Citation",
-        "",
-        "```bibtex",
-        OPENSIR_BIBTEX,
-        "```",
-        "",
+        *CITATION_LINES,
     ]
     return "\n".join(meta + lines)
 
@@ -233,8 +234,7 @@ def stage_model(
     ``README.md`` (the card), ``plots/`` and ``run_config.json``. Returns ``out_dir``."""
     info = read_run(run_dir, eval_results)
     run_dir, out = Path(run_dir), Path(out_dir)
-    if out.exists() and any(out.iterdir()):
-        raise PublishError(f"{out} is not empty; give an empty or new folder")
+    _require_empty(out)
     out.mkdir(parents=True, exist_ok=True)
     config = dict(info.adapter_config, base_model_name_or_path=info.base_model)
     (out / "adapter_config.json").write_text(json.dumps(config, indent=2) + "\n", encoding="utf-8")
@@ -301,12 +301,7 @@ def dataset_card(repo_id: str, model_repo_id: str, info: RunInfo) -> str:
             f'pool = load_dataset("{repo_id}", split="train")',
             "```",
             "",
-            "## Citation",
-            "",
-            "```bibtex",
-            OPENSIR_BIBTEX,
-            "```",
-            "",
+            *CITATION_LINES,
         ]
     )
 
@@ -315,8 +310,7 @@ def stage_pool_dataset(run_dir: str | Path, out_dir: str | Path, repo_id: str, m
     """Write the pool dataset repo into ``out_dir``: ``data/train.jsonl`` and ``README.md``."""
     info = read_run(run_dir)
     out = Path(out_dir)
-    if out.exists() and any(out.iterdir()):
-        raise PublishError(f"{out} is not empty; give an empty or new folder")
+    _require_empty(out)
     (out / "data").mkdir(parents=True, exist_ok=True)
     lines = "".join(json.dumps(row, ensure_ascii=False) + "\n" for row in pool_rows(run_dir))
     (out / POOL_DATA_FILE).write_text(lines, encoding="utf-8")

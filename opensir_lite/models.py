@@ -181,7 +181,8 @@ def current_device_dtype() -> tuple[str, torch.dtype]:
 
 def attention_for(device_type: str, requested: str | None = None) -> str | None:
     """The attn_implementation to load with: the requested one, else ``sdpa_grouped`` on the CPU (decoding about
-    three times faster there, same outputs; see :mod:`opensir_lite.attention`), else transformers' default."""
+    twice as fast there with the same outputs, docs/benchmarks.md; see :mod:`opensir_lite.attention`), else
+    transformers' default."""
     if requested:
         if requested == GROUPED_SDPA:
             register_grouped_sdpa()
