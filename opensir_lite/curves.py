@@ -111,13 +111,16 @@ def plot_training_curves(rows: list[dict[str, Any]], lower: float = 0.5, upper: 
     return fig
 
 
-def write_training_plots(run_dir: str | Path, out_dir: str | Path | None = None) -> Path:
-    """Write ``training_curves.png`` (default: into the run folder); returns its path."""
+def write_training_plots(
+    run_dir: str | Path, out_dir: str | Path | None = None, lower: float = 0.5, upper: float = 0.9
+) -> Path:
+    """Write ``training_curves.png`` (default: into the run folder), the gate ``[lower, upper]`` marked on the
+    solve-rate panel; returns its path."""
     metrics = find_metrics_file(run_dir)
     out = Path(out_dir) if out_dir else metrics.parent
     out.mkdir(parents=True, exist_ok=True)
     path = out / CURVES_FILE
-    plot_training_curves(read_metrics(metrics)).savefig(path, dpi=100)
+    plot_training_curves(read_metrics(metrics), lower, upper).savefig(path, dpi=100)
     return path
 
 
@@ -150,6 +153,6 @@ def write_run_plots(run_dir: str | Path, lower: float = 0.5, upper: float = 0.9)
 
     written = []
     if (Path(run_dir) / METRICS_FILE).is_file():
-        written.append(write_training_plots(run_dir))
+        written.append(write_training_plots(run_dir, lower=lower, upper=upper))
     written.append(write_exploration_report(run_dir, lower=lower, upper=upper))
     return written

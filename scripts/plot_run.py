@@ -12,9 +12,11 @@ def main() -> int:
     p = argparse.ArgumentParser(description=__doc__)
     p.add_argument("run_dir", help="a run folder (with metrics.jsonl) or a metrics .jsonl file")
     p.add_argument("--out", default=None, help="output folder (default: the run folder)")
+    p.add_argument("--solve_rate_lower", type=float, default=0.5, help="gate drawn on the solve-rate panel")
+    p.add_argument("--solve_rate_upper", type=float, default=0.9, help="gate drawn on the solve-rate panel")
     args = p.parse_args()
     try:
-        path = write_training_plots(args.run_dir, args.out)
+        path = write_training_plots(args.run_dir, args.out, args.solve_rate_lower, args.solve_rate_upper)
     except (FileNotFoundError, OSError) as e:
         print(f"error: {e}", file=sys.stderr)
         return 2

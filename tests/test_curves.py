@@ -61,6 +61,13 @@ def test_figure_has_every_panel(rows):
     assert all(panel in titles for panel in PANELS)
 
 
+@pytest.mark.parametrize("lower,upper", [(0.5, 0.9), (0.2, 0.6)])  # the default gate, a run's own gate
+def test_solve_rate_panel_marks_the_gate(lower, upper):
+    fig = plot_training_curves(ROWS, lower, upper)
+    panel = next(ax for ax in fig.axes if ax.get_title() == "solve-rate distribution")
+    assert sorted(line.get_ydata()[0] for line in panel.lines) == [lower, upper]
+
+
 def test_write_run_plots_and_cli(tmp_path):
     from opensir_lite.pool import ProblemPool
 
