@@ -2,8 +2,8 @@
 
 With a padding mask (every batched generation has one) transformers' ``sdpa`` path repeats the key and value cache
 of each KV head for its query heads (``repeat_kv``) at every decoding step. On a CPU that copy, not the
-matrix products, dominates decoding (40 % of a GSM8K evaluation's time with SmolLM2-135M, which has 9 query heads
-on 3 KV heads). For a single query token this module instead folds the query heads of each KV head into the query
+matrix products, dominates decoding (SmolLM2-135M has 9 query heads on 3 KV heads; without the copy decoding is
+about twice as fast, ``scripts/benchmark_decoding.py`` and docs/benchmarks.md). For a single query token this module instead folds the query heads of each KV head into the query
 length, ``[batch, kv_heads, heads_per_kv, dim]``, so one SDPA call reads each cached key and value once. Prefill and
 training (more than one query token) go through transformers' own ``sdpa`` unchanged, and masks are built exactly as
 for ``sdpa``. The result is the same attention; greedy generations are identical (tested).
@@ -35,16 +35,13 @@ def grouped_sdpa_attention(
 
     batch, heads, q_len, dim = query.shape
     kv_heads = key.shape[1]
-    if q_len != 1 or heads == kv_heads or heads % kv_heads or kwargs.get("position_bias") is not None:
+    per_head_mask = attention_mask is not None and attention_mask.dim() == 4 and attention_mask.shape[1] != 1
+    if q_len != 1 or heads == kv_heads or heads % kv_heads or per_head_mask or kwargs.get("position_bias") is not None:
         return sdpa_attention_forward(
             module, query, key, value, attention_mask, dropout=dropout, scaling=scaling, is_causal=is_causal, **kwargs
         )
     # Query head h reads KV head h // (heads / kv_heads), the order repeat_kv uses.
     grouped = query.reshape(batch, kv_heads, heads // kv_heads, dim)
-    if attention_mask is not None and attention_mask.dim() == 4 and attention_mask.shape[1] != 1:
-        return sdpa_attention_forward(
-            module, query, key, value, attention_mask, dropout=dropout, scaling=scaling, is_causal=is_causal, **kwargs
-        )
     out = torch.nn.functional.scaled_dot_product_attention(
         grouped,
         key,

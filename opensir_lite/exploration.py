@@ -327,6 +327,11 @@ def exploration_figures(
     }
 
 
+def format_optional(value: Any, spec: str = ".3f") -> str:
+    """``value`` formatted with ``spec``, or ``-`` when there is none (a statistic of an empty pool)."""
+    return "-" if value is None else format(value, spec)
+
+
 def _one_line(text: str, limit: int = 160) -> str:
     text = " ".join(text.split()).replace("|", "\\|")
     return text if len(text) <= limit else text[: limit - 1] + "…"
@@ -335,10 +340,7 @@ def _one_line(text: str, limit: int = 160) -> str:
 def format_report(records: Sequence[ProblemRecord], figure_files: dict[str, str], k: int = 5) -> str:
     """The Markdown report: summary, per-step table, causes, concepts, hardest and most novel problems, figures."""
     s = summarize_pool(records)
-
-    def f(v, spec=".3f"):
-        return "-" if v is None else format(v, spec)
-
+    f = format_optional
     lines = [
         "# Pool exploration",
         "",
@@ -390,8 +392,11 @@ def write_exploration_report(
     """Write the PNG figures, ``summary.json`` and ``report.md`` into ``out_dir`` (default ``RUN_DIR/explore``);
     returns the report path."""
     pool = load_run_pool(run_dir)
-    out = Path(out_dir) if out_dir else (Path(run_dir) if Path(run_dir).is_dir() else Path(run_dir).parent)
-    out = out if out_dir else out / EXPLORE_DIRNAME
+    if out_dir:
+        out = Path(out_dir)
+    else:  # beside the pool: RUN_DIR/explore, or explore/ next to a pool file given directly
+        run = Path(run_dir)
+        out = (run if run.is_dir() else run.parent) / EXPLORE_DIRNAME
     out.mkdir(parents=True, exist_ok=True)
     files = {}
     for key, fig in exploration_figures(pool, lower, upper, method, embedder).items():

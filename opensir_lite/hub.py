@@ -15,7 +15,14 @@ from typing import Any
 
 from opensir_lite.checkpointing import METRICS_FILE, RUN_CONFIG_FILE
 from opensir_lite.curves import CURVES_FILE, write_run_plots
-from opensir_lite.exploration import EXPLORE_DIRNAME, FIGURES, hardest_problems, load_run_pool, summarize_pool
+from opensir_lite.exploration import (
+    EXPLORE_DIRNAME,
+    FIGURES,
+    format_optional,
+    hardest_problems,
+    load_run_pool,
+    summarize_pool,
+)
 from opensir_lite.models import EMBEDDED_DIRNAME, EMBEDDED_POLICY
 
 EMBEDDED_HUB_ID = "HuggingFaceTB/SmolLM2-135M-Instruct"  # what the embedded GGUF was converted from
@@ -127,10 +134,6 @@ def _require_empty(out: Path) -> None:
         raise PublishError(f"{out} is not empty; give an empty or new folder")
 
 
-def _f(value: Any, spec: str = ".3f") -> str:
-    return "-" if value is None else format(value, spec)
-
-
 def model_card(info: RunInfo, repo_id: str, plots: list[str], pool_repo_id: str | None = None) -> str:
     """The README.md of the adapter repo: metadata, base model, recipe, steps, pool statistics, evaluation, plots,
     usage and the OpenSIR citation."""
@@ -171,7 +174,7 @@ def model_card(info: RunInfo, repo_id: str, plots: list[str], pool_repo_id: str 
         "",
         f"- teacher outputs: {s['generated']}, legal: {s['legal']} ({s['legal_ratio']:.1%}), pool size: "
         f"{s['pool_size']}",
-        f"- mean solve rate of legal problems: {_f(s['solve_rate_mean'])}; mean novelty: {_f(s['novelty_mean'])}",
+        f"- mean solve rate of legal problems: {format_optional(s['solve_rate_mean'])}; mean novelty: {format_optional(s['novelty_mean'])}",
     ]
     if s["illegal_reasons"]:
         lines.append("- illegal outputs by cause: " + ", ".join(f"{k} {v}" for k, v in s["illegal_reasons"].items()))
@@ -202,7 +205,9 @@ def model_card(info: RunInfo, repo_id: str, plots: list[str], pool_repo_id: str 
     hard = hardest_problems(load_run_pool(info.run_dir).history, 3)
     if hard:
         lines += ["", "## Hardest generated problems", ""]
-        lines += [f"- (solve rate {_f(r.solve_rate, '.2f')}) {' '.join(r.problem.split())[:300]}" for r in hard]
+        lines += [
+            f"- (solve rate {format_optional(r.solve_rate, '.2f')}) {' '.join(r.problem.split())[:300]}" for r in hard
+        ]
     lines += [
         "",
         "## Usage",
