@@ -15,6 +15,7 @@ from typing import Any, Literal, Union
 from trl import GRPOConfig, ModelConfig, TrlParser
 
 from opensir_lite.prompts import SEED_PROBLEM
+from opensir_lite.rewards import GATE_LOWER, GATE_UPPER
 from opensir_lite.selfplay import parse_append_strategy
 
 RECIPES_DIR = Path(__file__).parent / "recipes"
@@ -72,8 +73,12 @@ class SelfPlayConfig(GRPOConfig):
         default_factory=lambda: [1.0, 0.1], metadata={"help": "Weights of accuracy and student_format (paper)."}
     )
     # ---- scores ----
-    solve_rate_lower: float = field(default=0.5, metadata={"help": "Solvability gate: lowest rewarded solve rate."})
-    solve_rate_upper: float = field(default=0.9, metadata={"help": "Solvability gate: highest rewarded solve rate."})
+    solve_rate_lower: float = field(
+        default=GATE_LOWER, metadata={"help": "Solvability gate: lowest rewarded solve rate (paper 0.5)."}
+    )
+    solve_rate_upper: float = field(
+        default=GATE_UPPER, metadata={"help": "Solvability gate: highest rewarded solve rate (paper 0.9)."}
+    )
     novelty_top_k: int = field(default=5, metadata={"help": "Novelty: mean of this many top cosine similarities."})
     diversity_recent_pool_size: int | None = field(
         default=None,

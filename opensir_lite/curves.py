@@ -13,7 +13,7 @@ import numpy as np
 from transformers import TrainerCallback
 
 from opensir_lite.checkpointing import METRICS_FILE, find_run_file
-from opensir_lite.rewards import STUDENT_REWARD_NAMES, TEACHER_REWARD_NAMES
+from opensir_lite.rewards import GATE_LOWER, GATE_UPPER, STUDENT_REWARD_NAMES, TEACHER_REWARD_NAMES
 
 logger = logging.getLogger(__name__)
 
@@ -60,7 +60,7 @@ def series(rows: list[dict[str, Any]], key: str) -> tuple[list[float], list[floa
 PANELS = ("rewards", "legal ratio", "solve-rate distribution", "pool size", "novelty", "loss and entropy")
 
 
-def plot_training_curves(rows: list[dict[str, Any]], lower: float = 0.5, upper: float = 0.9):
+def plot_training_curves(rows: list[dict[str, Any]], lower: float = GATE_LOWER, upper: float = GATE_UPPER):
     """A 2 x 3 figure of the training curves (the panels of :data:`PANELS`)."""
     from matplotlib.figure import Figure
 
@@ -112,7 +112,7 @@ def plot_training_curves(rows: list[dict[str, Any]], lower: float = 0.5, upper: 
 
 
 def write_training_plots(
-    run_dir: str | Path, out_dir: str | Path | None = None, lower: float = 0.5, upper: float = 0.9
+    run_dir: str | Path, out_dir: str | Path | None = None, lower: float = GATE_LOWER, upper: float = GATE_UPPER
 ) -> Path:
     """Write ``training_curves.png`` (default: into the run folder), the gate ``[lower, upper]`` marked on the
     solve-rate panel; returns its path."""
@@ -128,7 +128,7 @@ class LivePlotCallback(TrainerCallback):
     """Redraws the training curves in a notebook cell after every log (add it after the self-play callback, which
     writes the ``metrics.jsonl`` line it reads)."""
 
-    def __init__(self, lower: float = 0.5, upper: float = 0.9):
+    def __init__(self, lower: float = GATE_LOWER, upper: float = GATE_UPPER):
         self.lower, self.upper = lower, upper
         self._handle = None
 
@@ -147,7 +147,7 @@ class LivePlotCallback(TrainerCallback):
             self._handle.update(fig)
 
 
-def write_run_plots(run_dir: str | Path, lower: float = 0.5, upper: float = 0.9) -> list[Path]:
+def write_run_plots(run_dir: str | Path, lower: float = GATE_LOWER, upper: float = GATE_UPPER) -> list[Path]:
     """The end of a run: ``training_curves.png`` and the pool exploration (``explore/report.md`` and figures)."""
     from opensir_lite.exploration import write_exploration_report
 

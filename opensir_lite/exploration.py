@@ -19,6 +19,7 @@ import numpy as np
 
 from opensir_lite.checkpointing import find_run_file
 from opensir_lite.pool import POOL_FILE, ProblemPool, ProblemRecord
+from opensir_lite.rewards import GATE_LOWER, GATE_UPPER
 
 logger = logging.getLogger(__name__)
 
@@ -240,7 +241,7 @@ def plot_illegal_reasons(records: Sequence[ProblemRecord]):
     return fig
 
 
-def plot_solve_rate_histogram(records: Sequence[ProblemRecord], lower: float = 0.5, upper: float = 0.9):
+def plot_solve_rate_histogram(records: Sequence[ProblemRecord], lower: float = GATE_LOWER, upper: float = GATE_UPPER):
     fig, ax = _figure()
     counts, edges = solve_rate_histogram(records)
     if not sum(counts):
@@ -313,7 +314,7 @@ FIGURES: dict[str, str] = {
 
 
 def exploration_figures(
-    pool: ProblemPool, lower: float = 0.5, upper: float = 0.9, method: str = "auto", embedder=None
+    pool: ProblemPool, lower: float = GATE_LOWER, upper: float = GATE_UPPER, method: str = "auto", embedder=None
 ) -> dict[str, Any]:
     """Every exploration figure of a pool, keyed as :data:`FIGURES`."""
     records = pool.history
@@ -384,8 +385,8 @@ def format_report(records: Sequence[ProblemRecord], figure_files: dict[str, str]
 def write_exploration_report(
     run_dir: str | Path,
     out_dir: str | Path | None = None,
-    lower: float = 0.5,
-    upper: float = 0.9,
+    lower: float = GATE_LOWER,
+    upper: float = GATE_UPPER,
     method: str = "auto",
     embedder=None,
 ) -> Path:
@@ -424,7 +425,7 @@ def nearest_neighbours(
     return [(entries[i], float(sims[i])) for i in order]
 
 
-def plot_solvability_gate(lower: float = 0.5, upper: float = 0.9, num_generations: int = 8):
+def plot_solvability_gate(lower: float = GATE_LOWER, upper: float = GATE_UPPER, num_generations: int = 8):
     """The solvability reward over the solve rate: the continuous formula and the values G samples can produce."""
     from opensir_lite.rewards import solvability_score
 

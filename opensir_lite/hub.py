@@ -24,6 +24,7 @@ from opensir_lite.exploration import (
     summarize_pool,
 )
 from opensir_lite.models import EMBEDDED_DIRNAME, EMBEDDED_POLICY
+from opensir_lite.rewards import GATE_LOWER, GATE_UPPER
 
 EMBEDDED_HUB_ID = "HuggingFaceTB/SmolLM2-135M-Instruct"  # what the embedded GGUF was converted from
 ADAPTER_FILES = ("adapter_config.json", "adapter_model.safetensors")
@@ -250,8 +251,8 @@ def stage_model(
     if info.run_config:
         (out / RUN_CONFIG_FILE).write_text(json.dumps(info.run_config, indent=2) + "\n", encoding="utf-8")
     if not (run_dir / CURVES_FILE).is_file() or not (run_dir / EXPLORE_DIRNAME).is_dir():
-        lower = info.run_config.get("training", {}).get("solve_rate_lower", 0.5)
-        upper = info.run_config.get("training", {}).get("solve_rate_upper", 0.9)
+        lower = info.run_config.get("training", {}).get("solve_rate_lower", GATE_LOWER)
+        upper = info.run_config.get("training", {}).get("solve_rate_upper", GATE_UPPER)
         write_run_plots(run_dir, lower, upper)
     plots = []
     sources = [run_dir / CURVES_FILE] + [run_dir / EXPLORE_DIRNAME / f"{k}.png" for k in FIGURES]

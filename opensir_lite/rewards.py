@@ -19,6 +19,9 @@ PAD = "pad"  # filler rows (no legal problem to train the student on); every rew
 
 RewardFunc = Callable[..., list[float | None]]
 
+GATE_LOWER = 0.5  # the paper's solvability gate: lowest rewarded solve rate
+GATE_UPPER = 0.9  # the paper's solvability gate: highest rewarded solve rate
+
 
 # ---- scalar formulas --------------------------------------------------------------------------------------
 def finite_or_none(value: object) -> float | None:
@@ -39,7 +42,7 @@ def solve_rate_levels(lower: float, upper: float, num_generations: int) -> list[
 
 
 def solvability_score(
-    solve_rate: float | None, lower: float = 0.5, upper: float = 0.9, num_generations: int = 8
+    solve_rate: float | None, lower: float = GATE_LOWER, upper: float = GATE_UPPER, num_generations: int = 8
 ) -> float:
     """0 outside [lower, upper]; inside, 1.0 at the midpoint falling linearly to 1/|L| at both limits."""
     solve_rate = finite_or_none(solve_rate)
@@ -83,8 +86,8 @@ def _col(completions: Sequence, value: object) -> list:
 
 
 def make_teacher_rewards(
-    lower: float = 0.5,
-    upper: float = 0.9,
+    lower: float = GATE_LOWER,
+    upper: float = GATE_UPPER,
     num_generations: int = 8,
     length_cap: float | None = 1000.0,
     length_baseline: float = 1000.0,

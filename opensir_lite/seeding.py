@@ -17,6 +17,7 @@ from opensir_lite.grading import majority_vote
 from opensir_lite.parsing import extract_answer, parse_teacher_output
 from opensir_lite.pool import ProblemPool, ProblemRecord
 from opensir_lite.prompts import SEED_PROBLEM, render, student_messages, teacher_messages
+from opensir_lite.rewards import GATE_LOWER, GATE_UPPER
 
 OUT_OF_RANGE = "solve_rate_out_of_range"
 DUPLICATE = "duplicate"
@@ -26,8 +27,8 @@ DUPLICATE = "duplicate"
 class SeedSettings:
     n_problems: int = 32  # problems to accept
     num_generations: int = 8  # G student samples per candidate
-    solve_rate_lower: float = 0.5  # accepted range (paper 0.5 to 0.9)
-    solve_rate_upper: float = 0.9
+    solve_rate_lower: float = GATE_LOWER  # accepted range: the paper's gate, 0.5 to 0.9
+    solve_rate_upper: float = GATE_UPPER
     candidates_per_batch: int = 16  # teacher prompts per batch (one sample each)
     max_attempts: int = 512  # candidates tried in this invocation before giving up
     teacher: SamplingSettings | None = None

@@ -10,6 +10,7 @@ import sys
 
 from opensir_lite.exploration import write_exploration_report
 from opensir_lite.pool import PoolFileError
+from opensir_lite.rewards import GATE_LOWER, GATE_UPPER
 
 
 def main() -> int:
@@ -17,8 +18,8 @@ def main() -> int:
     p.add_argument("run_dir", help="a run folder (with pool.jsonl) or a pool .jsonl file")
     p.add_argument("--out", default=None, help="output folder (default RUN_DIR/explore)")
     p.add_argument("--method", choices=["auto", "pca", "umap"], default="auto", help="2-D map of the embeddings")
-    p.add_argument("--solve_rate_lower", type=float, default=0.5, help="gate drawn on the histogram")
-    p.add_argument("--solve_rate_upper", type=float, default=0.9, help="gate drawn on the histogram")
+    p.add_argument("--solve_rate_lower", type=float, default=GATE_LOWER, help="gate drawn on the histogram")
+    p.add_argument("--solve_rate_upper", type=float, default=GATE_UPPER, help="gate drawn on the histogram")
     args = p.parse_args()
     try:
         report = write_exploration_report(

@@ -6,14 +6,15 @@ import argparse
 import sys
 
 from opensir_lite.curves import write_training_plots
+from opensir_lite.rewards import GATE_LOWER, GATE_UPPER
 
 
 def main() -> int:
     p = argparse.ArgumentParser(description=__doc__)
     p.add_argument("run_dir", help="a run folder (with metrics.jsonl) or a metrics .jsonl file")
     p.add_argument("--out", default=None, help="output folder (default: the run folder)")
-    p.add_argument("--solve_rate_lower", type=float, default=0.5, help="gate drawn on the solve-rate panel")
-    p.add_argument("--solve_rate_upper", type=float, default=0.9, help="gate drawn on the solve-rate panel")
+    p.add_argument("--solve_rate_lower", type=float, default=GATE_LOWER, help="gate drawn on the solve-rate panel")
+    p.add_argument("--solve_rate_upper", type=float, default=GATE_UPPER, help="gate drawn on the solve-rate panel")
     args = p.parse_args()
     try:
         path = write_training_plots(args.run_dir, args.out, args.solve_rate_lower, args.solve_rate_upper)
