@@ -6,3 +6,10 @@ Data flows one way through the modules:
 """
 
 __version__ = "0.1.0"
+
+import logging as _logging
+
+# bitsandbytes' CPU backend tries, on CPUs with AVX512-BF16, to download an optional kernel from the Hugging Face
+# Hub at import time and warns when it cannot (always, offline). The fallback is its own CPU code; the warning
+# would only be noise in every command's output, so it is silenced here, before anything imports bitsandbytes.
+_logging.getLogger("bitsandbytes.backends.cpu.ops").setLevel(_logging.ERROR)

@@ -14,6 +14,7 @@ from typing import Any, Literal, Union
 
 from trl import GRPOConfig, ModelConfig, TrlParser
 
+from opensir_lite.parsing import ANSWER_EXTRACTIONS, ANSWER_VOTES
 from opensir_lite.prompts import SEED_PROBLEM
 from opensir_lite.rewards import GATE_LOWER, GATE_UPPER
 from opensir_lite.selfplay import parse_append_strategy
@@ -48,7 +49,6 @@ class SelfPlayConfig(GRPOConfig):
         default=4, metadata={"help": "Generate this many times more teacher groups; keep the highest-variance ones."}
     )
     teacher_max_new_tokens: int = field(default=1024, metadata={"help": "Token budget of a teacher completion."})
-    teacher_temperature: float = field(default=1.0, metadata={"help": "Teacher sampling temperature (paper 1.0)."})
     teacher_format_hint: bool = field(
         default=False, metadata={"help": "Append an explicit tag-format example to the teacher prompt (paper: off)."}
     )
@@ -68,7 +68,20 @@ class SelfPlayConfig(GRPOConfig):
         default="top", metadata={"help": "Student problems: 'top' combined score (paper) or 'random' legal ones."}
     )
     student_max_new_tokens: int = field(default=1024, metadata={"help": "Token budget of a student completion."})
-    student_temperature: float = field(default=1.0, metadata={"help": "Student sampling temperature (paper 1.0)."})
+    answer_extraction: str = field(
+        default="latex",
+        metadata={
+            "help": "How a student answer is read: 'latex' (official training: boxed, else an anchored LaTeX "
+            "answer), 'latex_expr' (official evaluation: also 'The answer is 18.'), 'boxed' (the last box only)."
+        },
+    )
+    answer_vote: str = field(
+        default="string",
+        metadata={
+            "help": "Majority vote classes: 'string' (official: equal math-verify normal forms) or 'equivalence' "
+            "(math-verify verify; merges 3.0 and 3)."
+        },
+    )
     student_reward_weights: list[float] = field(
         default_factory=lambda: [1.0, 0.1], metadata={"help": "Weights of accuracy and student_format (paper)."}
     )
@@ -112,6 +125,13 @@ class SelfPlayConfig(GRPOConfig):
             "help": "At the end, write training_curves.png and explore/ (pool report and figures) in output_dir."
         },
     )
+    max_prompt_length: int | None = field(
+        default=None,
+        metadata={
+            "help": "Keep only the last N tokens of a teacher or student prompt, for generation and scoring alike "
+            "(paper 1024). None: no limit."
+        },
+    )
     # ---- TRL defaults changed for self-play ----
     num_generations: int | None = field(default=8, metadata={"help": "G: samples per teacher and student prompt."})
     logging_steps: float = field(default=1, metadata={"help": "Log (and write metrics.jsonl) every N steps."})
@@ -131,6 +151,17 @@ class SelfPlayConfig(GRPOConfig):
             errors.append("need num_teacher_groups >= 1, teacher_upscale_ratio >= 1, num_student_groups >= 0")
         if not self.num_generations or self.num_generations < 2:
             errors.append("num_generations (G) must be at least 2")
+        if self.answer_extraction not in ANSWER_EXTRACTIONS:
+            errors.append(f"answer_extraction must be one of {', '.join(ANSWER_EXTRACTIONS)}")
+        if self.answer_vote not in ANSWER_VOTES:
+            errors.append(f"answer_vote must be one of {', '.join(ANSWER_VOTES)}")
+        if self.max_prompt_length is not None and self.max_prompt_length < 1:
+            errors.append("max_prompt_length must be a positive number of tokens (or null)")
+        if self.per_device_train_batch_size < 1 or self.rows_per_round % self.per_device_train_batch_size:
+            errors.append(
+                f"per_device_train_batch_size ({self.per_device_train_batch_size}) must divide the rows of one "
+                f"round ({self.rows_per_round} = (num_teacher_groups + num_student_groups) x num_generations)"
+            )
         if self.student_selection not in ("top", "random"):
             errors.append(f"student_selection must be 'top' or 'random', got {self.student_selection!r}")
         if len(self.teacher_reward_weights) != 4 or len(self.student_reward_weights) != 2:
@@ -145,7 +176,9 @@ class SelfPlayConfig(GRPOConfig):
         self.reward_weights = [*self.teacher_reward_weights, *self.student_reward_weights]
         self.max_completion_length = max(self.teacher_max_new_tokens, self.student_max_new_tokens)
         if self.generation_batch_size is None and self.steps_per_generation is None:
-            self.generation_batch_size = self.rows_per_round
+            # One round per generation on every process: TRL's global generation batch is then
+            # rows_per_round x processes, and each micro-step of per_device_train_batch_size rows takes its slice.
+            self.steps_per_generation = self.rows_per_round // self.per_device_train_batch_size
         if self.bf16 is None and not self.fp16:
             from opensir_lite.models import current_device_dtype
 
@@ -159,7 +192,14 @@ class SelfPlayConfig(GRPOConfig):
     @property
     def rows_per_round(self) -> int:
         """Rows one round returns: (teacher groups + student groups) x G."""
-        return (self.num_teacher_groups + self.num_student_groups) * self.num_generations
+        return (self.num_teacher_groups + self.num_student_groups) * (self.num_generations or 0)
+
+    def rounds_per_step(self, num_processes: int = 1) -> int:
+        """Self-play rounds in one optimiser step on ``num_processes`` processes (each plays its own rounds): the
+        rows of an optimiser step, per_device_train_batch_size x gradient_accumulation_steps x processes, divided by
+        the rows of a round. The paper's run: 8 x 2 GPUs x 16 rows = 16 rounds."""
+        rows = self.per_device_train_batch_size * self.gradient_accumulation_steps * num_processes
+        return rows // self.rows_per_round
 
 
 @dataclass

@@ -1,7 +1,16 @@
 """Benchmark evaluation: load a maths test set (Hub or local JSONL), sample answers with the student prompt,
-grade them against the gold answer with math-verify, and report avg@n, pass@k and maj@k with standard errors.
+grade them against the gold answer with math-verify under two protocols, and report avg@n, pass@k and maj@k with
+standard errors per benchmark plus their macro average.
 
-Answer extraction, equivalence and majority vote are the ones self-play trains with (:mod:`opensir_lite.parsing`,
+Protocols (every result reports both; ``--protocol`` picks the headline one and the sampling defaults):
+
+- ``opensir``: the official ``evaluate.py``. Predictions are read with math-verify's expression and LaTeX
+  extraction (so "The answer is 18." counts), gold answers are parsed per benchmark as the official code does,
+  4096 new tokens, n=16, temperature 0.6, top_p 0.95.
+- ``strict``: only the last ``\\boxed{}`` of a completion is the answer (the OpenSIR student prompt's format),
+  compared with math-verify; greedy, 1024 tokens.
+
+Answer extraction and the majority vote are the ones self-play trains with (:mod:`opensir_lite.parsing`,
 :mod:`opensir_lite.grading`).
 """
 
@@ -13,6 +22,7 @@ import math
 import time
 from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
+from functools import cached_property
 from pathlib import Path
 from typing import Any
 
@@ -20,7 +30,15 @@ import numpy as np
 
 from opensir_lite.generation import SamplingSettings, generate
 from opensir_lite.grading import majority_vote
-from opensir_lite.parsing import clean_text, extract_answer, extract_boxed_answer, gold_matches, normalise_gold
+from opensir_lite.parsing import (
+    clean_text,
+    extract_answer,
+    extract_boxed_answer,
+    gold_matches,
+    normalise_gold,
+    parse_completion,
+    verify_parsed,
+)
 from opensir_lite.pool import atomic_write_text, read_jsonl_objects
 from opensir_lite.prompts import render, student_messages
 
@@ -39,35 +57,92 @@ class BenchmarkSpec:
     answer_field: str
     gold_format: str  # hashes | boxed | plain | list | auto
     hub: tuple[str, str | None, str, str, str, str]  # (path, config, split, question field, answer field, format)
+    # How the official evaluate.py parses this benchmark's gold answer: "dollars" = "$gold$" with the LaTeX
+    # extraction (GSM8K, MATH-500, Minerva), "raw" = the field as it is with LaTeX and expression extraction (College
+    # Math, OlympiadBench's first final answer). Benchmarks the official code does not evaluate use "raw".
+    official_gold: str = "raw"
 
 
 BENCHMARKS: dict[str, BenchmarkSpec] = {
     s.name: s
     for s in [
         BenchmarkSpec("gsm8k", "gsm8k.jsonl", "question", "answer", "hashes",
-                      ("openai/gsm8k", "main", "test", "question", "answer", "hashes")),
+                      ("openai/gsm8k", "main", "test", "question", "answer", "hashes"), "dollars"),
         BenchmarkSpec("math500", "math500.jsonl", "question", "answer", "boxed",
-                      ("HuggingFaceH4/MATH-500", None, "test", "problem", "answer", "plain")),
+                      ("HuggingFaceH4/MATH-500", None, "test", "problem", "answer", "plain"), "dollars"),
         BenchmarkSpec("college_math", "college_math.jsonl", "question", "answer", "plain",
                       ("di-zhang-fdu/College_Math_Test", None, "test", "question", "answer", "plain")),
         BenchmarkSpec("minerva_math", "minerva_math.jsonl", "problem", "solution", "boxed",
-                      ("math-ai/minervamath", None, "test", "question", "answer", "plain")),
+                      ("math-ai/minervamath", None, "test", "question", "answer", "plain"), "dollars"),
         BenchmarkSpec("olympiadbench", "olympiadbench.jsonl", "question", "final_answer", "list",
                       ("Hothan/OlympiadBench", "OE_TO_maths_en_COMP", "train", "question", "final_answer", "list")),
         BenchmarkSpec("aime24", "aime24.jsonl", "problem", "answer", "plain",
                       ("HuggingFaceH4/aime_2024", None, "train", "problem", "answer", "plain")),
         BenchmarkSpec("amc23", "amc23.jsonl", "problem", "answer", "plain",
                       ("math-ai/amc23", None, "test", "question", "answer", "plain")),
+        BenchmarkSpec("asdiv", "asdiv.jsonl", "question", "answer", "plain",
+                      ("EleutherAI/asdiv", None, "validation", "question", "answer", "plain")),
     ]
 }  # fmt: skip
+# GSM8K test rows held out of every --limit subset: the labelled probe that training logs pseudo-label quality on
+# (tuning looks at them, so evaluation subsets never contain them). The last 32 of the 1,319 test rows, 1-based in
+# file order.
+PROBE_BENCHMARK = "gsm8k"
+PROBE_ROWS = tuple(range(1288, 1320))
 ALIASES = {"math-500": "math500", "math_500": "math500", "minerva": "minerva_math", "college-math": "college_math"}
 
 
 @dataclass
 class Item:
     question: str
-    gold: str
+    gold: str  # the gold answer as text (what the strict protocol compares with)
     index: int  # row number in the source (1-based for files)
+    raw_gold: Any = None  # the answer field as stored
+    gold_format: str = "plain"  # how the field holds the answer (BenchmarkSpec.gold_format, resolved for "auto")
+    gold_rule: str = "raw"  # how the official evaluate.py parses it (BenchmarkSpec.official_gold)
+
+    @cached_property
+    def official_gold(self) -> tuple | None:
+        """math-verify's parse of the gold answer as the official evaluate.py makes it (computed when needed)."""
+        return official_gold(
+            self.raw_gold if self.raw_gold is not None else self.gold, self.gold_format, self.gold_rule
+        )
+
+
+def _first_list_item(value: Any) -> Any:
+    if isinstance(value, str):
+        try:
+            value = ast.literal_eval(value)  # literals only: never runs code
+        except (ValueError, SyntaxError, MemoryError, RecursionError):
+            return value
+    return value[0] if isinstance(value, list | tuple) and value else value
+
+
+def official_gold(value: Any, fmt: str, rule: str) -> tuple | None:
+    """The gold answer parsed as the official ``evaluate.py`` does: ``dollars`` wraps the extracted gold in ``$``
+    and uses the LaTeX extraction; ``raw`` parses the field itself (a list's first item) with the LaTeX and
+    expression extractions. None when the field is empty or nothing parses."""
+    from math_verify import ExprExtractionConfig, LatexExtractionConfig, parse
+
+    if value is None:
+        return None
+    if rule == "dollars":
+        text = clean_text(value).strip()
+        if fmt == "hashes":  # GSM8K: what follows ####, thousands separators kept as the official code keeps them
+            text = text.split("####")[-1].strip() if "####" in text else ""
+        elif fmt == "boxed":
+            text = extract_gold(value, fmt) or ""
+        text, configs = f"${text}$", [LatexExtractionConfig()]
+    else:
+        text = clean_text(_first_list_item(value) if fmt == "list" else value).strip()
+        configs = [LatexExtractionConfig(), ExprExtractionConfig()]
+    if not text.strip("$ "):
+        return None
+    try:
+        parsed = parse(text, extraction_config=configs, fallback_mode="first_match", extraction_mode="first_match")
+    except Exception:  # noqa: BLE001 - an unparseable gold is no gold
+        return None
+    return tuple(parsed) or None
 
 
 def _strip_dollars(text: str) -> str:
@@ -142,6 +217,7 @@ def load_items(
     skip_bad_rows: bool = False,
 ) -> tuple[str, list[Item], int]:
     """(benchmark name, items, skipped rows). ``name`` is a known benchmark or a path to a custom JSONL."""
+    rule = "raw"
     if name.endswith(".jsonl"):
         path = Path(name)
         bench = path.stem
@@ -149,7 +225,7 @@ def load_items(
         q_field, a_field, fmt, source = question_field or "question", answer_field or "answer", "auto", str(path)
     else:
         spec = resolve_benchmark(name)
-        bench = spec.name
+        bench, rule = spec.name, spec.official_gold
         if data_dir is not None:
             path = Path(data_dir) / spec.file
             rows = _rows_from_jsonl(path)
@@ -172,18 +248,35 @@ def load_items(
                 skipped += 1
                 continue
             raise BenchmarkError(f"{where}: no usable gold answer in {a_field!r} (use --skip_bad_rows to skip it)")
-        items.append(Item(question=question, gold=gold, index=lineno))
+        raw = row[a_field]
+        row_fmt = fmt
+        if fmt == "auto":
+            row_fmt = "boxed" if "\\boxed" in str(raw) else "hashes" if "####" in str(raw) else "plain"
+        items.append(Item(question, gold, lineno, raw_gold=raw, gold_format=row_fmt, gold_rule=rule))
     if not items:
         raise BenchmarkError(f"{source}: no rows to evaluate")
     return bench, items, skipped
 
 
-def subset(items: list[Item], limit: int | None, seed: int) -> list[Item]:
-    """A fixed random subset of ``limit`` items for a given seed (all items when limit is None)."""
-    if not limit or limit >= len(items):
+def subset(items: list[Item], limit: int | None, seed: int, benchmark: str | None = None) -> list[Item]:
+    """A fixed random subset of ``limit`` items for a given seed (all items when limit is None). GSM8K subsets never
+    contain the probe rows (:data:`PROBE_ROWS`), which training uses to measure pseudo-label quality."""
+    if not limit:
+        return items
+    if benchmark == PROBE_BENCHMARK:
+        items = [it for it in items if it.index not in PROBE_ROWS]
+    if not items:
+        raise BenchmarkError(f"{benchmark}: no rows left to evaluate outside the probe rows")
+    if limit >= len(items):
         return items
     picked = np.random.default_rng(seed).permutation(len(items))[:limit]
     return [items[i] for i in sorted(picked)]
+
+
+def probe_items(data_dir: str | Path | None) -> list[Item]:
+    """The labelled probe: GSM8K rows :data:`PROBE_ROWS` (never in an evaluation subset)."""
+    _, items, _ = load_items(PROBE_BENCHMARK, data_dir)
+    return [it for it in items if it.index in PROBE_ROWS]
 
 
 # ---- metrics ------------------------------------------------------------------------------------------------
@@ -202,21 +295,56 @@ def _mean_se(values: list[float]) -> tuple[float, float]:
     return float(arr.mean()), se
 
 
-def score_questions(corrects: list[list[bool]], answers: list[list[str | None]], golds: list[str], k: int) -> dict:
-    """avg@n, pass@k and maj@k (first k samples) with standard errors over questions."""
+def score_questions(corrects: list[list[bool]], answers: list[list[str | None]], k: int) -> dict:
+    """avg@n, pass@k and maj@k (first k samples) with standard errors over questions. maj@k is right when the
+    majority class of the first k answers holds a correct answer (the class is right or wrong as a whole)."""
     n = len(corrects[0]) if corrects else 0
     k = max(1, min(k, n)) if n else 1
     avg = [sum(c) / len(c) for c in corrects]
     passk = [pass_at_k(len(c), sum(c), k) for c in corrects]
     majk = []
-    for ans, gold in zip(answers, golds, strict=True):
+    for ans, cor in zip(answers, corrects, strict=True):
         vote = majority_vote(ans[:k])
-        majk.append(float(gold_matches(vote.majority, gold)))
+        first = next((i for i in range(len(vote.classes)) if vote.agrees(i)), None)
+        majk.append(float(first is not None and cor[first]))
     out = {}
     for name, values in ((f"avg@{n}", avg), (f"pass@{k}", passk), (f"maj@{k}", majk)):
         mean, se = _mean_se(values)
         out[name], out[f"{name}_se"] = mean, se
     return out
+
+
+# ---- protocols ----------------------------------------------------------------------------------------------
+@dataclass(frozen=True)
+class Protocol:
+    """How completions are graded, and the sampling a protocol's numbers are reported with."""
+
+    name: str
+    extraction: str  # opensir_lite.parsing answer extraction mode for predictions
+    max_new_tokens: int
+    n: int
+    temperature: float
+    top_p: float
+
+
+PROTOCOLS = {
+    "opensir": Protocol("opensir", "latex_expr", max_new_tokens=4096, n=16, temperature=0.6, top_p=0.95),
+    "strict": Protocol("strict", "boxed", max_new_tokens=1024, n=1, temperature=0.0, top_p=1.0),
+}
+OPENSIR_PARSE_TIMEOUT_S = 1  # the official evaluate.py's parsing_timeout
+OPENSIR_VERIFY_TIMEOUT_S = 10  # and its verify timeout
+
+
+def grade(protocol: str, text: str, item: Item) -> tuple[str | None, bool]:
+    """(answer, correct) of one completion under a protocol."""
+    if protocol == "opensir":
+        parsed = parse_completion(text, "latex_expr", timeout_s=OPENSIR_PARSE_TIMEOUT_S)
+        answer = parsed[1] if parsed and len(parsed) > 1 and isinstance(parsed[1], str) else None
+        return answer, verify_parsed(item.official_gold, parsed, timeout_s=OPENSIR_VERIFY_TIMEOUT_S)
+    if protocol == "strict":
+        answer = extract_answer(text, "boxed")
+        return answer, gold_matches(answer, item.gold)
+    raise BenchmarkError(f"unknown protocol {protocol!r}: choose from {', '.join(PROTOCOLS)}")
 
 
 # ---- running ------------------------------------------------------------------------------------------------
@@ -231,6 +359,26 @@ class EvalSettings:
     seed: int = 0
     limit: int | None = None
     use_system_prompt: bool = True
+    protocol: str = "opensir"  # the headline protocol of results.json (both are always reported)
+
+    def __post_init__(self):
+        if self.protocol not in PROTOCOLS:
+            raise BenchmarkError(f"unknown protocol {self.protocol!r}: choose from {', '.join(PROTOCOLS)}")
+        if self.n > 1 and self.temperature <= 0:
+            raise BenchmarkError(
+                f"--n {self.n} at --temperature {self.temperature} samples {self.n} identical greedy completions: "
+                "set --temperature above 0 (the opensir protocol: 0.6) or --n 1"
+            )
+
+    @classmethod
+    def for_protocol(cls, protocol: str = "opensir", **overrides: Any) -> EvalSettings:
+        """Settings with a protocol's sampling defaults; overrides that are None keep the default."""
+        if protocol not in PROTOCOLS:
+            raise BenchmarkError(f"unknown protocol {protocol!r}: choose from {', '.join(PROTOCOLS)}")
+        p = PROTOCOLS[protocol]
+        values = {"n": p.n, "temperature": p.temperature, "top_p": p.top_p, "max_new_tokens": p.max_new_tokens}
+        values.update({k: v for k, v in overrides.items() if v is not None})
+        return cls(protocol=protocol, **values)
 
 
 @dataclass
@@ -244,6 +392,8 @@ class BenchmarkResult:
     tokens: int
     tokens_per_second: float
     samples: list[dict[str, Any]] = field(default_factory=list, repr=False)
+    protocols: dict[str, dict[str, float]] = field(default_factory=dict)  # every protocol's metrics
+    source: str | None = None  # the benchmark name or JSONL path it was loaded from (for --regrade)
 
 
 SampleFn = Callable[[list[str], int, SamplingSettings], list[list[tuple[str, int]]]]
@@ -297,14 +447,13 @@ def evaluate_items(
     settings: EvalSettings,
     skipped: int = 0,
     progress: bool = True,
+    source: str | None = None,
 ) -> BenchmarkResult:
-    """Sample, grade and score one benchmark's items."""
+    """Sample, grade and score one benchmark's items (``source``: the name or path they were loaded from)."""
     from tqdm.auto import tqdm
 
     n = settings.n
-    sampling = SamplingSettings(
-        settings.max_new_tokens, settings.temperature if n > 1 or settings.temperature else 0.0, settings.top_p
-    )
+    sampling = SamplingSettings(settings.max_new_tokens, settings.temperature, settings.top_p)
     prompts = [render(tokenizer, student_messages(it.question, settings.use_system_prompt)) for it in items]
     completions: list[list[tuple[str, int]]] = []
     t0 = time.perf_counter()
@@ -315,27 +464,55 @@ def evaluate_items(
         bar.update(len(chunk))
     bar.close()
     t_gen = time.perf_counter() - t0
-    t0 = time.perf_counter()
-    answers = [[extract_answer(text) for text, _ in group] for group in completions]
-    corrects = [[gold_matches(a, it.gold) for a in group] for group, it in zip(answers, items, strict=True)]
-    metrics = score_questions(corrects, answers, [it.gold for it in items], settings.k or n)
-    t_grade = time.perf_counter() - t0
     tokens = sum(t for group in completions for _, t in group)
+    texts = [[text for text, _ in group] for group in completions]
+    return grade_benchmark(
+        bench, items, texts, settings, skipped,
+        {"generation_s": t_gen}, tokens, tokens / t_gen if t_gen else 0.0, source,
+    )  # fmt: skip
+
+
+def grade_benchmark(
+    bench: str,
+    items: list[Item],
+    texts: list[list[str]],
+    settings: EvalSettings,
+    skipped: int = 0,
+    timings: dict[str, float] | None = None,
+    tokens: int = 0,
+    tokens_per_second: float = 0.0,
+    source: str | None = None,
+) -> BenchmarkResult:
+    """Grade every question's completions under every protocol; ``metrics`` are the headline protocol's."""
+    t0 = time.perf_counter()
+    by_protocol: dict[str, dict[str, list]] = {}
+    metrics: dict[str, dict[str, float]] = {}
+    for name in PROTOCOLS:
+        graded = [[grade(name, text, it) for text in group] for group, it in zip(texts, items, strict=True)]
+        answers = [[a for a, _ in group] for group in graded]
+        corrects = [[c for _, c in group] for group in graded]
+        by_protocol[name] = {"answers": answers, "correct": corrects}
+        metrics[name] = score_questions(corrects, answers, settings.k or settings.n)
+    timings = {**(timings or {}), "grading_s": time.perf_counter() - t0}
+    head = by_protocol[settings.protocol]
     samples = [
-        {"benchmark": bench, "index": it.index, "question": it.question, "gold": it.gold,
-         "completions": [text for text, _ in group], "answers": ans, "correct": cor}
-        for it, group, ans, cor in zip(items, completions, answers, corrects, strict=True)
+        {"benchmark": bench, "index": it.index, "question": it.question, "gold": it.gold, "completions": group,
+         "answers": head["answers"][q], "correct": head["correct"][q],
+         "by_protocol": {name: {"answers": v["answers"][q], "correct": v["correct"][q]} for name, v in by_protocol.items()}}
+        for q, (it, group) in enumerate(zip(items, texts, strict=True))
     ]  # fmt: skip
     return BenchmarkResult(
         benchmark=bench,
-        metrics=metrics,
+        metrics=metrics[settings.protocol],
         rows=len(items),
         skipped=skipped,
         settings=asdict(settings),
-        timings={"generation_s": t_gen, "grading_s": t_grade},
+        timings=timings,
         tokens=tokens,
-        tokens_per_second=tokens / t_gen if t_gen else 0.0,
+        tokens_per_second=tokens_per_second,
         samples=samples,
+        protocols=metrics,
+        source=source or bench,
     )
 
 
@@ -343,45 +520,123 @@ def write_outputs(results: list[BenchmarkResult], out_dir: str | Path, model: st
     """``results.json`` (per benchmark) and ``samples.jsonl`` (every completion) into ``out_dir``."""
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
-    payload = {
+    payload: dict[str, Any] = {
         r.benchmark: {
-            "metrics": r.metrics, "n": r.settings["n"], "rows": r.rows, "skipped": r.skipped,
-            "settings": r.settings, "model": model, "adapter": adapter, "timings": r.timings,
-            "tokens": r.tokens, "tokens_per_second": r.tokens_per_second,
+            "protocol": r.settings["protocol"], "metrics": r.metrics, "protocols": r.protocols, "n": r.settings["n"],
+            "rows": r.rows, "skipped": r.skipped, "settings": r.settings, "model": model, "adapter": adapter,
+            "timings": r.timings, "tokens": r.tokens, "tokens_per_second": r.tokens_per_second,
+            "source": r.source,
         }
         for r in results
     }  # fmt: skip
+    if len(results) > 1:
+        payload[MACRO] = macro_average(payload, model, adapter)
     atomic_write_text(out_dir / "results.json", json.dumps(payload, indent=2) + "\n")
     lines = "".join(json.dumps(s, ensure_ascii=False) + "\n" for r in results for s in r.samples)
     atomic_write_text(out_dir / "samples.jsonl", lines)
     return out_dir / "results.json"
 
 
+MACRO = "macro_average"  # the results.json entry averaging the benchmarks
+
+
+def macro_average(payload: dict[str, Any], model: str, adapter: str | None) -> dict[str, Any]:
+    """Each metric averaged over the benchmarks (every protocol); its standard error is sqrt(sum se^2) / B."""
+    benches = [b for b in payload if b != MACRO]
+    protocols: dict[str, dict[str, float]] = {}
+    for name in PROTOCOLS:
+        tables = [payload[b]["protocols"][name] for b in benches if name in payload[b].get("protocols", {})]
+        if len(tables) != len(benches):
+            continue
+        keys = [k for k in tables[0] if not k.endswith("_se") and all(k in t for t in tables)]
+        protocols[name] = {}
+        for k in keys:
+            protocols[name][k] = float(np.mean([t[k] for t in tables]))
+            protocols[name][k + "_se"] = float(math.sqrt(sum(t.get(k + "_se", 0.0) ** 2 for t in tables)) / len(tables))
+    head = payload[benches[0]]["protocol"]
+    return {
+        "protocol": head, "metrics": protocols.get(head, {}), "protocols": protocols, "benchmarks": benches,
+        "rows": sum(payload[b]["rows"] for b in benches), "model": model, "adapter": adapter,
+    }  # fmt: skip
+
+
+def _protocol_tables(r: dict[str, Any]) -> dict[str, dict[str, float]]:
+    """Every protocol's metrics of one results.json entry (older files hold only ``metrics``)."""
+    return r.get("protocols") or {r.get("protocol", "strict"): r["metrics"]}
+
+
 def format_results(payload: dict[str, Any]) -> str:
-    """A console table of ``results.json`` content."""
-    lines = [f"{'benchmark':<15}{'rows':>6}  {'metric':<10}{'value':>8}{'± se':>8}{'tok/s':>9}{'wall s':>9}"]
+    """A console table of ``results.json`` content: each benchmark and the macro average, under each protocol."""
+    lines = [
+        f"{'benchmark':<15}{'rows':>6}  {'protocol':<9}{'metric':<10}{'value':>8}{'± se':>8}{'tok/s':>9}{'wall s':>9}"
+    ]
     for bench, r in payload.items():
-        for i, (name, value) in enumerate((k, v) for k, v in r["metrics"].items() if not k.endswith("_se")):
-            head = f"{bench:<15}{r['rows']:>6}" if i == 0 else " " * 21
-            tail = f"{r['tokens_per_second']:>9.1f}{sum(r['timings'].values()):>9.0f}" if i == 0 else ""
-            lines.append(f"{head}  {name:<10}{100 * value:>7.1f}%{100 * r['metrics'][name + '_se']:>7.1f}{tail}")
+        first = True
+        for proto, table in _protocol_tables(r).items():
+            for name, value in ((k, v) for k, v in table.items() if not k.endswith("_se")):
+                head = f"{bench:<15}{r['rows']:>6}" if first else " " * 21
+                tail = ""
+                if first and "tokens_per_second" in r:
+                    tail = f"{r['tokens_per_second']:>9.1f}{sum(r['timings'].values()):>9.0f}"
+                lines.append(f"{head}  {proto:<9}{name:<10}{100 * value:>7.1f}%{100 * table[name + '_se']:>7.1f}{tail}")
+                first = False
     return "\n".join(lines)
 
 
 def compare_results(base: dict[str, Any], other: dict[str, Any]) -> str:
-    """Deltas (other - base) per benchmark and metric, with the standard error of the difference."""
-    lines = [f"{'benchmark':<15}{'metric':<10}{'base':>8}{'other':>8}{'delta':>8}{'± se':>8}"]
+    """Deltas (other - base) per benchmark, protocol and metric, with the standard error of the difference and
+    the difference in standard errors (z)."""
+    lines = [f"{'benchmark':<15}{'protocol':<9}{'metric':<10}{'base':>8}{'other':>8}{'delta':>8}{'± se':>8}{'z':>7}"]
     for bench in base:
         if bench not in other:
             continue
-        for name, value in base[bench]["metrics"].items():
-            if name.endswith("_se") or name not in other[bench]["metrics"]:
+        theirs = _protocol_tables(other[bench])
+        for proto, table in _protocol_tables(base[bench]).items():
+            if proto not in theirs:
                 continue
-            v2 = other[bench]["metrics"][name]
-            se = math.hypot(
-                base[bench]["metrics"].get(name + "_se", 0.0), other[bench]["metrics"].get(name + "_se", 0.0)
-            )
-            lines.append(
-                f"{bench:<15}{name:<10}{100 * value:>7.1f}%{100 * v2:>7.1f}%{100 * (v2 - value):>+7.1f}{100 * se:>8.1f}"
-            )
+            for name, value in table.items():
+                if name.endswith("_se") or name not in theirs[proto]:
+                    continue
+                v2 = theirs[proto][name]
+                se = math.hypot(table.get(name + "_se", 0.0), theirs[proto].get(name + "_se", 0.0))
+                z = f"{(v2 - value) / se:>+7.1f}" if se > 0 else f"{'-':>7}"
+                lines.append(
+                    f"{bench:<15}{proto:<9}{name:<10}{100 * value:>7.1f}%{100 * v2:>7.1f}%{100 * (v2 - value):>+7.1f}"
+                    f"{100 * se:>8.1f}{z}"
+                )
     return "\n".join(lines)
+
+
+def regrade(run_dir: str | Path, data_dir: str | Path | None = None, protocol: str | None = None) -> Path:
+    """Grade the completions of an earlier run (``samples.jsonl``) again under every protocol and rewrite
+    ``results.json`` (generation settings, timings and token counts are kept). The gold answers are read again
+    from the benchmark files."""
+    run_dir = Path(run_dir)
+    old = json.loads((run_dir / "results.json").read_text())
+    samples: dict[str, list[dict]] = {}
+    for _, row in read_jsonl_objects(run_dir / "samples.jsonl", BenchmarkError):
+        samples.setdefault(row["benchmark"], []).append(row)
+    results = []
+    model = adapter = None
+    for bench, rows in samples.items():
+        info = old[bench]
+        model, adapter = info.get("model"), info.get("adapter")
+        settings_dict = {k: v for k, v in info["settings"].items() if k in EvalSettings.__dataclass_fields__}
+        if protocol:
+            settings_dict["protocol"] = protocol
+        settings = EvalSettings(**settings_dict)
+        _, items, _ = load_items(info.get("source") or bench, data_dir)
+        by_index = {it.index: it for it in items}
+        missing = [r["index"] for r in rows if r["index"] not in by_index]
+        if missing:
+            raise BenchmarkError(f"{bench}: rows {missing[:5]} of samples.jsonl are not in the benchmark file")
+        results.append(
+            grade_benchmark(
+                bench, [by_index[r["index"]] for r in rows], [r["completions"] for r in rows], settings,
+                info.get("skipped", 0), {k: v for k, v in info.get("timings", {}).items() if k != "grading_s"},
+                info.get("tokens", 0), info.get("tokens_per_second", 0.0), info.get("source"),
+            )
+        )  # fmt: skip
+    if not results:
+        raise BenchmarkError(f"{run_dir / 'samples.jsonl'}: no samples to grade")
+    return write_outputs(results, run_dir, str(model), adapter)

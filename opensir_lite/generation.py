@@ -1,4 +1,9 @@
-"""Batched sampling with transformers ``generate``: every sample of a role in as few calls as memory allows."""
+"""Batched sampling with transformers ``generate``: every sample of a role in as few calls as memory allows.
+
+Every sampling parameter comes from :class:`SamplingSettings`; nothing is inherited from the model's own
+``generation_config`` (Qwen2.5-Instruct ships ``repetition_penalty``, ``top_k`` and ``top_p`` there), so the
+samples come from the distribution the configuration names, the one GRPO scores.
+"""
 
 from __future__ import annotations
 
@@ -23,12 +28,43 @@ class Completion:
 
 @dataclass
 class SamplingSettings:
-    """Per-role sampling: new-token budget, temperature (0 = greedy) and nucleus ``top_p``."""
+    """Sampling: new-token budget, temperature (0 = greedy), nucleus ``top_p``, ``top_k`` (0 = off), ``min_p``
+    (0 = off) and ``repetition_penalty`` (1 = off)."""
 
     max_new_tokens: int = 512
     temperature: float = 1.0
     top_p: float = 1.0
     top_k: int = 0
+    min_p: float = 0.0
+    repetition_penalty: float = 1.0
+
+    def generate_kwargs(self) -> dict:
+        """The ``generate`` arguments, every one explicit."""
+        if self.temperature <= 0:
+            return {"do_sample": False}
+        return {
+            "do_sample": True,
+            "temperature": self.temperature,
+            "top_p": self.top_p if self.top_p is not None else 1.0,
+            "top_k": self.top_k or 0,
+            "min_p": self.min_p or None,
+            "repetition_penalty": self.repetition_penalty if self.repetition_penalty is not None else 1.0,
+        }
+
+
+def neutral_generation_config(model, pad_id: int | None, eos_ids: list[int]):
+    """A generation config with transformers' defaults and only the model's special tokens: what ``generate`` may
+    fill unset values from instead of the model's shipped sampling preferences."""
+    from transformers import GenerationConfig
+
+    own = getattr(model, "generation_config", None)
+    return GenerationConfig(bos_token_id=getattr(own, "bos_token_id", None), eos_token_id=eos_ids, pad_token_id=pad_id)
+
+
+def _hf_model(model):
+    """The transformers model under a PEFT wrapper (whose ``generate`` reads that model's generation config)."""
+    get_base = getattr(model, "get_base_model", None)
+    return get_base() if callable(get_base) else model
 
 
 def _trim(ids: list[int], eos_ids: set[int], pad_id: int | None) -> list[int]:
@@ -48,16 +84,20 @@ def generate(
     num_samples: int,
     sampling: SamplingSettings,
     max_batch: int = 0,
+    max_prompt_tokens: int | None = None,
 ) -> list[Completion]:
     """Sample ``num_samples`` completions for each prompt text (already chat-templated).
 
     Returns ``len(prompts) * num_samples`` completions, the samples of a prompt consecutive. All of them go through
-    ``generate`` in one call unless ``max_batch`` (sequences per call, 0 = no limit) splits them.
+    ``generate`` in one call unless ``max_batch`` (sequences per call, 0 = no limit) splits them. With
+    ``max_prompt_tokens`` only the last that many prompt tokens are kept (the completion's ``prompt_ids`` too).
     """
     if not prompts or num_samples <= 0:
         return []
     expanded = [p for p in prompts for _ in range(num_samples)]
     encoded = tokenizer(expanded, add_special_tokens=False)["input_ids"]
+    if max_prompt_tokens:
+        encoded = [ids[-max_prompt_tokens:] for ids in encoded]
     eos = (
         model.generation_config.eos_token_id
         if model.generation_config.eos_token_id is not None
@@ -70,6 +110,9 @@ def generate(
     step = max_batch if max_batch and max_batch > 0 else len(expanded)
     was_training = model.training
     model.eval()
+    hf_model = _hf_model(model)
+    shipped = hf_model.generation_config
+    hf_model.generation_config = neutral_generation_config(hf_model, pad_id, sorted(eos_ids))
     out: list[Completion] = []
     try:
         for start in range(0, len(expanded), step):
@@ -81,12 +124,7 @@ def generate(
                 input_ids[row, width - len(ids) :] = torch.tensor(ids, dtype=torch.long)
                 attention[row, width - len(ids) :] = 1
             kwargs = dict(max_new_tokens=sampling.max_new_tokens, pad_token_id=pad_id, eos_token_id=sorted(eos_ids))
-            if sampling.temperature > 0:
-                kwargs.update(
-                    do_sample=True, temperature=sampling.temperature, top_p=sampling.top_p, top_k=sampling.top_k or None
-                )
-            else:
-                kwargs.update(do_sample=False, temperature=None, top_p=None, top_k=None)
+            kwargs.update(sampling.generate_kwargs())
             sequences = model.generate(
                 input_ids=input_ids.to(device), attention_mask=attention.to(device), use_cache=True, **kwargs
             )
@@ -95,5 +133,6 @@ def generate(
                 gen = _trim(gen, eos_ids, pad_id)
                 out.append(Completion(list(ids), gen, tokenizer.decode(gen, skip_special_tokens=True)))
     finally:
+        hf_model.generation_config = shipped
         model.train(was_training)
     return out

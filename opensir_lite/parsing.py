@@ -166,6 +166,54 @@ def extract_boxed_answer(text: object) -> str | None:
     return None
 
 
+# ---- answers: extract -> normalise -> compare ---------------------------------------------------------------
+# How a student answer is read from a completion (``answer_extraction``):
+#   latex      - the official OpenSIR training reading: math-verify's LaTeX extraction over the whole completion, a
+#                boxed answer first, else an anchored one ("the final answer is: $12$"); never bare prose numbers.
+#   latex_expr - the official OpenSIR *evaluation* reading: plain expressions too ("The answer is 18.").
+#   boxed      - strict: the content of the last \\boxed{} only.
+ANSWER_EXTRACTIONS = ("latex", "latex_expr", "boxed")
+# How equal answers are grouped in the majority vote (``answer_vote``):
+#   string      - the official code: equal strings of math-verify's normal form (``str`` of the sympy object).
+#   equivalence - math-verify ``verify`` against each class's first answer (merges 3.0 and 3, (x+1)^2 and x^2+2x+1).
+ANSWER_VOTES = ("string", "equivalence")
+MAX_PARSE_CHARS = 100_000  # a completion longer than this is read from its last characters (hostile input bound)
+
+
+def _extraction_configs(mode: str) -> list:
+    from math_verify import ExprExtractionConfig, LatexExtractionConfig
+
+    latex = LatexExtractionConfig(boxed_match_priority=0, try_extract_without_anchor=False)
+    if mode == "latex":
+        return [latex]
+    if mode == "latex_expr":
+        return [ExprExtractionConfig(), latex]
+    raise ValueError(f"answer extraction must be one of {', '.join(ANSWER_EXTRACTIONS)}, got {mode!r}")
+
+
+def parse_completion(text: object, mode: str = "latex", timeout_s: float = PARSE_TIMEOUT_S) -> tuple | None:
+    """math-verify's reading of a whole completion as the official OpenSIR code calls it (``first_match``
+    extraction and fallback): ``(sympy object, matched text)``, or None when nothing is read. ``boxed`` mode parses
+    the last ``\\boxed{}`` content instead."""
+    if mode == "boxed":
+        return normalise_answer(extract_boxed_answer(text))
+    configs = _extraction_configs(mode)
+    text = clean_text(text)[-MAX_PARSE_CHARS:]
+    from math_verify import parse
+
+    try:
+        parsed = parse(
+            text,
+            extraction_config=configs,
+            extraction_mode="first_match",
+            fallback_mode="first_match",
+            parsing_timeout=timeout_s,
+        )
+    except Exception:  # noqa: BLE001 - the grammar or sympy may choke on anything; that is "no answer"
+        return None
+    return tuple(parsed) if parsed else None
+
+
 def _math_verify_parse(text: str, with_expressions: bool, fallback: bool) -> tuple:
     """math-verify's parse of ``$text$`` under its time limit; () when nothing parses or the parser fails."""
     from math_verify import ExprExtractionConfig, LatexExtractionConfig, parse
@@ -183,26 +231,47 @@ def _math_verify_parse(text: str, with_expressions: bool, fallback: bool) -> tup
     return tuple(parsed)
 
 
-def _verify(gold: tuple | None, target: tuple | None) -> bool:
+def verify_parsed(gold: tuple | None, target: tuple | None, timeout_s: float = VERIFY_TIMEOUT_S) -> bool:
     if gold is None or target is None:
         return False
     from math_verify import verify
 
     try:
-        return bool(verify(list(gold), list(target), timeout_seconds=VERIFY_TIMEOUT_S))
+        return bool(verify(list(gold), list(target), timeout_seconds=timeout_s))
     except Exception:  # noqa: BLE001
         return False
 
 
 @lru_cache(maxsize=16384)
 def normalise_answer(answer: str | None) -> tuple | None:
-    """Parse a model's answer string into math-verify's normal form (a tuple of sympy objects), or None."""
+    """Parse an answer string (the text a completion's answer was read from) into math-verify's normal form (a
+    tuple of sympy objects), or None."""
     if answer is None:
         return None
     answer = clean_text(answer).strip()
     if not answer or len(answer) > MAX_ANSWER_CHARS:
         return None
-    return _math_verify_parse(answer, with_expressions=False, fallback=False) or None
+    return (
+        _math_verify_parse(answer, with_expressions=False, fallback=False)
+        or _math_verify_parse(answer, with_expressions=True, fallback=False)
+        or None
+    )
+
+
+def _sympy_str(parsed: tuple | None) -> str | None:
+    if not parsed:
+        return None
+    try:
+        return str(parsed[0])
+    except Exception:  # noqa: BLE001 - sympy objects holding NaN, zoo or worse may not even print
+        return None
+
+
+@lru_cache(maxsize=16384)
+def answer_key(answer: str | None) -> str | None:
+    """The official OpenSIR vote key of an answer: ``str`` of math-verify's sympy object (``0.5`` and
+    ``\\frac{1}{2}`` both give ``1/2``; ``3.0`` gives ``3.00000000000000`` and ``3`` gives ``3``)."""
+    return _sympy_str(normalise_answer(answer))
 
 
 @lru_cache(maxsize=16384)
@@ -217,21 +286,104 @@ def normalise_gold(gold: str | None) -> tuple | None:
     return _math_verify_parse(gold, with_expressions=True, fallback=True) or (gold,)
 
 
-def answers_equal(a: str | None, b: str | None) -> bool:
-    """Mathematical equivalence of two model answers (math-verify, time-limited); False when either is invalid."""
+def answers_equal(a: str | None, b: str | None, vote: str = "equivalence") -> bool:
+    """Whether two model answers are the same answer: equal vote keys (``string``, the official rule) or
+    mathematical equivalence (``equivalence``, math-verify, time-limited). False when either is invalid."""
     if a is None or b is None:
         return False
-    return a.strip() == b.strip() or _verify(normalise_answer(a), normalise_answer(b))
+    if vote == "string":
+        key = answer_key(a)
+        return key is not None and key == answer_key(b)
+    return a.strip() == b.strip() or verify_parsed(normalise_answer(a), normalise_answer(b))
 
 
 def gold_matches(answer: str | None, gold: str | None) -> bool:
     """Whether a model answer equals a benchmark gold answer (math-verify, time-limited)."""
     if answer is None or gold is None:
         return False
-    return answer.strip() == gold.strip() or _verify(normalise_gold(gold), normalise_answer(answer))
+    return answer.strip() == gold.strip() or verify_parsed(normalise_gold(gold), normalise_answer(answer))
 
 
-def extract_answer(text: object) -> str | None:
-    """The student's answer: the last boxed expression, kept only if it parses as maths."""
-    answer = extract_boxed_answer(text)
-    return answer if normalise_answer(answer) is not None else None
+def extract_answer(text: object, mode: str = "latex") -> str | None:
+    """The student's answer as the text it was read from (``\\frac{1}{2}``, ``18``), or None.
+
+    ``latex`` and ``latex_expr`` read the completion as the official code does and, as it does, keep the answer
+    only when its normal form looks like maths (:func:`is_math_expression`); ``boxed`` keeps the last boxed
+    expression when it parses."""
+    if mode == "boxed":
+        answer = extract_boxed_answer(text)
+        return answer if normalise_answer(answer) is not None else None
+    parsed = parse_completion(text, mode)
+    if not parsed:
+        return None
+    source = parsed[1] if len(parsed) > 1 and isinstance(parsed[1], str) else _sympy_str(parsed)
+    if not source or len(source) > MAX_ANSWER_CHARS:
+        return None
+    key = answer_key(source.strip())
+    return source.strip() if key is not None and is_math_expression(key) else None
+
+
+# ---- the official filters on answers and problems ---------------------------------------------------------
+_CURRENCY = "[$£€¥¢₹₽₪₨₩₦₡₵₴₸₺₼]"
+_MATH_PATTERNS = [
+    re.compile(p)
+    for p in (
+        r"^-?\d+(\.\d+)?$",  # integers and decimals
+        r"^-?\.\d+$",  # .35625
+        r"^-?\d{1,3}(,\d{3})*(\.\d+)?$",  # 12,500.00
+        r"^\d+(\.\d+)?(,\s*\d+(\.\d+)?)+$",  # 15, 21, 27
+        r"^\d+(\.\d+)?(:\d+(\.\d+)?)+$",  # ratios 4:5
+        r"^\d+(\.\d+)?\\?%$",  # percentages
+        r"^\d+!$",  # factorials
+        r"^\\\$\d+(\.\d+)?$",  # \$18.90
+        rf"^({_CURRENCY}?\d+(\.\d+)?{_CURRENCY}?|\d+(\.\d+)?{_CURRENCY})$",  # £500, 142.86$
+        r"^\d+/\d+$",  # fractions
+    )
+]
+_MATH_SEARCHES = [
+    re.compile(p)
+    for p in (
+        r"\\(pi|theta|alpha|beta|gamma|delta|epsilon|sigma|mu|nu|rho|tau|phi|psi|omega)",
+        r"\\(int|sum|prod|lim|sqrt|frac|sin|cos|tan|log|ln|exp)",
+        r"\\(circ|infty)",
+        r"\\;",
+        r"\\\w+",  # any LaTeX command
+        r"[\+\-\*/\^=<>(){}[\]]",  # operators and brackets
+    )
+]
+_TEXT_COMMAND = re.compile(r"\\text\{[^}]*\}")
+
+
+def is_math_expression(s: str | None) -> bool:
+    """The official code's test that a parsed answer looks like maths (its ``is_math_expression`` rules): numbers,
+    decimals, thousands separators, lists, ratios, percentages, factorials, currency, fractions, LaTeX maths
+    commands or operators; not empty, not ``\\text{...}``, not the prompt's ``\\boxed{ANSWER}`` placeholder."""
+    if not s or s.isspace() or s.strip() == "\\boxed{ANSWER}" or _TEXT_COMMAND.match(s):
+        return False
+    if any(p.match(s) for p in _MATH_PATTERNS):
+        return True
+    return any(p.search(s) for p in _MATH_SEARCHES)
+
+
+# A tag such as <problem>, </think> or <br/>: a letter-led name of at least two characters (x < 5 is no tag).
+_XML_TAG_RE = re.compile(r"</?([a-zA-Z][a-zA-Z0-9_-]*)(?:\s[^<>]*?)?/?>")
+
+
+def contains_xml_tags(text: str | None) -> bool:
+    """True when the text holds an XML-like tag (the official seeding filter on problems)."""
+    if not text:
+        return False
+    return any(len(m.group(1)) > 1 for m in _XML_TAG_RE.finditer(str(text).strip()))
+
+
+def answer_in_problem(answer_key_text: str | None, problem: str | None) -> bool:
+    """True when the majority answer's normal form appears in the problem as a whole word (the official seeding
+    filter: a problem that states its own answer)."""
+    if not answer_key_text or not problem:
+        return False
+    return re.search(r"\b" + re.escape(answer_key_text) + r"\b", problem) is not None
+
+
+def has_digit(text: str | None) -> bool:
+    """True when the text contains a digit (the official seeding filter: answers without numbers are words)."""
+    return bool(text) and any(ch.isdigit() for ch in str(text))

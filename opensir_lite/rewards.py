@@ -11,7 +11,7 @@ from __future__ import annotations
 import math
 from collections.abc import Callable, Sequence
 
-from opensir_lite.parsing import answers_equal, has_final_answer_line, has_think_block
+from opensir_lite.parsing import has_final_answer_line, has_think_block
 
 TEACHER = "teacher"
 STUDENT = "student"
@@ -125,12 +125,11 @@ def make_teacher_rewards(
     return [solvability, diversity, teacher_format, response_length]
 
 
-def accuracy(completions, role=None, answer=None, majority_answer=None, **_) -> list[float | None]:
-    """Student: 1 when the row's answer is equivalent to the group's majority answer, else 0 (no answer = 0)."""
-    roles, answers, majorities = (_col(completions, v) for v in (role, answer, majority_answer))
-    return [
-        float(answers_equal(a, m)) if r == STUDENT else None for r, a, m in zip(roles, answers, majorities, strict=True)
-    ]
+def accuracy(completions, role=None, in_majority=None, **_) -> list[float | None]:
+    """Student: 1 when the row's answer is in the majority class of its group's vote (``Vote.agrees``, the same
+    classes the solve rate counts), else 0 (no answer = 0)."""
+    roles, agrees = (_col(completions, v) for v in (role, in_majority))
+    return [float(bool(a)) if r == STUDENT else None for r, a in zip(roles, agrees, strict=True)]
 
 
 def student_format(completions, role=None, **_) -> list[float | None]:

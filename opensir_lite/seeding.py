@@ -1,7 +1,9 @@
-"""Seeding an initial pool, as the paper does before training: the teacher prompt is applied to the seed problem and
-then to problems already accepted; each candidate is solved G times and kept when its solve rate is inside the
-target range. The output is a pool file (``pool.jsonl`` format) that the trainer accepts as ``initial_pool_path``;
-rerunning with the same output resumes and appends until N problems are accepted.
+"""Seeding an initial pool, as the official ``generate_initial_problems.py`` does before training: the teacher prompt
+is applied to the seed problem and then to problems already accepted; each candidate is solved G times and kept
+when it passes the official filters: its solve rate is inside the gate, the majority answer contains a digit and
+does not appear in the problem as a whole word, and the problem has at least 30 characters and no XML tag. The
+output is a pool file (``pool.jsonl`` format) that the trainer accepts as ``initial_pool_path``; rerunning with the
+same output resumes and appends until N problems are accepted (the paper's run used 512).
 """
 
 from __future__ import annotations
@@ -14,13 +16,43 @@ import numpy as np
 
 from opensir_lite.generation import SamplingSettings, generate
 from opensir_lite.grading import majority_vote
-from opensir_lite.parsing import extract_answer, parse_teacher_output
+from opensir_lite.parsing import (
+    answer_in_problem,
+    answer_key,
+    contains_xml_tags,
+    extract_answer,
+    has_digit,
+    parse_teacher_output,
+)
 from opensir_lite.pool import ProblemPool, ProblemRecord
 from opensir_lite.prompts import SEED_PROBLEM, render, student_messages, teacher_messages
 from opensir_lite.rewards import GATE_LOWER, GATE_UPPER
 
 OUT_OF_RANGE = "solve_rate_out_of_range"
 DUPLICATE = "duplicate"
+NO_DIGIT = "answer_without_digit"  # official: an answer with no number is words read as symbols (A*N*S*W*E*R)
+ANSWER_IN_PROBLEM = "answer_in_problem"  # official: the problem states its own answer
+SHORT_FOR_POOL = "problem_under_30_chars"  # official: too short to be a meaningful problem
+XML_IN_PROBLEM = "xml_in_problem"  # official: tags leaked into the problem text
+MIN_SEED_PROBLEM_CHARS = 30  # the official seeding's minimum problem length
+
+
+def seed_rejection(
+    problem: str, majority: str | None, solve_rate: float | None, lower: float, upper: float
+) -> str | None:
+    """Why the official seeding filters would reject a parsed candidate (None: accept)."""
+    if contains_xml_tags(problem):
+        return XML_IN_PROBLEM
+    if solve_rate is None or not lower - 1e-9 <= solve_rate <= upper + 1e-9:
+        return OUT_OF_RANGE
+    key = answer_key(majority)
+    if not has_digit(key):
+        return NO_DIGIT
+    if len(problem.strip()) < MIN_SEED_PROBLEM_CHARS:
+        return SHORT_FOR_POOL
+    if answer_in_problem(key, problem):
+        return ANSWER_IN_PROBLEM
+    return None
 
 
 @dataclass
@@ -37,6 +69,9 @@ class SeedSettings:
     use_system_prompt: bool = True
     teacher_format_hint: bool = False  # see SelfPlayConfig
     teacher_prefill: str = ""
+    answer_extraction: str = "latex"  # official training reading (see SelfPlayConfig)
+    answer_vote: str = "string"  # official vote
+    drop_duplicates: bool = True  # ours: the official seeding may accept the same problem twice
 
 
 @dataclass
@@ -105,7 +140,8 @@ def seed_pool(
             if parse.ok:
                 k = candidates.index(i)
                 group = solutions[k * G : (k + 1) * G]
-                vote = majority_vote([extract_answer(c.text) for c in group])
+                answers = [extract_answer(c.text, settings.answer_extraction) for c in group]
+                vote = majority_vote(answers, by=settings.answer_vote)
                 record.solve_rate, record.majority_answer, record.n_valid_answers = (
                     vote.solve_rate,
                     vote.majority,
@@ -113,15 +149,15 @@ def seed_pool(
                 )
                 record.mean_student_tokens = float(np.mean([c.num_tokens for c in group]))
                 key = parse.problem.strip().lower()
-                if vote.n_valid == 0:
-                    record.reason = "no_valid_answer"
-                elif key in seen:
-                    record.legal, record.reason = True, DUPLICATE
-                elif settings.solve_rate_lower - 1e-9 <= vote.solve_rate <= settings.solve_rate_upper + 1e-9:
-                    record.legal, record.in_pool = True, True
+                record.legal = True  # parsed (official legality); the filters below decide the pool
+                record.reason = seed_rejection(
+                    parse.problem, vote.majority, vote.solve_rate, settings.solve_rate_lower, settings.solve_rate_upper
+                )
+                if record.reason is None and settings.drop_duplicates and key in seen:
+                    record.reason = DUPLICATE
+                if record.reason is None:
+                    record.in_pool = True
                     seen.add(key)
-                else:
-                    record.legal, record.reason = True, OUT_OF_RANGE
             if record.in_pool and accepted_count(pool) + sum(r.in_pool for r in records) >= settings.n_problems:
                 record.in_pool, record.reason = False, "over_target"  # N reached within this batch
             records.append(record)

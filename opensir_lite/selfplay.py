@@ -1,9 +1,10 @@
 """One OpenSIR self-play round, and the TRL ``rollout_func`` that runs it.
 
 A round: sample reference problems from the pool -> teacher prompts -> G teacher samples per prompt (``upscale``
-times more groups than are trained) -> parse -> G student samples per parsed problem -> answers, majority vote,
-solve rate -> embeddings and novelty -> reward columns -> pick the teacher groups with the highest variance of the
-combined score and the student problems with the best combined score -> pool growth -> training rows.
+times more groups than are trained) -> parse (a parsed problem is legal, as in the official code) -> G student
+samples per legal problem -> answers, majority vote, solve rate (None when no student answer is valid) ->
+embeddings and novelty -> reward columns -> pick the teacher groups with the highest variance of the combined score
+and the student problems with the best combined score among those with a solve rate -> pool growth -> training rows.
 
 The rows go back to TRL's ``GRPOTrainer``: G consecutive rows form a group (teacher and student groups never mix),
 ``env_mask`` removes the ``<concepts>`` span of teacher completions (and whole filler rows) from the loss, and
@@ -81,6 +82,25 @@ def concepts_loss_mask(tokenizer, completion_ids: list[int]) -> list[int]:
     for j in range(first, last + 1):
         mask[j] = 0
     return mask
+
+
+def sampling_settings(args, role: str) -> SamplingSettings:
+    """The sampling of a role: its token budget, and the configuration's one temperature, top_p, top_k, min_p and
+    repetition_penalty (TRL scores completions at ``args.temperature``, so rollouts sample at it too)."""
+    return SamplingSettings(
+        max_new_tokens=getattr(args, f"{role}_max_new_tokens"),
+        temperature=args.temperature,
+        top_p=args.top_p,
+        top_k=args.top_k or 0,
+        min_p=getattr(args, "min_p", None) or 0.0,
+        repetition_penalty=getattr(args, "repetition_penalty", 1.0) or 1.0,
+    )
+
+
+def scored_student_tokens(record: ProblemRecord) -> float | None:
+    """The mean student length the response-length reward sees: only problems with a solve rate have one (as the
+    official code scores lengths of answered problems only)."""
+    return record.mean_student_tokens if record.solve_rate is not None else None
 
 
 @dataclass
@@ -166,21 +186,21 @@ class SelfPlay:
             for r in references
         ]
         t0 = time.perf_counter()
-        teacher_out = generate(model, tokenizer, teacher_texts, G, self._sampling("teacher"), a.max_generate_batch)
+        teacher_out = self._generate(model, tokenizer, teacher_texts, "teacher")
         t_teacher = time.perf_counter() - t0
         parses: list[TeacherParse] = [parse_teacher_output(prefill + c.text) for c in teacher_out]
         candidates = [i for i, p in enumerate(parses) if p.ok]
 
-        # Student: G samples for every parsed problem, in one batched call.
+        # Student: G samples for every legal (parsed) problem, in one batched call.
         student_texts = [render(tokenizer, student_messages(parses[i].problem, sys_prompt)) for i in candidates]
         t0 = time.perf_counter()
-        student_out = generate(model, tokenizer, student_texts, G, self._sampling("student"), a.max_generate_batch)
+        student_out = self._generate(model, tokenizer, student_texts, "student")
         t_student = time.perf_counter() - t0
 
-        # Grading: answers, majority vote by equivalence class, solve rate.
+        # Grading: answers, majority vote, solve rate (None when no answer is valid).
         t0 = time.perf_counter()
-        answers = [extract_answer(c.text) for c in student_out]
-        votes = [majority_vote(answers[k * G : (k + 1) * G]) for k in range(len(candidates))]
+        answers = [extract_answer(c.text, a.answer_extraction) for c in student_out]
+        votes = [majority_vote(answers[k * G : (k + 1) * G], by=a.answer_vote) for k in range(len(candidates))]
         t_grading = time.perf_counter() - t0
 
         # Novelty against the other parsed problems of the batch and the pool (embeddings cached in the pool).
@@ -197,7 +217,7 @@ class SelfPlay:
         for i, (completion, parse) in enumerate(zip(teacher_out, parses, strict=True)):
             k = cand_pos.get(i)
             vote = votes[k] if k is not None else None
-            legal = vote is not None and vote.n_valid > 0
+            legal = parse.ok  # official: a teacher output that parses is legal, answered or not
             lengths = [c.num_tokens for c in student_out[k * G : (k + 1) * G]] if k is not None else []
             records.append(
                 ProblemRecord(
@@ -206,7 +226,7 @@ class SelfPlay:
                     step=step,
                     concepts=list(parse.concepts),
                     legal=legal,
-                    reason=None if legal else (parse.reason or "no_valid_answer"),
+                    reason=parse.reason,
                     reference_id=references[i // G].id,
                     solve_rate=self._finite(vote.solve_rate) if vote else None,
                     majority_answer=vote.majority if vote else None,
@@ -221,7 +241,7 @@ class SelfPlay:
             "legal": [r.legal for r in records],
             "solve_rate": [r.solve_rate for r in records],
             "novelty": [r.novelty for r in records],
-            "mean_student_tokens": [r.mean_student_tokens for r in records],
+            "mean_student_tokens": [scored_student_tokens(r) for r in records],
             "teacher_prefill": [prefill] * len(records),
         }
         texts = [c.text for c in teacher_out]
@@ -229,7 +249,7 @@ class SelfPlay:
             for r, value in zip(records, func(texts, **teacher_columns), strict=True):
                 r.rewards[name] = self._finite(value, default=0.0)
         for r in records:
-            if r.legal:
+            if r.legal and r.solve_rate is not None:  # official: a combined score needs a solve rate
                 r.combined_score = combined_score(
                     r.rewards["solvability"],
                     r.rewards["diversity"],
@@ -264,13 +284,14 @@ class SelfPlay:
         return default if x is None else x
 
     def _sampling(self, role: str) -> SamplingSettings:
+        return sampling_settings(self.args, role)
+
+    def _generate(self, model, tokenizer, texts: list[str], role: str) -> list[Completion]:
         a = self.args
-        return SamplingSettings(
-            max_new_tokens=getattr(a, f"{role}_max_new_tokens"),
-            temperature=getattr(a, f"{role}_temperature"),
-            top_p=a.top_p,
-            top_k=a.top_k or 0,
-        )
+        return generate(
+            model, tokenizer, texts, a.num_generations, self._sampling(role), a.max_generate_batch,
+            max_prompt_tokens=getattr(a, "max_prompt_length", None),
+        )  # fmt: skip
 
     # ---- selection and growth -----------------------------------------------------------------------------
     def _select_teacher_groups(self, records: list[ProblemRecord], n_groups: int) -> list[int]:
@@ -286,8 +307,9 @@ class SelfPlay:
         return sorted(order[:keep])
 
     def _select_student_problems(self, records: list[ProblemRecord]) -> list[int]:
-        """Record indices of the problems the student trains on: best combined score first, or at random."""
-        legal = [i for i, r in enumerate(records) if r.legal]
+        """Record indices of the problems the student trains on, among legal problems with at least one valid
+        answer (a solve rate): best combined score first, or at random."""
+        legal = [i for i, r in enumerate(records) if r.legal and r.solve_rate is not None]
         want = self.args.num_student_groups
         if self.args.student_selection == "random":
             picked = list(self.rng.permutation(legal)[:want]) if legal else []
@@ -323,10 +345,11 @@ class SelfPlay:
         rows: dict[str, list] = {
             k: []
             for k in ("prompt_ids", "completion_ids", "env_mask", "role", "legal", "solve_rate", "novelty",
-                      "mean_student_tokens", "answer", "majority_answer", "problem_id", "teacher_prefill")
+                      "mean_student_tokens", "answer", "majority_answer", "in_majority", "problem_id",
+                      "teacher_prefill")
         }  # fmt: skip
 
-        def add(prompt_ids, completion_ids, env_mask, role, record, answer=None, majority=None):
+        def add(prompt_ids, completion_ids, env_mask, role, record, answer=None, majority=None, in_majority=None):
             rows["prompt_ids"].append(list(prompt_ids))
             rows["completion_ids"].append(list(completion_ids))
             rows["env_mask"].append(env_mask)
@@ -334,9 +357,10 @@ class SelfPlay:
             rows["legal"].append(record.legal)
             rows["solve_rate"].append(record.solve_rate)
             rows["novelty"].append(record.novelty)
-            rows["mean_student_tokens"].append(record.mean_student_tokens)
+            rows["mean_student_tokens"].append(scored_student_tokens(record))
             rows["answer"].append(answer)
             rows["majority_answer"].append(majority)
+            rows["in_majority"].append(in_majority)
             rows["problem_id"].append(record.id)
             rows["teacher_prefill"].append(self.args.teacher_prefill or "")
 
@@ -351,7 +375,7 @@ class SelfPlay:
             for j in range(k * G, (k + 1) * G):
                 c = student_out[j]
                 add(c.prompt_ids, c.completion_ids, [1] * len(c.completion_ids), STUDENT, records[i],
-                    answer=answers[j], majority=votes[k].majority)  # fmt: skip
+                    answer=answers[j], majority=votes[k].majority, in_majority=votes[k].agrees(j - k * G))  # fmt: skip
         # Filler groups when fewer legal problems than student groups: zero loss weight, every reward None.
         filler = teacher_out[teacher_groups[0] * G]
         for _ in range(self.args.num_student_groups - len(student_problems)):
@@ -364,7 +388,7 @@ class SelfPlay:
     def _stats(self, records, teacher_out, student_out, teacher_groups, student_problems, added, times) -> dict:
         G = self.args.num_generations
         legal = [r for r in records if r.legal]
-        rates = [r.solve_rate for r in legal]
+        rates = [r.solve_rate for r in legal if r.solve_rate is not None]
         hist, _ = np.histogram(rates, bins=SOLVE_RATE_BINS, range=(0.0, 1.0))
         lower, upper = self.args.solve_rate_lower, self.args.solve_rate_upper
         reasons = Counter(r.reason for r in records if not r.legal)
@@ -377,6 +401,7 @@ class SelfPlay:
             "parsed_problems": sum(1 for r in records if r.problem),
             "legal_problems": len(legal),
             "legal_ratio": len(legal) / len(records) if records else 0.0,
+            "answered_problems": len(rates),
             "solve_rate_mean": float(np.mean(rates)) if rates else None,
             "solve_rate_hist": [int(x) for x in hist],
             "in_gate": sum(1 for s in rates if lower - 1e-9 <= s <= upper + 1e-9),
@@ -389,7 +414,7 @@ class SelfPlay:
             "filler_groups": self.args.num_student_groups - len(student_problems),
             "zero_variance_teacher_groups": zero_var,
             "degenerate/no_legal_problem": int(not legal),
-            "degenerate/no_valid_answer": sum(1 for r in records if r.reason == "no_valid_answer"),
+            "degenerate/no_valid_answer": sum(1 for r in legal if r.solve_rate is None),
             "degenerate/all_answers_equal": sum(1 for r in legal if r.solve_rate == 1.0),
             "degenerate/all_teacher_groups_zero_variance": int(
                 bool(teacher_groups) and zero_var == len(teacher_groups)

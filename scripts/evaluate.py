@@ -1,8 +1,10 @@
-"""Evaluate a model (and optionally a LoRA adapter) on maths benchmarks.
+"""Evaluate a model (and optionally a LoRA adapter) on maths benchmarks, graded under both protocols.
 
 python scripts/evaluate.py --model <hub id|path|embedded> [--adapter DIR_OR_HUB_ID] --benchmarks gsm8k,college_math
-    [--data_dir ../shared/benchmarks] [--limit 250 --seed 0] [--n 16 --temperature 0.6 --top_p 0.95]
+    [--data_dir ../shared/benchmarks] [--limit 250 --seed 0] [--protocol opensir|strict]
+    [--n 1 --temperature 0 --max_new_tokens 320]      # sampling overrides (default: the protocol's)
 python scripts/evaluate.py --compare base/results.json adapter/results.json
+python scripts/evaluate.py --regrade RUN_DIR [--data_dir ../shared/benchmarks]   # grade samples.jsonl again
 """
 
 from __future__ import annotations
@@ -15,12 +17,14 @@ from pathlib import Path
 import torch
 
 from opensir_lite.evaluation import (
+    PROTOCOLS,
     BenchmarkError,
     EvalSettings,
     compare_results,
     evaluate_items,
     format_results,
     load_items,
+    regrade,
     subset,
     transformers_sampler,
     vllm_sampler,
@@ -38,11 +42,16 @@ def parse_args(argv=None) -> argparse.Namespace:
     p.add_argument("--question_field", default=None, help="question field of a custom JSONL")
     p.add_argument("--answer_field", default=None, help="gold answer field of a custom JSONL")
     p.add_argument("--skip_bad_rows", action="store_true", help="skip (and count) rows without a usable gold answer")
-    p.add_argument("--n", type=int, default=1, help="samples per question (paper 16)")
-    p.add_argument("--temperature", type=float, default=0.0, help="0 = greedy (paper 0.6 with n=16)")
-    p.add_argument("--top_p", type=float, default=1.0, help="nucleus sampling (paper 0.95)")
+    p.add_argument(
+        "--protocol", choices=sorted(PROTOCOLS), default="opensir",
+        help="headline grading and sampling defaults: opensir (official evaluate.py: n=16, temperature 0.6, "
+        "top_p 0.95, 4096 tokens) or strict (last boxed answer only; greedy, 1024 tokens); both are reported",
+    )  # fmt: skip
+    p.add_argument("--n", type=int, default=None, help="samples per question (default: the protocol's)")
+    p.add_argument("--temperature", type=float, default=None, help="0 = greedy (default: the protocol's)")
+    p.add_argument("--top_p", type=float, default=None, help="nucleus sampling (default: the protocol's)")
     p.add_argument("--k", type=int, default=None, help="k of pass@k and maj@k (default n)")
-    p.add_argument("--max_new_tokens", type=int, default=1024, help="completion budget")
+    p.add_argument("--max_new_tokens", type=int, default=None, help="completion budget (default: the protocol's)")
     p.add_argument("--batch_size", type=int, default=64, help="questions per generate call")
     p.add_argument("--limit", type=int, default=None, help="evaluate a fixed random subset of this many rows")
     p.add_argument("--seed", type=int, default=0, help="subset and sampling seed")
@@ -51,6 +60,7 @@ def parse_args(argv=None) -> argparse.Namespace:
     p.add_argument("--no_system_prompt", action="store_true", help="fold the instructions into the user turn")
     p.add_argument("--output_dir", default="eval_results", help="results.json and samples.jsonl go here")
     p.add_argument("--compare", nargs=2, metavar=("BASE_JSON", "OTHER_JSON"), help="print deltas and exit")
+    p.add_argument("--regrade", metavar="RUN_DIR", help="grade RUN_DIR/samples.jsonl again, rewrite results.json")
     return p.parse_args(argv)
 
 
@@ -61,12 +71,21 @@ def main() -> int:
             base, other = (json.loads(Path(f).read_text()) for f in args.compare)
             print(compare_results(base, other))
             return 0
+        if args.regrade:
+            path = regrade(args.regrade, args.data_dir, args.protocol)
+            print(format_results(json.loads(path.read_text())))
+            return 0
+        settings = EvalSettings.for_protocol(
+            args.protocol, n=args.n, temperature=args.temperature, top_p=args.top_p,
+            max_new_tokens=args.max_new_tokens, k=args.k, batch_size=args.batch_size, seed=args.seed,
+            limit=args.limit, use_system_prompt=not args.no_system_prompt,
+        )  # fmt: skip
         benches = []
         for name in [b.strip() for b in args.benchmarks.split(",") if b.strip()]:
             bench, items, skipped = load_items(
                 name, args.data_dir, args.question_field, args.answer_field, args.skip_bad_rows
             )
-            benches.append((bench, subset(items, args.limit, args.seed), skipped))
+            benches.append((bench, subset(items, args.limit, args.seed, bench), skipped, name))
         if not benches:
             raise BenchmarkError("--benchmarks names no benchmark")
         torch.manual_seed(args.seed)
@@ -77,15 +96,11 @@ def main() -> int:
 
             model, tokenizer = load_for_inference(args.model, args.adapter, load_in_4bit=args.load_in_4bit)
             sample = transformers_sampler(model, tokenizer)
-        settings = EvalSettings(
-            n=args.n, temperature=args.temperature, top_p=args.top_p, max_new_tokens=args.max_new_tokens, k=args.k,
-            batch_size=args.batch_size, seed=args.seed, limit=args.limit, use_system_prompt=not args.no_system_prompt,
-        )  # fmt: skip
         results = []
-        for bench, items, skipped in benches:  # results are written after each benchmark: a long run keeps them
-            results.append(evaluate_items(bench, items, sample, tokenizer, settings, skipped))
+        for bench, items, skipped, source in benches:  # written after each benchmark: a long run keeps them
+            results.append(evaluate_items(bench, items, sample, tokenizer, settings, skipped, source=source))
             path = write_outputs(results, args.output_dir, args.model, args.adapter)
-    except (BenchmarkError, ModelLoadError, FileNotFoundError, json.JSONDecodeError) as e:
+    except (BenchmarkError, ModelLoadError, FileNotFoundError, json.JSONDecodeError, KeyError) as e:
         print(f"error: {e}", file=sys.stderr)
         return 2
     print(format_results(json.loads(path.read_text())))

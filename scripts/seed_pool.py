@@ -1,8 +1,10 @@
 """Seed an initial pool: python scripts/seed_pool.py --config <recipe> --n_problems N --output pool.jsonl
 
 Candidates come from the teacher prompt applied to the seed problem and to accepted problems; a candidate is kept
-when its student solve rate (G samples) is inside [solve_rate_lower, solve_rate_upper]. Rerunning with the same
-output resumes and appends until N problems are accepted.
+when it passes the official filters (solve rate of G samples inside [solve_rate_lower, solve_rate_upper], an answer
+with a digit that the problem does not state, at least 30 characters, no XML tag). Rerunning with the same output
+resumes and appends until N problems are accepted. The paper's run started from 512:
+python scripts/seed_pool.py --config paper-llama3.2-3b --n_problems 512 --output runs/paper-llama3.2-3b-seed/pool.jsonl
 """
 
 from __future__ import annotations
@@ -14,10 +16,10 @@ import torch
 
 from opensir_lite.config import ConfigError, parse_config
 from opensir_lite.embedding import Embedder
-from opensir_lite.generation import SamplingSettings
 from opensir_lite.models import ModelLoadError, load_for_inference
 from opensir_lite.pool import PoolFileError
 from opensir_lite.seeding import SeedSettings, seed_pool
+from opensir_lite.selfplay import sampling_settings
 
 
 @dataclass
@@ -44,13 +46,11 @@ def main() -> int:
             solve_rate_upper=train_args.solve_rate_upper,
             candidates_per_batch=seed_args.candidates_per_batch,
             max_attempts=seed_args.max_attempts,
-            teacher=SamplingSettings(
-                train_args.teacher_max_new_tokens, train_args.teacher_temperature, train_args.top_p
-            ),
-            student=SamplingSettings(
-                train_args.student_max_new_tokens, train_args.student_temperature, train_args.top_p
-            ),
+            teacher=sampling_settings(train_args, "teacher"),
+            student=sampling_settings(train_args, "student"),
             seed=train_args.seed,
+            answer_extraction=train_args.answer_extraction,
+            answer_vote=train_args.answer_vote,
             teacher_format_hint=train_args.teacher_format_hint,
             teacher_prefill=train_args.teacher_prefill,
         )

@@ -13,7 +13,7 @@ os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
 os.environ.setdefault("TRL_EXPERIMENTAL_SILENCE", "1")
 
 # Texts the "fitted" tiny model learns, so that its self-play rounds contain legal problems with varied rewards.
-FIT_PROBLEM = "What is 3 plus 4 times 2?"
+FIT_PROBLEM = "What is 3 plus 4 times 2, all together?"  # 30+ characters: the seeding filter
 FIT_TEACHER_TEXTS = [
     f"<think>Use multiplication.</think><problem>{FIT_PROBLEM}</problem><concepts>order of operations</concepts>",
     f"<problem>{FIT_PROBLEM}</problem><concepts>order of operations</concepts>",

@@ -34,6 +34,7 @@ GOLDS = [
     ("olympiadbench", ["2", "1, -1"]),  # a list rendered as a string, or a real list
     ("aime24", ["204", "033"]),  # plain
     ("amc23", ["27", "36"]),  # floats like 27.0
+    ("asdiv", ["9", "15"]),  # plain numbers
 ]
 
 
@@ -42,6 +43,67 @@ def test_gold_extraction_per_benchmark(bench, golds):
     name, items, skipped = load_items(bench, data_dir=FIXTURES)
     assert name == bench and skipped == 0
     assert [it.gold for it in items] == golds
+
+
+OFFICIAL_GOLDS = [
+    # (benchmark, str of the official evaluate.py's parsed gold for the two fixture rows)
+    ("gsm8k", ["7", "2400"]),  # "$" + what follows #### + "$", LaTeX extraction (the comma is kept, and read)
+    ("math500", ["3/4", "8"]),  # "$answer$", LaTeX extraction
+    ("college_math", ["-1*4*n + 10", "1"]),  # the raw field, LaTeX and expression extraction
+    ("minerva_math", ["1.60000000000000", "3/2"]),  # "$answer$"
+    ("olympiadbench", ["2", "1"]),  # the FIRST final answer only, as the official code reads it
+    ("asdiv", ["9", "15"]),  # not an official benchmark: the raw field
+]
+
+
+@pytest.mark.parametrize("bench,golds", OFFICIAL_GOLDS)
+def test_official_gold_per_benchmark(bench, golds):
+    _, items, _ = load_items(bench, data_dir=FIXTURES)
+    assert [str(it.official_gold[0]) for it in items] == golds
+
+
+@pytest.mark.parametrize(
+    "completion,gold,opensir,strict",
+    [
+        ("The answer is 18.", "#### 18", True, False),  # prose: the official protocol reads it, strict does not
+        ("Therefore, the final answer is: $\\boxed{18}$", "#### 18", True, True),  # the requested line: both
+        ("So the final answer is: $18$", "#### 18", True, False),  # anchored LaTeX, no box
+        ("I got 3 + 4 = 7, then 18 - 7 = 11.", "#### 18", False, False),  # the last number read is 11
+        ("Therefore, the final answer is: $\\boxed{17}$", "#### 18", False, False),  # wrong under both
+        ("The answer is 1,200 pens.", "#### 1,200", True, False),  # thousands separators on both sides
+    ],
+)
+def test_protocols_grade_the_same_completion(tmp_path, completion, gold, opensir, strict):
+    from opensir_lite.evaluation import grade
+
+    path = _write(tmp_path, "b.jsonl", [{"question": "q", "answer": gold}])
+    _, items, _ = load_items(path)
+    assert grade("opensir", completion, items[0])[1] is opensir
+    assert grade("strict", completion, items[0])[1] is strict
+
+
+def test_n_above_one_needs_a_temperature():
+    with pytest.raises(BenchmarkError, match="identical greedy completions"):
+        EvalSettings(n=16, temperature=0.0)
+    settings = EvalSettings.for_protocol("opensir")
+    assert (settings.n, settings.temperature, settings.top_p, settings.max_new_tokens) == (16, 0.6, 0.95, 4096)
+    greedy = EvalSettings.for_protocol("opensir", n=1, temperature=0.0, max_new_tokens=320)
+    assert (greedy.n, greedy.temperature, greedy.top_p) == (1, 0.0, 0.95)
+
+
+def test_probe_rows_never_in_a_gsm8k_subset(tmp_path):
+    from opensir_lite.evaluation import PROBE_ROWS, probe_items
+
+    rows = [{"question": f"q{i}", "answer": f"#### {i}"} for i in range(1, 1320)]
+    (tmp_path / "gsm8k.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rows))
+    _, items, _ = load_items("gsm8k", tmp_path)
+    for seed in range(5):
+        picked = subset(items, 1250, seed, "gsm8k")
+        assert len(picked) == 1250 and not {it.index for it in picked} & set(PROBE_ROWS)
+    assert subset(items, None, 0, "gsm8k") == items  # the full test set is the paper's
+    assert [it.index for it in probe_items(tmp_path)] == list(PROBE_ROWS)
+    _, other, _ = load_items("math500", FIXTURES)
+    assert subset(other, 1, 0, "math500") == subset(other, 1, 0)  # other benchmarks are unaffected
 
 
 @pytest.mark.parametrize(
@@ -79,7 +141,7 @@ def test_pass_at_k(n, c, k, expected):
 def test_score_questions():
     corrects = [[True, False, True, True], [False, False, False, False]]
     answers = [["1", "2", "1", "1"], ["3", "4", "3", None]]
-    m = score_questions(corrects, answers, ["1", "5"], k=4)
+    m = score_questions(corrects, answers, k=4)
     assert m["avg@4"] == pytest.approx(0.375)
     assert m["pass@4"] == pytest.approx(0.5)
     assert m["maj@4"] == pytest.approx(0.5)  # majority "1" right, majority "3" wrong
@@ -132,7 +194,7 @@ def test_end_to_end_forced_correct_and_wrong(tmp_path, fitted_model_dir, tokeniz
 
     model, tok = load_for_inference(str(fitted_model_dir))
     sample = transformers_sampler(model, tok)
-    settings = EvalSettings(n=1, temperature=0.0, max_new_tokens=48, batch_size=2)
+    settings = EvalSettings(n=1, temperature=0.0, max_new_tokens=48, batch_size=2, protocol="strict")
     probe = _write(tmp_path, "probe.jsonl", [{"question": FIT_PROBLEM, "answer": "0"}] * 5)
     name, items, _ = load_items(probe)
     said = evaluate_items(name, items, sample, tok, settings, progress=False).samples[0]["answers"][0]
@@ -146,13 +208,36 @@ def test_end_to_end_forced_correct_and_wrong(tmp_path, fitted_model_dir, tokeniz
         results.append(evaluate_items(name, items, sample, tok, settings, progress=False))
     assert results[0].metrics["avg@1"] == 1.0 and results[0].metrics["maj@1"] == 1.0
     assert results[1].metrics["avg@1"] == 0.0 and results[1].metrics["pass@1"] == 0.0
+    assert results[0].protocols["opensir"]["avg@1"] == 1.0  # the boxed line counts under both protocols
     out = write_outputs(results, tmp_path / "out", model=str(fitted_model_dir), adapter=None)
     payload = json.loads(out.read_text())
-    assert set(payload) == {"right", "wrong"}
+    assert set(payload) == {"right", "wrong", "macro_average"}
     assert payload["right"]["rows"] == 5 and payload["right"]["tokens_per_second"] > 0
+    assert set(payload["right"]["protocols"]) == {"opensir", "strict"}
+    macro = payload["macro_average"]
+    assert macro["protocols"]["strict"]["avg@1"] == 0.5 and macro["rows"] == 10  # (1.0 + 0.0) / 2
     samples = [json.loads(line) for line in (tmp_path / "out" / "samples.jsonl").read_text().splitlines()]
     assert len(samples) == 10 and all(
-        {"question", "gold", "completions", "answers", "correct"} <= set(s) for s in samples
+        {"question", "gold", "completions", "answers", "correct", "by_protocol"} <= set(s) for s in samples
     )
     table = compare_results(payload, {"right": payload["wrong"]})
     assert "-100.0" in table  # 100% -> 0%
+
+
+def test_regrade_rewrites_results_from_samples(tmp_path):
+    """A run graded strictly, graded again: the opensir protocol reads the prose answer."""
+    from opensir_lite.evaluation import grade_benchmark, regrade
+
+    path = _write(tmp_path, "prose.jsonl", [{"question": "q1", "answer": "18"}, {"question": "q2", "answer": "5"}])
+    name, items, _ = load_items(path)
+    settings = EvalSettings(n=1, temperature=0.0, protocol="strict")
+    texts = [["The answer is 18."], ["Therefore, the final answer is: $\\boxed{5}$"]]
+    result = grade_benchmark(name, items, texts, settings, tokens=10, tokens_per_second=2.0, source=path)
+    out = tmp_path / "run"
+    write_outputs([result], out, model="m", adapter=None)
+    payload = json.loads((out / "results.json").read_text())
+    payload["prose"]["protocols"] = {"strict": payload["prose"]["metrics"]}  # as an older file holds it
+    (out / "results.json").write_text(json.dumps(payload))
+    regraded = json.loads(regrade(out, data_dir=None, protocol="opensir").read_text())["prose"]
+    assert regraded["protocol"] == "opensir" and regraded["metrics"]["avg@1"] == 1.0
+    assert regraded["protocols"]["strict"]["avg@1"] == 0.5 and regraded["tokens"] == 10

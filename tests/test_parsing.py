@@ -128,11 +128,127 @@ def test_final_answer_line(text, expected):
     assert has_final_answer_line(text) is expected
 
 
-def test_think_block_and_answer_extraction():
+def test_think_block():
     assert has_think_block("<think>plan</think><problem>x</problem>")  # present
     assert not has_think_block("<think>never closed")  # unclosed
-    assert extract_answer("Therefore, the final answer is: $\\boxed{7}$") == "7"  # valid maths
-    assert extract_answer("\\boxed{\\frac{}{}}") is None  # not parseable maths
+
+
+EXTRACTION_CASES = [
+    # (completion, answer under latex (official training), latex_expr (official evaluation), boxed (strict))
+    ("Therefore, the final answer is: $\\boxed{7}$", "7", "7", "7"),  # the requested line: every reading
+    ("So the final answer is: $12$", "12", "12", None),  # anchored LaTeX without a box: not strict
+    ("The answer is 18.", None, "18", None),  # prose number: only the evaluation reading
+    ("We get 3 + 4 = 7 apples. The answer is 654.", None, "654", None),  # the answer, not the first number
+    ("first \\boxed{1} then \\boxed{2}", "1,2", "1,2", "2"),  # math-verify reads several boxes as one set
+    ("\\boxed{\\frac{}{}}", None, None, None),  # a box that is not maths
+    ("Therefore, the final answer is: $\\boxed{x}$", None, None, "x"),  # official: a bare letter is no maths
+    ("no answer at all", None, None, None),  # nothing to read
+    ("Therefore, the final answer is: $\\boxed{ANSWER}$", "ANSWER", "ANSWER", "ANSWER"),  # A*N*S*W*E*R: "maths"
+]
+
+
+@pytest.mark.parametrize("text,latex,latex_expr,boxed", EXTRACTION_CASES)
+def test_extract_answer_modes(text, latex, latex_expr, boxed):
+    assert extract_answer(text, "latex") == latex
+    assert extract_answer(text, "latex_expr") == latex_expr
+    assert extract_answer(text, "boxed") == boxed
+    assert extract_answer(text) == latex  # the default is the official training reading
+
+
+def test_unknown_extraction_mode_is_an_error():
+    with pytest.raises(ValueError, match="answer extraction"):
+        extract_answer("\\boxed{1}", "regex")
+
+
+@pytest.mark.parametrize(
+    "answer,key",
+    [
+        ("0.5", "1/2"),  # math-verify 0.9 already writes decimals as fractions: the official vote merges these
+        ("\\frac{1}{2}", "1/2"),  # ... with this
+        ("3.0", "3.00000000000000"),  # but a float stays a float ...
+        ("3", "3"),  # ... so the official vote splits 3.0 and 3
+        ("(x+1)^2", "(x + 1)**2"),  # and an expanded polynomial is another string
+        ("x^2+2x+1", "x**2 + 2*x + 1"),
+        (None, None),  # no answer
+    ],
+)
+def test_answer_key(answer, key):
+    from opensir_lite.parsing import answer_key
+
+    assert answer_key(answer) == key
+
+
+@pytest.mark.parametrize(
+    "a,b,string,equivalence",
+    [
+        ("0.5", "\\frac{1}{2}", True, True),  # both rules merge these
+        ("3.0", "3", False, True),  # a real split of the official string rule
+        ("(x+1)^2", "x^2+2x+1", False, True),  # another
+        ("2", "3", False, False),  # different answers under both
+    ],
+)
+def test_answers_equal_by_rule(a, b, string, equivalence):
+    assert answers_equal(a, b, vote="string") is string
+    assert answers_equal(a, b, vote="equivalence") is equivalence
+
+
+@pytest.mark.parametrize(
+    "s,expected",
+    [
+        ("42", True),  # integer
+        ("-3.5", True),  # decimal
+        (".25", True),  # leading dot
+        ("12,500.00", True),  # thousands separator
+        ("15, 21, 27", True),  # list
+        ("4:5", True),  # ratio
+        ("25\\%", True),  # percentage
+        ("5!", True),  # factorial
+        ("\\$18.90", True),  # escaped currency
+        ("£500", True),  # currency
+        ("3/4", True),  # fraction
+        ("2*sqrt(2)", True),  # operators
+        ("\\pi", True),  # LaTeX command
+        ("x", False),  # a bare symbol
+        ("", False),  # empty
+        ("\\text{apples}", False),  # text
+        ("\\boxed{ANSWER}", False),  # the prompt's placeholder
+    ],
+)
+def test_is_math_expression(s, expected):
+    from opensir_lite.parsing import is_math_expression
+
+    assert is_math_expression(s) is expected
+
+
+@pytest.mark.parametrize(
+    "text,expected",
+    [
+        ("What is <problem>2+2</problem>?", True),  # tags in the problem
+        ("<think>Let me solve this</think>Find x", True),  # leaked think block
+        ("If x < 5 and y > 3, what is x + y?", False),  # inequalities are no tags
+        ("Compute <b>5</b> plus 2", False),  # one-letter names are not counted (as the official filter)
+        (None, False),  # nothing
+    ],
+)
+def test_contains_xml_tags(text, expected):
+    from opensir_lite.parsing import contains_xml_tags
+
+    assert contains_xml_tags(text) is expected
+
+
+@pytest.mark.parametrize(
+    "answer,problem,expected",
+    [
+        ("12", "There are 12 apples; how many are left after eating 3?", True),  # states its answer
+        ("2", "There are 12 apples; how many are left after eating 3?", False),  # whole words only
+        ("1/2", "What is half, written as 1/2, of 8?", True),  # escaped characters
+        (None, "anything", False),  # no answer
+    ],
+)
+def test_answer_in_problem(answer, problem, expected):
+    from opensir_lite.parsing import answer_in_problem
+
+    assert answer_in_problem(answer, problem) is expected
 
 
 @pytest.mark.parametrize(

@@ -88,10 +88,25 @@ def test_student_rewards_by_row():
         "teacher row",
     ]
     role = [STUDENT, STUDENT, STUDENT, STUDENT, TEACHER]
-    answer = ["0.5", "3", None, "1", None]
-    majority = ["\\frac{1}{2}", "\\frac{1}{2}", "\\frac{1}{2}", "1", None]
-    assert accuracy(completions, role=role, answer=answer, majority_answer=majority) == [1.0, 0.0, 0.0, 1.0, None]
+    in_majority = [True, False, False, True, None]  # computed upstream by the vote (Vote.agrees)
+    assert accuracy(completions, role=role, in_majority=in_majority) == [1.0, 0.0, 0.0, 1.0, None]
     assert student_format(completions, role=role) == [1.0, 0.0, 0.0, 1.0, None]
+
+
+def test_accuracy_is_majority_class_membership():
+    """verify is not transitive: x=1 ~ 1 ~ y=1 but x=1 !~ y=1. The answer "1" joins the class of x=1 (seen first),
+    so the solve rate (3/5, the y=1 class) does not count it; comparing it with the majority's representative
+    would still pay it 1. Accuracy follows the classes, so reward and solve rate agree."""
+    from opensir_lite.grading import majority_vote
+    from opensir_lite.parsing import answers_equal
+
+    answers = ["x=1", "y=1", "y=1", "y=1", "1"]
+    vote = majority_vote(answers, by="equivalence")
+    assert (vote.majority, vote.solve_rate) == ("y=1", 3 / 5)
+    assert answers_equal("1", vote.majority)  # the old rule would have paid this row
+    scores = accuracy(answers, role=[STUDENT] * 5, in_majority=[vote.agrees(i) for i in range(5)])
+    assert scores == [0.0, 1.0, 1.0, 1.0, 0.0]
+    assert sum(scores) / len(answers) == vote.solve_rate  # one notion of agreement
 
 
 def test_teacher_format_sees_the_prefill():

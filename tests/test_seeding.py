@@ -5,13 +5,14 @@ import subprocess
 import sys
 from pathlib import Path
 
+import pytest
 import torch
 from conftest import FIT_PROBLEM
 
 from opensir_lite.generation import SamplingSettings
 from opensir_lite.models import load_for_inference
 from opensir_lite.pool import ProblemPool
-from opensir_lite.seeding import DUPLICATE, SeedSettings, seed_pool
+from opensir_lite.seeding import DUPLICATE, SeedSettings, seed_pool, seed_rejection
 
 ROOT = Path(__file__).parents[1]
 
@@ -67,3 +68,23 @@ def test_seed_cli_attempt_limit_message(tmp_path, fitted_model_dir):
     assert "stopped after 2 attempts" in proc.stderr and "0/3" in proc.stderr
     rows = [json.loads(line) for line in out.read_text().splitlines()]
     assert len(rows) == 1 + 2  # seed + the two attempts, recorded with their reasons
+
+
+LONG = "A farmer has 12 cows and buys 7 more cows. How many cows are there now?"
+
+
+@pytest.mark.parametrize(
+    "problem,majority,solve_rate,reason",
+    [
+        (LONG, "19", 0.75, None),  # in the gate, a number the problem does not state: accepted
+        (LONG, "19", 1.0, "solve_rate_out_of_range"),  # too easy
+        (LONG, "19", 0.25, "solve_rate_out_of_range"),  # too hard
+        (LONG, "19", None, "solve_rate_out_of_range"),  # no valid answer
+        (LONG, "ANSWER", 0.75, "answer_without_digit"),  # words read as symbols (A*N*S*W*E*R)
+        (LONG, "12", 0.75, "answer_in_problem"),  # the problem states its answer
+        ("What is 12 + 7?", "19", 0.75, "problem_under_30_chars"),  # too short for the pool
+        (LONG + " <think>hm</think>", "19", 0.75, "xml_in_problem"),  # leaked tags
+    ],
+)
+def test_official_seed_filters(problem, majority, solve_rate, reason):
+    assert seed_rejection(problem, majority, solve_rate, 0.5, 0.9) == reason

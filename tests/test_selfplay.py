@@ -14,8 +14,8 @@ from opensir_lite.selfplay import SelfPlay, concepts_loss_mask, parse_append_str
 def make_args(**overrides):
     args = dict(
         seed=0, num_generations=4, num_teacher_groups=1, num_student_groups=1, teacher_upscale_ratio=2,
-        teacher_max_new_tokens=48, student_max_new_tokens=48, teacher_temperature=1.0, student_temperature=1.0,
-        top_p=1.0, top_k=0, solve_rate_lower=0.5, solve_rate_upper=0.9, novelty_top_k=5,
+        teacher_max_new_tokens=48, student_max_new_tokens=48, temperature=1.0, top_p=1.0, top_k=0, min_p=None,
+        repetition_penalty=1.0, answer_extraction="latex", answer_vote="string", max_prompt_length=None, solve_rate_lower=0.5, solve_rate_upper=0.9, novelty_top_k=5,
         diversity_recent_pool_size=None, difficulty_score_weight=1.0, diversity_score_weight=1.0,
         response_length_cap=1000.0, response_length_baseline=1000.0, pool_append_strategy="all_legal",
         student_selection="top", use_system_prompt=None, max_generate_batch=0, teacher_format_hint=False,
@@ -55,8 +55,13 @@ def test_concepts_loss_mask(tokenizer):
 
 
 def _records(scores):
-    """Records with given combined scores (None = illegal)."""
-    return [ProblemRecord(id=i, problem=f"p{i}", legal=s is not None, combined_score=s) for i, s in enumerate(scores)]
+    """Records with given combined scores (None = illegal); legal ones have a solve rate."""
+    return [
+        ProblemRecord(
+            id=i, problem=f"p{i}", legal=s is not None, combined_score=s, solve_rate=None if s is None else 0.5
+        )
+        for i, s in enumerate(scores)
+    ]
 
 
 def test_teacher_groups_by_variance():
@@ -107,7 +112,8 @@ def test_round_on_fitted_model(fitted_model_dir, tokenizer, embedder):
     assert len(result.records) == 2 * G  # upscale 2: two teacher groups generated
     legal = [r for r in result.records if r.legal]
     assert legal, "the fitted model writes legal problems"
-    assert all(r.solve_rate is not None and r.novelty is not None for r in legal)
+    assert all(r.novelty is not None for r in legal)
+    assert all((r.solve_rate is None) == (r.n_valid_answers == 0) for r in legal)
     assert all(
         set(r.rewards) == {"solvability", "diversity", "teacher_format", "response_length"} for r in result.records
     )
@@ -158,3 +164,69 @@ def test_degenerate_rounds_are_counted(case, fitted_model_dir, tokenizer, embedd
         assert isinstance(stats[f"degenerate/{key}"], int)
     assert all(math.isfinite(v) for r in result.records for v in r.rewards.values())
     assert all(r.novelty is None or math.isfinite(r.novelty) for r in result.records)
+
+
+def scripted_generate(teacher_texts, student_texts):
+    """A stand-in for generation that returns given texts (teacher calls, then student calls): the round's logic,
+    not the sampling, is under test."""
+    from opensir_lite.generation import Completion
+
+    calls = []
+
+    def fake(model, tokenizer, prompts, n, sampling, max_batch=0, max_prompt_tokens=None):
+        texts = student_texts if len(calls) % 2 else teacher_texts  # a round calls teacher, then student
+        calls.append(len(prompts))
+        out = []
+        for i, prompt in enumerate(p for p in prompts for _ in range(n)):
+            text = texts[i % len(texts)]
+            ids = tokenizer(text, add_special_tokens=False)["input_ids"]
+            out.append(Completion(tokenizer(prompt, add_special_tokens=False)["input_ids"], ids, text))
+        return out
+
+    return fake
+
+
+def test_parsed_problem_without_valid_answers_is_legal(monkeypatch, tokenizer, embedder):
+    """Official legality: a parsed problem whose students give no valid answer keeps its format and diversity
+    rewards, gets solvability 0 and response length 0, has no solve rate or combined score, enters the pool under
+    all_legal, and is not trained as a student problem."""
+    import opensir_lite.selfplay as selfplay_module
+
+    problem = "How many legs do three spiders and two ants have together?"
+    teacher = [
+        f"<think>legs</think><problem>{problem}</problem><concepts>multiplication facts</concepts>",  # think
+        f"<problem>{problem} Explain.</problem><concepts>multiplication facts</concepts>",  # no think
+        "no tags at all",  # illegal
+        f"<think>x</think><problem>{problem} Twice.</problem><concepts>multiplication facts</concepts>",
+    ]
+    student = ["I am not sure how to do this."]  # no valid answer for any problem
+    monkeypatch.setattr(selfplay_module, "generate", scripted_generate(teacher, student))
+    pool = ProblemPool.from_seed()
+    sp = SelfPlay(make_args(teacher_upscale_ratio=1), pool, embedder)
+    result = sp.play_round(None, tokenizer, step=1)
+    records = result.records
+    assert [r.legal for r in records] == [True, True, False, True]
+    assert [r.reason for r in records] == [None, None, "no_problem", None]
+    for r, think in zip(records, [1.0, 0.0, 0.0, 1.0], strict=True):
+        assert r.rewards["teacher_format"] == think
+        assert r.rewards["solvability"] == 0.0 and r.rewards["response_length"] == 0.0
+        assert (r.rewards["diversity"] > 0) == r.legal
+        assert r.solve_rate is None and r.combined_score is None
+    assert len(pool) == 1 + 3  # every parsed problem joins the pool
+    assert result.rows["role"][4:] == [PAD] * 4  # no problem with a solve rate: filler student rows
+    assert result.stats["degenerate/no_valid_answer"] == 3 and result.stats["legal_problems"] == 3
+
+
+def test_student_rows_score_by_vote_class(monkeypatch, tokenizer, embedder):
+    """in_majority (the accuracy column) is Vote.agrees of each student row."""
+    import opensir_lite.selfplay as selfplay_module
+
+    problem = "What is three plus four, then doubled?"
+    teacher = [f"<think>t</think><problem>{problem}</problem><concepts>arithmetic operations</concepts>"]
+    student = [f"Therefore, the final answer is: $\\boxed{{{a}}}$" for a in ("14", "14", "7", "14.0")]
+    monkeypatch.setattr(selfplay_module, "generate", scripted_generate(teacher, student))
+    sp = SelfPlay(make_args(teacher_upscale_ratio=1), ProblemPool.from_seed(), embedder)
+    rows = sp.play_round(None, tokenizer, step=1).rows
+    assert rows["role"][4:] == [STUDENT] * 4
+    assert rows["in_majority"][4:] == [True, True, False, False]  # official string vote: 14.0 is another class
+    assert rows["solve_rate"][4] == 0.5
