@@ -83,3 +83,42 @@ def format_decoding(rows: list[dict[str, Any]]) -> str:
             f"{base / r['seconds']:>9.2f}x  {r['same_tokens']}"
         )
     return "\n".join(lines)
+
+
+def time_generation(model, tokenizer, prompts: list[str], num_samples: int, sampling, seed: int = 0) -> dict:
+    """Seconds, generated tokens and tokens/s of one batched ``generate`` call (sampling from ``seed``)."""
+    import time
+
+    import torch
+
+    from opensir_lite.generation import generate
+
+    torch.manual_seed(seed)
+    start = time.perf_counter()
+    out = generate(model, tokenizer, prompts, num_samples, sampling)
+    seconds = time.perf_counter() - start
+    tokens = sum(c.num_tokens for c in out)
+    return {"sequences": len(out), "tokens": tokens, "seconds": seconds, "tokens_per_second": tokens / seconds}
+
+
+def format_rollout_speed(rows: list[dict[str, Any]], baseline: str | None = None) -> str:
+    """A table of rollout samplers: teacher and student tokens, seconds, tokens/s and the speed-up over the
+    ``baseline`` sampler's tokens/s (default: the first row)."""
+
+    def total(r: dict[str, Any]) -> tuple[int, float]:
+        return r["teacher"]["tokens"] + r["student"]["tokens"], r["teacher"]["seconds"] + r["student"]["seconds"]
+
+    base = next((r for r in rows if r["sampler"] == baseline), rows[0])
+    base_tokens, base_seconds = total(base)
+    base_rate = base_tokens / base_seconds
+    lines = [
+        f"{'sampler':<15}{'teacher tok':>12}{'tok/s':>8}{'student tok':>12}{'tok/s':>8}{'total s':>9}{'tok/s':>8}{'x':>7}"
+    ]
+    for r in rows:
+        tokens, seconds = total(r)
+        lines.append(
+            f"{r['sampler']:<15}{r['teacher']['tokens']:>12}{r['teacher']['tokens_per_second']:>8.1f}"
+            f"{r['student']['tokens']:>12}{r['student']['tokens_per_second']:>8.1f}{seconds:>9.1f}"
+            f"{tokens / seconds:>8.1f}{tokens / seconds / base_rate:>6.2f}x"
+        )
+    return "\n".join(lines)

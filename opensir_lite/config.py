@@ -15,8 +15,8 @@ from typing import Any, Literal, Union
 from trl import GRPOConfig, ModelConfig, TrlParser
 
 from opensir_lite.parsing import ANSWER_EXTRACTIONS, ANSWER_VOTES
-from opensir_lite.prompts import SEED_PROBLEM
-from opensir_lite.rewards import GATE_LOWER, GATE_UPPER
+from opensir_lite.prompts import SEED_PROBLEM, TEACHER_FORMAT_HINTS
+from opensir_lite.rewards import FORMAT_CREDITS, GATE_LOWER, GATE_UPPER
 from opensir_lite.selfplay import parse_append_strategy
 
 RECIPES_DIR = Path(__file__).parent / "recipes"
@@ -49,8 +49,19 @@ class SelfPlayConfig(GRPOConfig):
         default=4, metadata={"help": "Generate this many times more teacher groups; keep the highest-variance ones."}
     )
     teacher_max_new_tokens: int = field(default=1024, metadata={"help": "Token budget of a teacher completion."})
-    teacher_format_hint: bool = field(
-        default=False, metadata={"help": "Append an explicit tag-format example to the teacher prompt (paper: off)."}
+    teacher_format_hint: str = field(
+        default="none",
+        metadata={
+            "help": "Format help in the teacher prompt: 'none' (paper), 'placeholders' (the tag layout with ... "
+            "appended) or 'example' (one worked request and reply before the real one)."
+        },
+    )
+    teacher_format_credit: str = field(
+        default="official",
+        metadata={
+            "help": "teacher_format reward: 'official' (1 for a legal output with a <think> block, else 0) or "
+            "'partial' (a third for each of the think, problem and concepts tag pairs, legal or not)."
+        },
     )
     teacher_prefill: str = field(
         default="",
@@ -110,6 +121,23 @@ class SelfPlayConfig(GRPOConfig):
     use_system_prompt: bool | None = field(
         default=None, metadata={"help": "Send a system message. None: when the chat template accepts one."}
     )
+    rollout_model: str = field(
+        default="policy",
+        metadata={
+            "help": "What samples the rounds: 'policy' (the training model itself) or 'merged' (a plain copy of the "
+            "base, de-quantised when 4-bit, with the current LoRA weights merged in at every step: several times "
+            "faster on a CPU; needs use_peft)."
+        },
+    )
+    probe_every: int = field(
+        default=0,
+        metadata={
+            "help": "Every N steps (and at the first and last), vote on the labelled GSM8K probe and log pseudo-label "
+            "quality (probe/majority_correct, probe/solve_rate). 0: off."
+        },
+    )
+    probe_rows: int = field(default=32, metadata={"help": "Probe questions (at most the 32 shipped GSM8K rows)."})
+    probe_samples: int = field(default=0, metadata={"help": "Answers per probe question. 0: num_generations."})
     max_generate_batch: int = field(
         default=0, metadata={"help": "Most sequences in one generate call (0: a whole role in one call)."}
     )
@@ -153,6 +181,14 @@ class SelfPlayConfig(GRPOConfig):
             errors.append("num_generations (G) must be at least 2")
         if self.answer_extraction not in ANSWER_EXTRACTIONS:
             errors.append(f"answer_extraction must be one of {', '.join(ANSWER_EXTRACTIONS)}")
+        if self.teacher_format_hint not in TEACHER_FORMAT_HINTS:
+            errors.append(f"teacher_format_hint must be one of {', '.join(TEACHER_FORMAT_HINTS)}")
+        if self.teacher_format_credit not in FORMAT_CREDITS:
+            errors.append(f"teacher_format_credit must be one of {', '.join(FORMAT_CREDITS)}")
+        if self.probe_every < 0 or not 1 <= self.probe_rows <= 32 or self.probe_samples < 0:
+            errors.append("need probe_every >= 0, 1 <= probe_rows <= 32 and probe_samples >= 0")
+        if self.rollout_model not in ("policy", "merged"):
+            errors.append(f"rollout_model must be 'policy' or 'merged', got {self.rollout_model!r}")
         if self.answer_vote not in ANSWER_VOTES:
             errors.append(f"answer_vote must be one of {', '.join(ANSWER_VOTES)}")
         if self.max_prompt_length is not None and self.max_prompt_length < 1:

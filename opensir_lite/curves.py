@@ -1,6 +1,7 @@
-"""Training curves from ``metrics.jsonl``: one figure of six panels (rewards, legal ratio, solve-rate distribution,
-pool size, novelty, loss), written by ``scripts/plot_run.py`` and at the end of a run, and redrawn live in a notebook
-by :class:`LivePlotCallback`."""
+"""Training curves from ``metrics.jsonl``: one figure of nine panels (rewards; legal ratio, valid student answers and
+the share in the gate; the solve-rate distribution; pool size and distinct problems; novelty; mean lengths; the
+label probe; repetition, the reward-hacking watch; loss and entropy), written by ``scripts/plot_run.py`` and at the
+end of a run, and redrawn live in a notebook by :class:`LivePlotCallback`."""
 
 from __future__ import annotations
 
@@ -57,15 +58,44 @@ def series(rows: list[dict[str, Any]], key: str) -> tuple[list[float], list[floa
     return xs, ys
 
 
-PANELS = ("rewards", "legal ratio", "solve-rate distribution", "pool size", "novelty", "loss and entropy")
+PANELS = (
+    "rewards", "legal ratio, valid answers, in gate", "solve-rate distribution", "pool: size and distinct problems",
+    "novelty", "mean completion tokens", "label probe (GSM8K)", "repetition (reward hacking watch)", "loss and entropy",
+)  # fmt: skip
+SHARES = {"legal_ratio": "legal ratio", "student_valid_rate": "valid student answers", "in_gate_share": "in the gate"}
+POOL = {"pool_size": "pool size", "pool_distinct_problems": "distinct problems (cos < 0.95)"}
+LENGTHS = {"teacher_mean_tokens": "teacher", "student_mean_tokens": "student"}
+PROBE = {
+    "probe/majority_correct": "majority = gold",
+    "probe/solve_rate": "solve rate",
+    "probe/sample_accuracy": "one sample = gold",
+}
+REPETITION = {
+    "round_top_problem_share": "most repeated problem",
+    "round_top_majority_share": "most common majority answer",
+}
+
+
+def _lines(ax, rows: list[dict[str, Any]], keys: dict[str, str], ylim: tuple[float, float] | None = None) -> None:
+    """One line per metric that has values; a note when none has."""
+    for key, label in keys.items():
+        xs, ys = series(rows, key)
+        if xs:
+            ax.plot(xs, ys, marker=".", label=label)
+    if ax.lines:
+        ax.legend(fontsize="x-small")
+        if ylim:
+            ax.set_ylim(*ylim)
+    else:
+        ax.text(0.5, 0.5, "not logged in this run", ha="center", va="center", transform=ax.transAxes, color="gray")
 
 
 def plot_training_curves(rows: list[dict[str, Any]], lower: float = GATE_LOWER, upper: float = GATE_UPPER):
-    """A 2 x 3 figure of the training curves (the panels of :data:`PANELS`)."""
+    """A 3 x 3 figure of the training curves (the panels of :data:`PANELS`)."""
     from matplotlib.figure import Figure
 
-    fig = Figure(figsize=(13, 6.5), layout="constrained")
-    axes = fig.subplots(2, 3).ravel()
+    fig = Figure(figsize=(14, 10), layout="constrained")
+    axes = fig.subplots(3, 3).ravel()
     for ax, title in zip(axes, PANELS, strict=True):
         ax.set_title(title)
         ax.set_xlabel("step")
@@ -80,8 +110,7 @@ def plot_training_curves(rows: list[dict[str, Any]], lower: float = GATE_LOWER, 
             ax.plot(xs, ys, marker=".", label=name, linestyle="-" if name in TEACHER_REWARD_NAMES else "--")
     if ax.lines:
         ax.legend(fontsize="x-small")
-    axes[1].plot(*series(rows, "legal_ratio"), "k.-")
-    axes[1].set_ylim(-0.02, 1.02)
+    _lines(axes[1], rows, SHARES, (-0.02, 1.02))
     hists = [(row["step"], row["solve_rate_hist"]) for row in rows if isinstance(row.get("solve_rate_hist"), list)]
     ax = axes[2]
     if hists and any(sum(h) for _, h in hists):
@@ -96,13 +125,16 @@ def plot_training_curves(rows: list[dict[str, Any]], lower: float = GATE_LOWER, 
         ax.set_ylabel("solve rate")
     else:
         ax.text(0.5, 0.5, "no legal problem yet", ha="center", va="center", transform=ax.transAxes, color="gray")
-    axes[3].plot(*series(rows, "pool_size"), "b.-")
+    _lines(axes[3], rows, POOL)
     xs, ys = series(rows, "novelty_mean")
     if xs:
         axes[4].plot(xs, ys, "m.-")
     else:
         axes[4].text(0.5, 0.5, "no legal problem yet", ha="center", va="center", transform=axes[4].transAxes)
-    ax = axes[5]
+    _lines(axes[5], rows, LENGTHS)
+    _lines(axes[6], rows, PROBE, (-0.02, 1.02))
+    _lines(axes[7], rows, REPETITION, (-0.02, 1.02))
+    ax = axes[8]
     ax.plot(*series(rows, "loss"), "r.-", label="loss")
     twin = ax.twinx()
     twin.plot(*series(rows, "entropy"), "c.--", label="entropy")

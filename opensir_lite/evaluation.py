@@ -273,10 +273,23 @@ def subset(items: list[Item], limit: int | None, seed: int, benchmark: str | Non
     return [items[i] for i in sorted(picked)]
 
 
-def probe_items(data_dir: str | Path | None) -> list[Item]:
-    """The labelled probe: GSM8K rows :data:`PROBE_ROWS` (never in an evaluation subset)."""
-    _, items, _ = load_items(PROBE_BENCHMARK, data_dir)
-    return [it for it in items if it.index in PROBE_ROWS]
+PROBE_FILE = Path(__file__).parent / "data" / "gsm8k_probe.jsonl"  # the probe rows, shipped with the package
+
+
+def probe_items(data_dir: str | Path | None = None, rows: int | None = None) -> list[Item]:
+    """The labelled probe: GSM8K test rows :data:`PROBE_ROWS` (never in an evaluation subset), from the copy
+    shipped in the package or from ``data_dir``'s gsm8k.jsonl; the first ``rows`` of them when given."""
+    if data_dir is not None:
+        _, items, _ = load_items(PROBE_BENCHMARK, data_dir)
+        items = [it for it in items if it.index in PROBE_ROWS]
+    else:
+        spec = BENCHMARKS[PROBE_BENCHMARK]
+        items = [
+            Item(row["question"], extract_gold(row["answer"], spec.gold_format) or "", int(row["row"]),
+                 raw_gold=row["answer"], gold_format=spec.gold_format, gold_rule=spec.official_gold)
+            for _, row in read_jsonl_objects(PROBE_FILE, BenchmarkError)
+        ]  # fmt: skip
+    return items[:rows] if rows else items
 
 
 # ---- metrics ------------------------------------------------------------------------------------------------

@@ -26,12 +26,22 @@ TEACHER_USER_TEMPLATE = (
     f"<{CONCEPTS_TAG}>...</{CONCEPTS_TAG}> tags."
 )
 
-# Optional (off in the paper's setting): spells the output format out, which small models (135M) need to write
-# parseable problems at all.
+# Optional help with the output format (teacher_format_hint; "none" in the paper's setting):
+#   placeholders - the tag layout with "..." placeholders appended to the prompt (the parser rejects a copied "...").
+#   example      - one worked exchange before the real request: the teacher prompt for EXAMPLE_REFERENCE and a reply
+#                  in the format. SmolLM2-135M writes no legal problem without help and copies an inline example;
+#                  after a worked exchange it writes its own problems in the format a third to a half of the time.
+TEACHER_FORMAT_HINTS = ("none", "placeholders", "example")
 TEACHER_FORMAT_HINT = (
     "\n\nAnswer in exactly this format, replacing each ... with your own text:\n"
     f"<{THINK_TAG}>...</{THINK_TAG}>\n<{PROBLEM_TAG}>...</{PROBLEM_TAG}>\n<{CONCEPTS_TAG}>..., ...</{CONCEPTS_TAG}>"
-)  # placeholders are "...", which the parser rejects, so a copied example never counts as a problem
+)
+EXAMPLE_REFERENCE = "Tom has 3 apples and eats 1. How many apples are left?"
+EXAMPLE_REPLY = (
+    f"<{THINK_TAG}>The original problem subtracts. My problem uses multiplication and a different object.</{THINK_TAG}>\n"
+    f"<{PROBLEM_TAG}>A garden has 4 rows of 5 tulips. How many tulips are in the garden?</{PROBLEM_TAG}>\n"
+    f"<{CONCEPTS_TAG}>multiplication, arrays of objects</{CONCEPTS_TAG}>"
+)
 
 STUDENT_SYSTEM_PROMPT = (
     "You are a helpful AI Assistant, designed to provide well-reasoned and detailed responses. You FIRST think "
@@ -49,10 +59,26 @@ def _messages(system: str, user: str, use_system_prompt: bool) -> Messages:
     return [{"role": "user", "content": system + "\n\n" + user}]
 
 
-def teacher_messages(reference_problem: str, use_system_prompt: bool = True, format_hint: bool = False) -> Messages:
-    """Chat messages asking the teacher for a problem conceptually different from ``reference_problem``."""
-    user = TEACHER_USER_TEMPLATE.replace("{problem}", reference_problem) + (TEACHER_FORMAT_HINT if format_hint else "")
-    return _messages(TEACHER_SYSTEM_PROMPT, user, use_system_prompt)
+def teacher_messages(reference_problem: str, use_system_prompt: bool = True, format_hint: str = "none") -> Messages:
+    """Chat messages asking the teacher for a problem conceptually different from ``reference_problem``, with the
+    optional format help ``format_hint`` (one of :data:`TEACHER_FORMAT_HINTS`)."""
+    if format_hint not in TEACHER_FORMAT_HINTS:
+        raise ValueError(f"teacher_format_hint must be one of {', '.join(TEACHER_FORMAT_HINTS)}, got {format_hint!r}")
+
+    def request(problem: str) -> dict[str, str]:
+        user = TEACHER_USER_TEMPLATE.replace("{problem}", problem)
+        return {"role": "user", "content": user + (TEACHER_FORMAT_HINT if format_hint == "placeholders" else "")}
+
+    turns = (
+        [request(EXAMPLE_REFERENCE), {"role": "assistant", "content": EXAMPLE_REPLY}]
+        if format_hint == "example"
+        else []
+    )
+    turns.append(request(reference_problem))
+    if use_system_prompt:
+        return [{"role": "system", "content": TEACHER_SYSTEM_PROMPT}, *turns]
+    turns[0]["content"] = TEACHER_SYSTEM_PROMPT + "\n\n" + turns[0]["content"]
+    return turns
 
 
 def student_messages(problem: str, use_system_prompt: bool = True) -> Messages:

@@ -11,7 +11,8 @@ from __future__ import annotations
 import math
 from collections.abc import Callable, Sequence
 
-from opensir_lite.parsing import has_final_answer_line, has_think_block
+from opensir_lite.parsing import has_final_answer_line, has_think_block, tag_span
+from opensir_lite.prompts import CONCEPTS_TAG, PROBLEM_TAG, THINK_TAG
 
 TEACHER = "teacher"
 STUDENT = "student"
@@ -19,6 +20,7 @@ PAD = "pad"  # filler rows (no legal problem to train the student on); every rew
 
 RewardFunc = Callable[..., list[float | None]]
 
+FORMAT_CREDITS = ("official", "partial")  # teacher_format: the official all-or-nothing, or a third per tag pair
 GATE_LOWER = 0.5  # the paper's solvability gate: lowest rewarded solve rate
 GATE_UPPER = 0.9  # the paper's solvability gate: highest rewarded solve rate
 
@@ -56,6 +58,11 @@ def solvability_score(
     return 1.0 - (1.0 - floor) * distance
 
 
+def partial_format_score(text: str) -> float:
+    """A third for each of the ``<think>``, ``<problem>`` and ``<concepts>`` tag pairs present (closed)."""
+    return sum(tag_span(text, tag) is not None for tag in (THINK_TAG, PROBLEM_TAG, CONCEPTS_TAG)) / 3
+
+
 def response_length_score(mean_tokens: float | None, cap: float | None = 1000.0, baseline: float = 1000.0) -> float:
     """min(mean student completion length, cap) / baseline; 0 when there is no length."""
     mean_tokens = finite_or_none(mean_tokens)
@@ -91,8 +98,12 @@ def make_teacher_rewards(
     num_generations: int = 8,
     length_cap: float | None = 1000.0,
     length_baseline: float = 1000.0,
+    format_credit: str = "official",
 ) -> list[RewardFunc]:
-    """The four teacher rewards [solvability, diversity, teacher_format, response_length]; illegal rows score 0."""
+    """The four teacher rewards [solvability, diversity, teacher_format, response_length]; illegal rows score 0
+    (with ``format_credit="partial"``, teacher_format pays a third per tag pair, legal or not)."""
+    if format_credit not in FORMAT_CREDITS:
+        raise ValueError(f"format_credit must be one of {', '.join(FORMAT_CREDITS)}, got {format_credit!r}")
 
     def solvability(completions, role=None, legal=None, solve_rate=None, **_) -> list[float | None]:
         roles, legals, rates = (_col(completions, v) for v in (role, legal, solve_rate))
@@ -110,6 +121,11 @@ def make_teacher_rewards(
 
     def teacher_format(completions, role=None, legal=None, teacher_prefill=None, **_) -> list[float | None]:
         roles, legals, prefills = (_col(completions, v) for v in (role, legal, teacher_prefill))
+        if format_credit == "partial":
+            return [
+                partial_format_score((pre or "") + _text(c)) if r == TEACHER else None
+                for c, r, pre in zip(completions, roles, prefills, strict=True)
+            ]
         return [
             (float(bool(ok) and has_think_block((pre or "") + _text(c)))) if r == TEACHER else None
             for c, r, ok, pre in zip(completions, roles, legals, prefills, strict=True)

@@ -67,7 +67,7 @@ class SeedSettings:
     student: SamplingSettings | None = None
     seed: int = 0
     use_system_prompt: bool = True
-    teacher_format_hint: bool = False  # see SelfPlayConfig
+    teacher_format_hint: str = "none"  # see SelfPlayConfig
     teacher_prefill: str = ""
     answer_extraction: str = "latex"  # official training reading (see SelfPlayConfig)
     answer_vote: str = "string"  # official vote

@@ -84,6 +84,27 @@ def concepts_loss_mask(tokenizer, completion_ids: list[int]) -> list[int]:
     return mask
 
 
+NEAR_DUPLICATE_COSINE = 0.95  # two problems whose embeddings are at least this similar count as one
+
+
+def distinct_count(pool: ProblemPool, include_seed: bool = False, threshold: float = NEAR_DUPLICATE_COSINE) -> int:
+    """Teacher-written problems in the pool after merging near-duplicates (embedding cosine >= ``threshold``),
+    greedily in pool order; entries without a cached embedding count as distinct."""
+    entries = [r for r in pool.entries if r.source == "teacher" or include_seed]
+    vectors = [pool.embeddings.get(r.id) for r in entries]
+    count = sum(v is None for v in vectors)
+    known = np.array([v for v in vectors if v is not None], dtype=np.float64)
+    if not len(known):
+        return count
+    known /= np.maximum(np.linalg.norm(known, axis=1, keepdims=True), 1e-10)
+    sims = known @ known.T
+    kept: list[int] = []
+    for i in range(len(known)):
+        if not kept or float(sims[i, kept].max()) < threshold:
+            kept.append(i)
+    return count + len(kept)
+
+
 def sampling_settings(args, role: str) -> SamplingSettings:
     """The sampling of a role: its token budget, and the configuration's one temperature, top_p, top_k, min_p and
     repetition_penalty (TRL scores completions at ``args.temperature``, so rollouts sample at it too)."""
@@ -119,13 +140,24 @@ class SelfPlay:
     """Holds the pool, the embedder and the sampling RNG; ``__call__`` is TRL's ``rollout_func``.
 
     ``args`` is the run configuration (:class:`opensir_lite.config.SelfPlayConfig` or any object with the same
-    attributes); ``embedder`` maps texts to unit vectors.
+    attributes); ``embedder`` maps texts to unit vectors; ``rollout_model`` (optional) maps the trainer to the
+    model that samples the round (default: the policy itself; :mod:`opensir_lite.training` passes a merged copy).
     """
 
-    def __init__(self, args, pool: ProblemPool, embedder: Callable[[list[str]], np.ndarray]):
+    def __init__(
+        self,
+        args,
+        pool: ProblemPool,
+        embedder: Callable[[list[str]], np.ndarray],
+        rollout_model: Callable[[Any], Any] | None = None,
+    ):
         self.args = args
         self.pool = pool
         self.embedder = embedder
+        self.rollout_model = rollout_model
+        # Optional hook called before each round with (model, tokenizer, step, use_system_prompt); the dict it
+        # returns joins the round's stats (the label probe of opensir_lite.probe).
+        self.before_round: Callable[..., dict[str, Any]] | None = None
         self.rng = np.random.default_rng(args.seed)
         self.append_top = parse_append_strategy(args.pool_append_strategy)
         self.teacher_rewards = make_teacher_rewards(
@@ -134,6 +166,7 @@ class SelfPlay:
             num_generations=args.num_generations,
             length_cap=args.response_length_cap,
             length_baseline=args.response_length_baseline,
+            format_credit=getattr(args, "teacher_format_credit", "official"),
         )
         self.last_round: RoundResult | None = None
         self.round_stats: list[dict[str, Any]] = []  # stats of rounds not yet logged
@@ -158,8 +191,18 @@ class SelfPlay:
                 "((num_teacher_groups + num_student_groups) * num_generations); "
                 "set generation_batch_size to that number on a single process"
             )
-        model = trainer.accelerator.unwrap_model(trainer.model)
-        result = self.play_round(model, trainer.processing_class, step=trainer.state.global_step + 1)
+        if self.rollout_model is not None:
+            model = self.rollout_model(trainer)
+        else:
+            model = trainer.accelerator.unwrap_model(trainer.model)
+        tokenizer, step = trainer.processing_class, trainer.state.global_step + 1
+        extra = {}
+        if self.before_round is not None:
+            if self._use_system_prompt is None:
+                self._use_system_prompt = supports_system_prompt(tokenizer)
+            extra = self.before_round(model, tokenizer, step, self._use_system_prompt)
+        result = self.play_round(model, tokenizer, step=step)
+        result.stats.update(extra)
         return {**result.rows, "logprobs": None}  # HF generate gives no sampling logprobs; TRL then needs none
 
     # ---- the round ----------------------------------------------------------------------------------------
@@ -385,6 +428,31 @@ class SelfPlay:
         return rows
 
     # ---- statistics ---------------------------------------------------------------------------------------
+    def _health(self, records, teacher_out, student_out, legal) -> dict[str, Any]:
+        """Curves that show learning or reward hacking: valid student answers, problems in the gate, lengths,
+        repeated problems and answers, and distinct problems in the pool (near-duplicates merged)."""
+        answered = [r for r in legal if r.solve_rate is not None]
+        n_student = len(student_out)
+        valid = sum(r.n_valid_answers for r in legal)
+        lower, upper = self.args.solve_rate_lower, self.args.solve_rate_upper
+        problems = Counter(r.problem.strip().lower() for r in legal)
+        majorities = Counter(r.majority_answer for r in answered if r.majority_answer is not None)
+        return {
+            "student_valid_rate": valid / n_student if n_student else None,
+            "in_gate_share": (
+                sum(lower - 1e-9 <= r.solve_rate <= upper + 1e-9 for r in answered) / len(answered)
+                if answered
+                else None
+            ),
+            "teacher_mean_tokens": float(np.mean([c.num_tokens for c in teacher_out])) if teacher_out else None,
+            "student_mean_tokens": float(np.mean([c.num_tokens for c in student_out])) if student_out else None,
+            "legal_problem_mean_chars": float(np.mean([len(r.problem) for r in legal])) if legal else None,
+            "round_distinct_problems": len(problems),
+            "round_top_problem_share": max(problems.values()) / len(legal) if legal else None,
+            "round_top_majority_share": max(majorities.values()) / len(answered) if majorities else None,
+            "pool_distinct_problems": distinct_count(self.pool),
+        }
+
     def _stats(self, records, teacher_out, student_out, teacher_groups, student_problems, added, times) -> dict:
         G = self.args.num_generations
         legal = [r for r in records if r.legal]
@@ -423,6 +491,7 @@ class SelfPlay:
             "degenerate/nonfinite_value": self._degenerate["nonfinite_value"],
         }
         stats["tokens_generated"] = stats["teacher_tokens"] + stats["student_tokens"]
+        stats.update(self._health(records, teacher_out, student_out, legal))
         for reason, n in sorted(reasons.items()):
             stats[f"illegal/{reason}"] = n
         for name in TEACHER_REWARD_NAMES:

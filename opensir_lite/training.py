@@ -6,6 +6,7 @@ This is the only module that imports trl's trainer, peft and bitsandbytes.
 
 from __future__ import annotations
 
+import copy
 import json
 import logging
 import math
@@ -61,6 +62,22 @@ ROUND_PLACEHOLDER_PROMPT = (
 )
 
 
+class FillerRowWarningFilter(logging.Filter):
+    """Drops TRL's per-step warning "All reward functions returned None" for our filler rows: they are the
+    zero-weight student rows of a round with too few answered problems, by design, and are counted in metrics
+    (``filler_groups``) instead of alarming users at every step."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        return not str(record.msg).startswith("All reward functions returned None")
+
+
+def silence_filler_row_warnings() -> None:
+    """Install :class:`FillerRowWarningFilter` on TRL's GRPO trainer logger (idempotent)."""
+    trl_logger = logging.getLogger("trl.trainer.grpo_trainer")
+    if not any(isinstance(f, FillerRowWarningFilter) for f in trl_logger.filters):
+        trl_logger.addFilter(FillerRowWarningFilter())
+
+
 class TrainingSetupError(RuntimeError):
     """The run cannot start (model, quantisation or pool problem); the message says which."""
 
@@ -99,6 +116,8 @@ def load_policy(model_args: PolicyModelConfig, train_args: SelfPlayConfig):
         )
         kwargs["device_map"] = {"": torch.cuda.current_device() if device == "cuda" else "cpu"}
     model = from_pretrained(AutoModelForCausalLM, path, **kwargs)
+    if quantized:
+        keep_4bit_weights_unpacked(model)
     if model.generation_config.pad_token_id is None:
         model.generation_config.pad_token_id = tokenizer.pad_token_id
     peft_config = None
@@ -112,11 +131,111 @@ def load_policy(model_args: PolicyModelConfig, train_args: SelfPlayConfig):
     return model, tokenizer, peft_config
 
 
+def load_policy_with_adapter(model_args: PolicyModelConfig, train_args: SelfPlayConfig):
+    """(PEFT model, tokenizer): the policy as the trainer wraps it (QLoRA/LoRA), outside a trainer (benchmarks)."""
+    model, tokenizer, peft_config = load_policy(model_args, train_args)
+    if peft_config is None:
+        return model, tokenizer
+    from peft import get_peft_model
+
+    model = get_peft_model(model, peft_config)
+    for param in model.parameters():
+        if param.requires_grad:
+            param.data = param.data.float()
+    return model, tokenizer
+
+
+def keep_4bit_weights_unpacked(model) -> int:
+    """Turn off bitsandbytes' CPU inference packing on every 4-bit layer of a model that trains.
+
+    On CPUs with AVX512-BF16, bitsandbytes repacks a 4-bit weight at its first eval-mode forward (as sampling
+    makes) for a bf16 kernel, and then serves every later forward, training ones included, from it: bf16 compute and
+    bf16 block scales, and no gradient through that kernel. Off, eval and training forwards compute the same fp32
+    function, so sampled rollouts come from the policy GRPO scores. Returns the number of layers changed."""
+    changed = 0
+    for module in model.modules():
+        if hasattr(module, "support_avx512bf16_for_cpu"):
+            module.support_avx512bf16_for_cpu = False
+            changed += 1
+    return changed
+
+
 def load_pool(train_args: SelfPlayConfig) -> ProblemPool:
     """The initial pool: a pool file when given, else the single seed problem."""
     if train_args.initial_pool_path:
         return ProblemPool.from_jsonl(train_args.initial_pool_path, max_size=train_args.pool_max_size)
     return ProblemPool.from_seed(train_args.seed_problem, max_size=train_args.pool_max_size)
+
+
+class MergedRolloutModel:
+    """A plain copy of a LoRA policy for sampling rollouts fast: the base weights once (de-quantised when the base is
+    4-bit), plus the current LoRA deltas merged in whenever the policy has taken an optimiser step.
+
+    On a CPU, bitsandbytes de-quantises every 4-bit projection at every decoding step and LoRA adds two small
+    matrix products per projection; the copy decodes as a plain model (with ``sdpa_grouped`` attention) instead.
+    Its weights are W0 + scaling * B @ A, the function PEFT's forward computes as W0 x + scaling * B (A x), so its
+    samples come from the policy GRPO scores (tests/test_training.py compares the log-probabilities). LoRA dropout
+    is off in the copy, as it is in eval mode; set lora_dropout 0 for the scored policy to match exactly.
+    Called with the trainer, it returns the synchronised copy (TRL's ``rollout_func`` hook, via SelfPlay).
+    """
+
+    def __init__(self, policy, attn_implementation: str | None = None):
+        from peft.tuners.lora import LoraLayer
+        from peft.utils.integrations import dequantize_bnb_weight
+        from transformers import AutoModelForCausalLM
+
+        base = policy.get_base_model() if hasattr(policy, "get_base_model") else policy
+        self.lora = {name: m for name, m in base.named_modules() if isinstance(m, LoraLayer)}
+        if not self.lora:
+            raise TrainingSetupError("rollout_model 'merged' needs a LoRA policy (use_peft true)")
+        trainable = [n for n, p in policy.named_parameters() if p.requires_grad and "lora_" not in n]
+        if trainable:
+            raise TrainingSetupError(f"rollout_model 'merged' copies LoRA weights only; also trained: {trainable[0]}")
+        config = copy.deepcopy(base.config)
+        if hasattr(config, "quantization_config"):
+            del config.quantization_config
+        dtype = next(p for n, p in policy.named_parameters() if "lora_" in n).dtype
+        kwargs = {"attn_implementation": attn_implementation} if attn_implementation else {}
+        self.model = AutoModelForCausalLM.from_config(config, dtype=dtype, **kwargs)
+        self.model.generation_config = copy.deepcopy(base.generation_config)
+        self.model.to(next(p for n, p in policy.named_parameters() if "lora_" in n).device).eval()
+        self.model.requires_grad_(False)
+        self.base_weights: dict[str, torch.Tensor] = {}  # W0 of each LoRA-wrapped projection, de-quantised
+        with torch.no_grad():
+            for name, param in self.model.named_parameters():
+                module_name, _, attr = name.rpartition(".")
+                source = base.get_submodule(module_name)
+                if module_name in self.lora:
+                    source = source.get_base_layer()
+                value = getattr(source, attr)
+                if getattr(getattr(value, "quant_state", None), "packing_format_for_cpu", False):
+                    raise TrainingSetupError(
+                        f"{module_name}: bitsandbytes repacked this 4-bit weight for CPU inference; load the policy "
+                        "with keep_4bit_weights_unpacked (load_policy does) before it first runs in eval mode"
+                    )
+                if attr == "weight" and hasattr(value, "quant_state"):  # bitsandbytes Params4bit
+                    value = dequantize_bnb_weight(value, value.quant_state)
+                param.copy_(value.to(param.dtype))
+                if module_name in self.lora and attr == "weight":
+                    self.base_weights[module_name] = param.detach().clone()
+        self.synced_step: int | None = None
+        self.syncs = 0
+
+    @torch.no_grad()
+    def sync(self) -> None:
+        """Copy W0 + the current LoRA delta of every adapted projection into the copy."""
+        for name, layer in self.lora.items():
+            target = self.model.get_submodule(name).weight
+            delta = sum(layer.get_delta_weight(a) for a in layer.active_adapters if a in layer.lora_A)
+            target.copy_(self.base_weights[name] + delta.to(target.dtype))
+        self.syncs += 1
+
+    def __call__(self, trainer) -> torch.nn.Module:
+        step = trainer.state.global_step
+        if self.synced_step != step:  # weights only change at optimiser steps
+            self.sync()
+            self.synced_step = step
+        return self.model
 
 
 class SelfPlayCallback(TrainerCallback):
@@ -143,7 +262,7 @@ class SelfPlayCallback(TrainerCallback):
         step_time = time.perf_counter() - self._step_start
         rounds = list(self.selfplay.round_stats)
         self.selfplay.round_stats.clear()
-        rollout = sum(r["time/rollout"] for r in rounds)
+        rollout = sum(r["time/rollout"] + r.get("time/probe", 0.0) for r in rounds)
         for r in rounds:
             r["time/update"] = max(0.0, step_time - rollout) / len(rounds)
             r["time/step"] = step_time / len(rounds)
@@ -237,9 +356,11 @@ def build_trainer(
         num_generations=train_args.num_generations,
         length_cap=train_args.response_length_cap,
         length_baseline=train_args.response_length_baseline,
+        format_credit=train_args.teacher_format_credit,
     )
     import warnings
 
+    silence_filler_row_warnings()
     with warnings.catch_warnings():
         warnings.filterwarnings("ignore", message=".*rollout_func.*experimental.*")
         trainer = GRPOTrainer(
@@ -252,12 +373,20 @@ def build_trainer(
             rollout_func=selfplay,
             callbacks=[SelfPlayCallback(selfplay, train_args.output_dir, quiet=quiet)],
         )
-    _, dtype = current_device_dtype()
+    device, dtype = current_device_dtype()
     if (model_args.load_in_4bit or model_args.load_in_8bit) and dtype != torch.bfloat16:
         # TRL casts QLoRA adapters to bf16; without native bf16 (CPU, T4) train them in fp32 instead.
         for param in trainer.model.parameters():
             if param.requires_grad:
                 param.data = param.data.float()
+    if train_args.probe_every:
+        from opensir_lite.probe import LabelProbe
+
+        selfplay.before_round = LabelProbe(train_args)
+    if train_args.rollout_model == "merged":
+        selfplay.rollout_model = MergedRolloutModel(
+            trainer.accelerator.unwrap_model(trainer.model), attention_for(device, model_args.attn_implementation)
+        )
     return trainer, selfplay
 
 

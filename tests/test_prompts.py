@@ -1,7 +1,10 @@
 """Prompts: one definition of the tags, shared with the parser."""
 
+import pytest
+
 from opensir_lite.parsing import parse_teacher_output
 from opensir_lite.prompts import (
+    EXAMPLE_REFERENCE,
     FINAL_ANSWER_LINE,
     TEACHER_FORMAT_HINT,
     render,
@@ -19,7 +22,20 @@ def test_teacher_prompt_names_the_tags_and_reference():
     for tag in ("<think>", "<problem>", "<concepts>"):
         assert tag in user
     assert TEACHER_FORMAT_HINT not in user  # the paper's prompt by default
-    assert teacher_messages("x", format_hint=True)[1]["content"].endswith(TEACHER_FORMAT_HINT)
+    assert teacher_messages("x", format_hint="placeholders")[1]["content"].endswith(TEACHER_FORMAT_HINT)
+
+
+@pytest.mark.parametrize("use_system", [True, False])
+def test_worked_example_hint(use_system):
+    """format_hint="example": one worked exchange (the request for EXAMPLE_REFERENCE, a legal reply) comes first."""
+    msgs = teacher_messages("What is 1+1?", use_system_prompt=use_system, format_hint="example")
+    roles = [m["role"] for m in msgs]
+    assert roles == (["system"] if use_system else []) + ["user", "assistant", "user"]
+    assert EXAMPLE_REFERENCE in msgs[-3]["content"] and "What is 1+1?" in msgs[-1]["content"]
+    assert parse_teacher_output(msgs[-2]["content"]).ok  # the worked reply is a legal teacher output
+    assert ("You are a helpful AI Assistant" in msgs[0]["content"]) and (use_system or msgs[0]["role"] == "user")
+    with pytest.raises(ValueError, match="teacher_format_hint"):
+        teacher_messages("x", format_hint="fancy")
 
 
 def test_format_hint_example_is_not_a_problem():

@@ -165,3 +165,22 @@ def test_group_advantages_match_trl():
     trl_advantages = ((totals - mean) / (std + 1e-4)).tolist()
     ours = group_advantages([[None if v != v else v for v in row] for row in rewards.tolist()], 4, weights.tolist())
     assert ours == pytest.approx(trl_advantages, abs=1e-5)
+
+
+@pytest.mark.parametrize(
+    "text,legal,official,partial",
+    [
+        ("<think>t</think><problem>How many legs?</problem><concepts>counting legs</concepts>", True, 1.0, 1.0),
+        ("<problem>How many legs?</problem><concepts>counting legs</concepts>", True, 0.0, 2 / 3),  # no think
+        ("<think>t</think><problem>How many legs?</problem>", False, 0.0, 2 / 3),  # illegal: no concepts
+        ("<think>only a plan</think>", False, 0.0, 1 / 3),  # illegal: one tag pair
+        ("prose", False, 0.0, 0.0),  # nothing
+    ],
+)
+def test_partial_format_credit(text, legal, official, partial):
+    """Partial credit (a departure, off in the paper recipe) gives illegal outputs a format gradient."""
+    from opensir_lite.rewards import make_teacher_rewards
+
+    cols = dict(role=[TEACHER], legal=[legal], teacher_prefill=[""])
+    assert make_teacher_rewards()[2]([text], **cols) == [official]
+    assert make_teacher_rewards(format_credit="partial")[2]([text], **cols) == [pytest.approx(partial)]

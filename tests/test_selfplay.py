@@ -18,7 +18,7 @@ def make_args(**overrides):
         repetition_penalty=1.0, answer_extraction="latex", answer_vote="string", max_prompt_length=None, solve_rate_lower=0.5, solve_rate_upper=0.9, novelty_top_k=5,
         diversity_recent_pool_size=None, difficulty_score_weight=1.0, diversity_score_weight=1.0,
         response_length_cap=1000.0, response_length_baseline=1000.0, pool_append_strategy="all_legal",
-        student_selection="top", use_system_prompt=None, max_generate_batch=0, teacher_format_hint=False,
+        student_selection="top", use_system_prompt=None, max_generate_batch=0, teacher_format_hint="none",
         teacher_prefill="",
     )  # fmt: skip
     args.update(overrides)
@@ -230,3 +230,14 @@ def test_student_rows_score_by_vote_class(monkeypatch, tokenizer, embedder):
     assert rows["role"][4:] == [STUDENT] * 4
     assert rows["in_majority"][4:] == [True, True, False, False]  # official string vote: 14.0 is another class
     assert rows["solve_rate"][4] == 0.5
+
+
+def test_distinct_count_merges_near_duplicates():
+    from opensir_lite.selfplay import distinct_count
+
+    pool = ProblemPool.from_seed()
+    vectors = {1: [1.0, 0.0], 2: [0.99, 0.05], 3: [0.0, 1.0], 4: None}  # 2 is a near-duplicate of 1
+    records = [ProblemRecord(id=i, problem=f"p{i}", in_pool=True, legal=True) for i in vectors]
+    pool.add(records, {i: np.array(v, dtype=np.float32) for i, v in vectors.items() if v is not None})
+    assert distinct_count(pool) == 3  # {1, 2} as one, 3, and 4 (no embedding) counted as distinct
+    assert distinct_count(pool, threshold=0.9999) == 4  # a stricter threshold keeps 1 and 2 apart

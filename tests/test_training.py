@@ -38,7 +38,7 @@ def snapshot(model):
 
 def test_two_self_play_steps(tmp_path, fitted_model_dir, embedder):
     torch.manual_seed(0)
-    args = tiny_run_args(tmp_path / "run")
+    args = tiny_run_args(tmp_path / "run", probe_every=1, probe_rows=2, probe_samples=2)
     trainer, selfplay = build_trainer(args, lora_model_args(fitted_model_dir), embedder=embedder, quiet=True)
     before = snapshot(trainer.model)
     run_training(trainer, selfplay, args)
@@ -59,7 +59,9 @@ def test_two_self_play_steps(tmp_path, fitted_model_dir, embedder):
     for m in metrics:
         assert {"legal_ratio", "solve_rate_mean", "solve_rate_hist", "pool_size", "novelty_mean", "tokens_generated",
                 "time/teacher_generation", "time/student_generation", "time/grading", "time/embedding", "time/update",
-                "rewards/solvability/mean", "rewards/accuracy/mean", "loss"} <= set(m)  # fmt: skip
+                "rewards/solvability/mean", "rewards/accuracy/mean", "loss", "student_valid_rate", "in_gate_share",
+                "teacher_mean_tokens", "student_mean_tokens", "pool_distinct_problems", "round_top_problem_share",
+                "probe/majority_correct", "probe/solve_rate", "time/probe"} <= set(m)  # fmt: skip
         assert math.isfinite(m["loss"])
     assert (tmp_path / "run" / "adapter_model.safetensors").is_file()
     checkpoint = tmp_path / "run" / "checkpoint-2"
@@ -126,3 +128,73 @@ def test_run_config_is_json_and_has_no_token(tmp_path):
     assert data["model"]["model_name_or_path"] == "some/model" and data["model"]["lora_r"] == 8
     assert data["training"]["num_generations"] == 4 and data["training"]["seed"] == 0
     assert data["training"].get("hub_token") in (None, "<HUB_TOKEN>")  # masked by TrainingArguments.to_dict
+
+
+def completion_logprobs(model, prompt_ids, completion_ids, temperature):
+    """Per-token log-probabilities of a completion at a temperature, as GRPO scores them."""
+    ids = torch.tensor([prompt_ids + completion_ids])
+    with torch.no_grad():
+        logits = model(input_ids=ids).logits[0, len(prompt_ids) - 1 : -1].float() / temperature
+    return torch.log_softmax(logits, dim=-1).gather(1, torch.tensor(completion_ids)[:, None])[:, 0]
+
+
+@pytest.mark.parametrize("four_bit", [False, True])  # LoRA on an fp32 base, QLoRA on a 4-bit NF4 base
+def test_merged_rollout_model_samples_the_scored_policy(tmp_path, fitted_model_dir, tokenizer, embedder, four_bit):
+    """The merged copy's samples come from the policy GRPO scores: the same log-probabilities for every sampled
+    token, before and after the adapter changes; a copy that is not synchronised differs."""
+    from opensir_lite.generation import SamplingSettings, generate
+    from opensir_lite.prompts import render, teacher_messages
+
+    torch.manual_seed(0)
+    args = tiny_run_args(tmp_path / "run", rollout_model="merged", temperature=0.7)
+    model_args = PolicyModelConfig(
+        model_name_or_path=str(fitted_model_dir), load_in_4bit=four_bit, lora_r=8, lora_alpha=16, lora_dropout=0.0
+    )
+    trainer, selfplay = build_trainer(args, model_args, embedder=embedder, quiet=True)
+    policy = trainer.model
+    if four_bit:
+        import bitsandbytes as bnb
+
+        assert any(isinstance(m, bnb.nn.Linear4bit) for m in policy.modules())
+    prompt = render(tokenizer, teacher_messages("What is 1+1?"))
+
+    def max_gap(copy):
+        torch.manual_seed(1)
+        outs = generate(copy, tokenizer, [prompt], 4, SamplingSettings(24, 0.7))
+        generate(policy, tokenizer, [prompt], 1, SamplingSettings(4, 0.7))  # an eval-mode forward of the policy
+        policy.train()  # GRPO scores in training mode
+        gaps = [
+            (completion_logprobs(copy, c.prompt_ids, c.completion_ids, 0.7)
+             - completion_logprobs(policy, c.prompt_ids, c.completion_ids, 0.7)).abs().max().item()
+            for c in outs if c.completion_ids
+        ]  # fmt: skip
+        return max(gaps)
+
+    copy = selfplay.rollout_model(trainer)
+    assert copy is not policy and not any(p.requires_grad for p in copy.parameters())
+    assert max_gap(copy) < 1e-4  # LoRA B starts at zero: the base alone, de-quantised
+    with torch.no_grad():  # an optimiser step's worth of change in the adapter
+        for name, param in policy.named_parameters():
+            if "lora_B" in name:
+                param.normal_(0, 0.2)
+    assert max_gap(copy) > 1e-2  # the copy is stale until synchronised
+    selfplay.rollout_model.sync()
+    assert max_gap(copy) < 1e-4  # and the same policy again
+    if four_bit:  # sampling from the 4-bit policy itself left its weights in the layout training uses
+        assert not any(getattr(getattr(p, "quant_state", None), "packing_format_for_cpu", False)
+                       for p in policy.parameters())  # fmt: skip
+
+
+def test_filler_row_warning_is_silenced(caplog):
+    """TRL warns at every step that no reward function scored our filler rows; the filter drops that line only."""
+    import logging
+
+    from opensir_lite.training import silence_filler_row_warnings
+
+    silence_filler_row_warnings()
+    silence_filler_row_warnings()  # idempotent
+    trl_logger = logging.getLogger("trl.trainer.grpo_trainer")
+    with caplog.at_level(logging.WARNING, logger="trl.trainer.grpo_trainer"):
+        trl_logger.warning("All reward functions returned None for the following kwargs: ...")
+        trl_logger.warning("something else")
+    assert [r.getMessage() for r in caplog.records] == ["something else"]

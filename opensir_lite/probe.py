@@ -1,0 +1,68 @@
+"""Pseudo-label quality, measured live: the student's majority vote on a small labelled probe (GSM8K rows kept out
+of every evaluation subset), as training votes on its own problems.
+
+Self-play trains the student towards its own majority answer; nothing in the loop knows whether that answer is
+right. Every ``probe_every`` steps the probe samples G answers per probe question with the rollout model at the
+training settings, votes as training does, and logs how often the majority answer equals the gold answer, the
+solve rate (the majority's share of valid answers), the valid-answer rate and the accuracy of single samples.
+"""
+
+from __future__ import annotations
+
+import time
+from typing import Any
+
+import numpy as np
+
+from opensir_lite.evaluation import Item, probe_items
+from opensir_lite.generation import generate
+from opensir_lite.grading import majority_vote
+from opensir_lite.parsing import extract_answer, normalise_answer, verify_parsed
+from opensir_lite.prompts import render, student_messages
+from opensir_lite.selfplay import sampling_settings
+
+
+class LabelProbe:
+    """Called with (model, tokenizer, step) before a round; returns ``probe/...`` metrics on probe steps (the first
+    step, every ``every`` steps, and ``last_step``), else an empty dict."""
+
+    def __init__(self, args, items: list[Item] | None = None, every: int | None = None, last_step: int | None = None):
+        self.args = args
+        self.items = items if items is not None else probe_items(rows=args.probe_rows)
+        self.every = every if every is not None else args.probe_every
+        self.last_step = last_step if last_step is not None else args.max_steps
+
+    def due(self, step: int) -> bool:
+        return self.every > 0 and (step == 1 or step % self.every == 0 or step == self.last_step)
+
+    def __call__(self, model, tokenizer, step: int, use_system_prompt: bool = True) -> dict[str, Any]:
+        if not self.due(step):
+            return {}
+        a = self.args
+        start = time.perf_counter()
+        G = a.probe_samples or a.num_generations
+        prompts = [render(tokenizer, student_messages(it.question, use_system_prompt)) for it in self.items]
+        outs = generate(
+            model, tokenizer, prompts, G, sampling_settings(a, "student"), a.max_generate_batch,
+            max_prompt_tokens=a.max_prompt_length,
+        )  # fmt: skip
+        majority_right, rates, valid, sample_right = [], [], [], []
+        for q, item in enumerate(self.items):
+            answers = [extract_answer(c.text, a.answer_extraction) for c in outs[q * G : (q + 1) * G]]
+            vote = majority_vote(answers, by=a.answer_vote)
+            right = [ans is not None and verify_parsed(item.official_gold, normalise_answer(ans)) for ans in answers]
+            first = next((i for i in range(G) if vote.agrees(i)), None)
+            majority_right.append(float(first is not None and right[first]))
+            if vote.solve_rate is not None:
+                rates.append(vote.solve_rate)
+            valid.append(vote.n_valid / G)
+            sample_right.append(float(np.mean(right)))
+        return {
+            "probe/majority_correct": float(np.mean(majority_right)),
+            "probe/solve_rate": float(np.mean(rates)) if rates else None,
+            "probe/valid_rate": float(np.mean(valid)),
+            "probe/sample_accuracy": float(np.mean(sample_right)),
+            "probe/rows": len(self.items),
+            "probe/tokens": sum(c.num_tokens for c in outs),
+            "time/probe": time.perf_counter() - start,
+        }
