@@ -122,3 +122,69 @@ def format_rollout_speed(rows: list[dict[str, Any]], baseline: str | None = None
             f"{tokens / seconds:>8.1f}{tokens / seconds / base_rate:>6.2f}x"
         )
     return "\n".join(lines)
+
+
+def ablate_rounds(policy, tokenizer, embedder, variants: list[tuple[str, Any]], rounds: int, model_args) -> list[dict]:
+    """Play ``rounds`` self-play rounds of the (untrained) policy from the seed pool under each variant's settings
+    and summarise what GRPO would train on. The rollouts come from a merged copy of the policy when a variant asks
+    for one, as in training."""
+    import time
+
+    import numpy as np
+    import torch
+
+    from opensir_lite.models import attention_for, current_device_dtype
+    from opensir_lite.pool import ProblemPool
+    from opensir_lite.rewards import TEACHER_REWARD_NAMES
+    from opensir_lite.selfplay import SelfPlay
+    from opensir_lite.training import MergedRolloutModel
+
+    device, _ = current_device_dtype()
+    merged = None
+    rows = []
+    for name, args in variants:
+        model = policy
+        if args.rollout_model == "merged":
+            if merged is None:
+                merged = MergedRolloutModel(policy, attention_for(device, model_args.attn_implementation))
+                merged.sync()
+            model = merged.model
+        torch.manual_seed(args.seed)
+        selfplay = SelfPlay(args, ProblemPool.from_seed(args.seed_problem), embedder)
+        weights = np.asarray(args.teacher_reward_weights, dtype=float)
+        G = args.num_generations
+        per_round = []
+        start = time.perf_counter()
+        for step in range(1, rounds + 1):
+            result = selfplay.play_round(model, tokenizer, step)
+            totals = np.array([[r.rewards[n] for n in TEACHER_REWARD_NAMES] for r in result.records]) @ weights
+            groups = totals.reshape(-1, G)
+            student_rows = [i for i, role in enumerate(result.rows["role"]) if role == "student"]
+            in_majority = [bool(result.rows["in_majority"][i]) for i in student_rows]
+            s = result.stats
+            per_round.append({
+                "legal_ratio": s["legal_ratio"],
+                "answered_share": s["answered_problems"] / s["legal_problems"] if s["legal_problems"] else 0.0,
+                "student_valid_rate": s["student_valid_rate"] or 0.0,
+                "teacher_groups_with_signal": float(np.mean(groups.std(axis=1) > 1e-9)),
+                "student_group": float(bool(student_rows) and 0 < sum(in_majority) < len(in_majority)),
+                "tokens": s["tokens_generated"],
+            })  # fmt: skip
+        seconds = time.perf_counter() - start
+        row = {"variant": name, "rounds": rounds, "seconds": seconds}
+        for key in per_round[0]:
+            row[key] = float(np.mean([r[key] for r in per_round]))
+        rows.append(row)
+        print(f"{name}: {seconds:.0f} s", flush=True)
+    return rows
+
+
+def format_ablation(rows: list[dict[str, Any]]) -> str:
+    """The ablation table: one row per variant, the means over its rounds."""
+    lines = [f"{'variant':<28}{'legal':>7}{'answered':>9}{'valid ans':>10}{'T signal':>9}{'S signal':>9}{'s/round':>9}"]
+    for r in rows:
+        lines.append(
+            f"{r['variant']:<28}{r['legal_ratio']:>7.2f}{r['answered_share']:>9.2f}{r['student_valid_rate']:>10.2f}"
+            f"{r['teacher_groups_with_signal']:>9.2f}{r['student_group']:>9.2f}{r['seconds'] / r['rounds']:>9.0f}"
+        )
+    return "\n".join(lines)

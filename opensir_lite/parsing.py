@@ -31,7 +31,6 @@ def _tag_regexes(tag: str) -> tuple[re.Pattern[str], re.Pattern[str]]:
 
 # Literal tag patterns only: searching for them is linear in the text, whatever the model wrote.
 _TAGS = {tag: _tag_regexes(tag) for tag in (PROBLEM_TAG, CONCEPTS_TAG, THINK_TAG)}
-_NESTED_TAG_RE = re.compile(rf"</?({PROBLEM_TAG}|{CONCEPTS_TAG})>", re.IGNORECASE)
 _FINAL_LINE_START = FINAL_ANSWER_PREFIX + " $\\boxed{"
 
 
@@ -78,8 +77,10 @@ class TeacherParse:
 def parse_teacher_output(text: object) -> TeacherParse:
     """Parse ``<problem>`` and ``<concepts>`` from a teacher completion with OpenSIR's validity rules.
 
-    Illegal reasons: no_problem, empty_problem, ellipsis_problem, nested_tags, short_problem, no_concepts,
-    empty_concepts, too_many_concepts, multiline_concepts, short_concepts. Duplicate tags: the first pair counts.
+    Illegal reasons: no_problem, empty_problem, ellipsis_problem, short_problem, no_concepts, empty_concepts,
+    too_many_concepts, multiline_concepts, short_concepts. Duplicate tags: the first pair counts, and as in the
+    official code a problem is what lies between the first ``<problem>`` and the next ``</problem>``, tags inside
+    included (the seeding filter :func:`contains_xml_tags` keeps such problems out of an initial pool).
     """
     text = clean_text(text)
     problem = tag_content(text, PROBLEM_TAG)
@@ -89,8 +90,6 @@ def parse_teacher_output(text: object) -> TeacherParse:
         return TeacherParse(reason="empty_problem")
     if problem == "...":
         return TeacherParse(reason="ellipsis_problem")
-    if _NESTED_TAG_RE.search(problem):
-        return TeacherParse(reason="nested_tags")
     if len(problem) < MIN_PROBLEM_CHARS:
         return TeacherParse(reason="short_problem")
     concepts_text = tag_content(text, CONCEPTS_TAG)

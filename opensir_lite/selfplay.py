@@ -27,7 +27,14 @@ from opensir_lite.generation import Completion, SamplingSettings, generate
 from opensir_lite.grading import Vote, majority_vote
 from opensir_lite.parsing import TeacherParse, extract_answer, find_concepts_span, parse_teacher_output
 from opensir_lite.pool import ProblemPool, ProblemRecord
-from opensir_lite.prompts import SEED_PROBLEM, render, student_messages, supports_system_prompt, teacher_messages
+from opensir_lite.prompts import (
+    EXAMPLE_REPLY,
+    SEED_PROBLEM,
+    render,
+    student_messages,
+    supports_system_prompt,
+    teacher_messages,
+)
 from opensir_lite.rewards import (
     PAD,
     STUDENT,
@@ -172,6 +179,7 @@ class SelfPlay:
         self.round_stats: list[dict[str, Any]] = []  # stats of rounds not yet logged
         self._use_system_prompt: bool | None = args.use_system_prompt
         self._degenerate: Counter = Counter()  # degenerate events of the round being played
+        self._example_vector: np.ndarray | None = None  # embedding of the worked example's problem
 
     # ---- checkpoint state ---------------------------------------------------------------------------------
     def state_dict(self) -> dict[str, Any]:
@@ -251,7 +259,11 @@ class SelfPlay:
         self.pool.ensure_embeddings(self.embedder)
         cand_emb = self.embedder([parses[i].problem for i in candidates]) if candidates else np.zeros((0, 0))
         pool_ids = self.pool.diversity_ids(a.diversity_recent_pool_size, [r.id for r in references])
-        novelty = novelty_scores(cand_emb, self.pool.embedding_matrix(pool_ids), a.novelty_top_k)
+        neighbours = self.pool.embedding_matrix(pool_ids)
+        if candidates and a.teacher_format_hint == "example":  # the worked example is in every prompt: not novel
+            hint = self._example_embedding()
+            neighbours = np.concatenate([neighbours, hint]) if neighbours.size else hint
+        novelty = novelty_scores(cand_emb, neighbours, a.novelty_top_k)
         t_embedding = time.perf_counter() - t0
 
         # Records and teacher reward columns, one per teacher output.
@@ -317,6 +329,13 @@ class SelfPlay:
         self.last_round = result
         self.round_stats.append(stats)
         return result
+
+    def _example_embedding(self) -> np.ndarray:
+        """The embedding of the worked example's problem (``teacher_format_hint: example``), computed once."""
+        if getattr(self, "_example_vector", None) is None:
+            problem = parse_teacher_output(EXAMPLE_REPLY).problem
+            self._example_vector = np.asarray(self.embedder([problem]), dtype=np.float32)
+        return self._example_vector
 
     def _finite(self, value: object, default: float | None = None) -> float | None:
         """A finite float, or ``default`` with the event counted (``degenerate/nonfinite_value``)."""

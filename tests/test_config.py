@@ -186,3 +186,15 @@ def test_paper_recipe_matches_the_official_yaml(tmp_path):
 def test_sampling_and_grading_errors(tmp_path, args, message):
     with pytest.raises(ConfigError, match=message):
         parse_config(["--config", "smoke", "--output_dir", str(tmp_path), *args])
+
+
+def test_smoke_is_the_first_steps_of_learn_cpu():
+    """make smoke runs learn-cpu's first steps: every field is the same but the run's length and place."""
+    import yaml
+
+    from opensir_lite.config import RECIPES_DIR
+
+    smoke, learn = (yaml.safe_load((RECIPES_DIR / f"{n}.yaml").read_text()) for n in ("smoke", "learn-cpu"))
+    own = {"output_dir", "overwrite_output_dir", "max_steps", "save_steps", "probe_every", "probe_rows", "probe_samples"}
+    assert {k: v for k, v in smoke.items() if k not in own} == {k: v for k, v in learn.items() if k not in own}
+    assert smoke["max_steps"] < learn["max_steps"]

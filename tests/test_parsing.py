@@ -52,7 +52,11 @@ TEACHER_CASES = [
     ),  # newline in concepts
     (f"<problem>{P}</problem><concepts>math, sums</concepts>", "short_concepts", []),  # every concept < 10 chars
     (f"<problem>{P}</problem><concepts>math, subtraction</concepts>", None, ["subtraction"]),  # short ones dropped
-    (f"<problem><problem>{P}</problem></problem><concepts>{C}</concepts>", "nested_tags", []),  # nested problem tags
+    (
+        f"<problem><problem>{P}</problem></problem><concepts>{C}</concepts>",
+        None,
+        ["subtraction", "word problems"],
+    ),  # nested tags: official, the problem is "<problem>P" (first opening to first closing)
     (
         f"<problem>{P}</problem><problem>Another problem text here</problem><concepts>{C}</concepts>",
         None,
