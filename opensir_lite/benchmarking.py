@@ -188,3 +188,44 @@ def format_ablation(rows: list[dict[str, Any]]) -> str:
             f"{r['teacher_groups_with_signal']:>9.2f}{r['student_group']:>9.2f}{r['seconds'] / r['rounds']:>9.0f}"
         )
     return "\n".join(lines)
+
+
+def synthetic_run(folder, n: int, seed: int = 0, students: int = 8, completion_chars: int = 300) -> Path:
+    """A run folder of ``n`` generated problems (every fifth illegal) with embeddings and round evidence of the
+    sizes a real run writes (G student answers with completion tails): a stand-in pool for timing the explorer."""
+    import numpy as np
+
+    from opensir_lite.checkpointing import EVIDENCE_FILE
+    from opensir_lite.pool import ProblemPool, ProblemRecord
+
+    folder = Path(folder)
+    rng = np.random.default_rng(seed)
+    concepts = [f"concept number {k}" for k in range(40)]
+    pool = ProblemPool.from_seed()
+    records, vectors, evidence = [], {}, []
+    for i in range(1, n + 1):
+        legal = i % 5 != 0
+        problem = f"Problem {i}: " + " ".join(rng.choice(["apples", "rows", "tulips", "sum", "area"], 12)) + "?"
+        r = ProblemRecord(
+            id=i, problem=problem if legal else "", step=1 + i // 32, legal=legal,
+            concepts=list(rng.choice(concepts, 2, replace=False)) if legal else [],
+            reason=None if legal else "no_problem", in_pool=legal, reference_id=int(rng.integers(0, i)),
+            solve_rate=float(rng.integers(1, 9)) / 8 if legal else None, majority_answer=str(i) if legal else None,
+            n_valid_answers=students if legal else 0, novelty=float(rng.random()) if legal else None,
+            rewards={"solvability": 0.5, "diversity": 0.2, "teacher_format": 1.0, "response_length": 0.1},
+            teacher_output=None if legal else "x" * 400,
+        )  # fmt: skip
+        records.append(r)
+        if legal:
+            vectors[i] = rng.normal(size=384).astype(np.float32)
+            evidence.append({
+                "id": i, "step": r.step, "reference_id": r.reference_id, "teacher_output": "t" * 600,
+                "students": [{"answer": str(k % 3), "class": k % 3, "tokens": 100, "completion": "c" * completion_chars}
+                             for k in range(students)],
+                "majority_class": 0, "majority_answer": "0", "solve_rate": r.solve_rate, "novelty": r.novelty,
+                "rewards": r.rewards, "combined_score": 1.0,
+            })  # fmt: skip
+    pool.add(records, vectors)
+    pool.save(folder)
+    (folder / EVIDENCE_FILE).write_text("".join(json.dumps(row) + "\n" for row in evidence), encoding="utf-8")
+    return folder

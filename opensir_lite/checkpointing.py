@@ -22,6 +22,7 @@ from opensir_lite.pool import POOL_FILE, ProblemPool, atomic_write_text, embeddi
 logger = logging.getLogger(__name__)
 
 METRICS_FILE = "metrics.jsonl"
+EVIDENCE_FILE = "round_evidence.jsonl"  # per legal problem: its students' answers, vote classes and rewards
 SELFPLAY_STATE_FILE = "selfplay_state.json"
 RUN_CONFIG_FILE = "run_config.json"  # the resolved configuration, written when a run starts
 REPORT_ARTEFACTS = ("training_curves.png", "explore")  # written at the end of a run (opensir_lite.curves)
@@ -113,9 +114,9 @@ def load_checkpoint_state(folder: str | Path, max_size: int | None = None) -> tu
     return pool, state
 
 
-def truncate_metrics(path: str | Path, last_step: int) -> int:
-    """Keep the ``metrics.jsonl`` rows of steps up to ``last_step`` (dropping a line cut by a crash); returns the
-    number of rows kept. Rewritten atomically."""
+def truncate_steps(path: str | Path, last_step: int) -> int:
+    """Keep the rows of a per-step JSONL file (``metrics.jsonl``, ``round_evidence.jsonl``) of steps up to
+    ``last_step`` (dropping a line cut by a crash); returns the number of rows kept. Rewritten atomically."""
     path = Path(path)
     if not path.is_file():
         return 0
@@ -137,7 +138,8 @@ def run_artefacts(output_dir: str | Path) -> list[Path]:
     output_dir = Path(output_dir)
     if not output_dir.is_dir():
         return []
-    named = [output_dir / n for n in (METRICS_FILE, POOL_FILE, SELFPLAY_STATE_FILE, RUN_CONFIG_FILE, *REPORT_ARTEFACTS)]
+    names = (METRICS_FILE, EVIDENCE_FILE, POOL_FILE, SELFPLAY_STATE_FILE, RUN_CONFIG_FILE, *REPORT_ARTEFACTS)
+    named = [output_dir / n for n in names]
     named.append(embeddings_path(output_dir / POOL_FILE))
     return [p for p in named if p.exists()] + list_checkpoints(output_dir)
 

@@ -138,6 +138,13 @@ class SelfPlayConfig(GRPOConfig):
     )
     probe_rows: int = field(default=32, metadata={"help": "Probe questions (at most the 32 shipped GSM8K rows)."})
     probe_samples: int = field(default=0, metadata={"help": "Answers per probe question. 0: num_generations."})
+    evidence_completion_chars: int = field(
+        default=300,
+        metadata={
+            "help": "round_evidence.jsonl keeps the last N characters of each student completion beside its "
+            "answer and vote class (0: answers only; -1: no evidence file)."
+        },
+    )
     max_generate_batch: int = field(
         default=0, metadata={"help": "Most sequences in one generate call (0: a whole role in one call)."}
     )

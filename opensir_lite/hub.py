@@ -17,11 +17,13 @@ from opensir_lite.checkpointing import METRICS_FILE, RUN_CONFIG_FILE
 from opensir_lite.curves import CURVES_FILE, write_run_plots
 from opensir_lite.exploration import (
     EXPLORE_DIRNAME,
+    EXPLORER_FILE,
     FIGURES,
     format_optional,
     hardest_problems,
     load_run_pool,
     summarize_pool,
+    write_explorer_html,
 )
 from opensir_lite.models import EMBEDDED_DIRNAME, EMBEDDED_POLICY
 from opensir_lite.rewards import GATE_LOWER, GATE_UPPER
@@ -135,7 +137,9 @@ def _require_empty(out: Path) -> None:
         raise PublishError(f"{out} is not empty; give an empty or new folder")
 
 
-def model_card(info: RunInfo, repo_id: str, plots: list[str], pool_repo_id: str | None = None) -> str:
+def model_card(
+    info: RunInfo, repo_id: str, plots: list[str], pool_repo_id: str | None = None, explorer: str | None = None
+) -> str:
     """The README.md of the adapter repo: metadata, base model, recipe, steps, pool statistics, evaluation, plots,
     usage and the OpenSIR citation."""
     training = info.run_config.get("training", {})
@@ -185,20 +189,30 @@ def model_card(info: RunInfo, repo_id: str, plots: list[str], pool_repo_id: str 
         lines.append(f"- the full pool: [{pool_repo_id}](https://huggingface.co/datasets/{pool_repo_id})")
     lines += ["", "## Evaluation", ""]
     if info.eval_results:
-        lines += ["| benchmark | rows | metric | value | model | adapter |", "|---|---:|---|---:|---|---|"]
+        lines += [
+            "| benchmark | rows | protocol | metric | value | model | adapter |",
+            "|---|---:|---|---|---:|---|---|",
+        ]
         for bench, r in info.eval_results.items():
-            metrics = r.get("metrics", {})
-            for name, value in metrics.items():
-                if name.endswith("_se"):
-                    continue
-                se = metrics.get(f"{name}_se")
-                shown = f"{100 * value:.1f}%" + (f" ± {100 * se:.1f}" if se is not None else "")
-                lines.append(
-                    f"| {bench} | {r.get('rows', '-')} | {name} | {shown} | {hub_base_model(str(r.get('model', '-')))} | "
-                    f"{r.get('adapter') or '-'} |"
-                )
+            tables = r.get("protocols") or {r.get("protocol", "-"): r.get("metrics", {})}
+            for protocol, metrics in tables.items():
+                for name, value in metrics.items():
+                    if name.endswith("_se"):
+                        continue
+                    se = metrics.get(f"{name}_se")
+                    shown = f"{100 * value:.1f}%" + (f" ± {100 * se:.1f}" if se is not None else "")
+                    lines.append(
+                        f"| {bench} | {r.get('rows', '-')} | {protocol} | {name} | {shown} | "
+                        f"{hub_base_model(str(r.get('model', '-')))} | {r.get('adapter') or '-'} |"
+                    )
     else:
         lines.append("No evaluation results were found in the run folder (`scripts/evaluate.py --adapter ...`).")
+    if explorer:
+        lines += ["", "## Explore the generated problems", "",
+                  f"[`{explorer}`]({explorer}) is one self-contained page (download it and open it offline in any "
+                  "browser): the embedding map of the pool with hover, filters by step, legality, concept, solve rate "
+                  "and text, and for each problem its reference, teacher output, student answers by vote class and "
+                  "rewards."]  # fmt: skip
     if plots:
         lines += ["", "## Plots", ""]
         titles = {CURVES_FILE: "Training curves", **{f"{k}.png": v for k, v in FIGURES.items()}}
@@ -261,7 +275,9 @@ def stage_model(
             (out / PLOTS_DIRNAME).mkdir(exist_ok=True)
             shutil.copy2(src, out / PLOTS_DIRNAME / src.name)
             plots.append(f"{PLOTS_DIRNAME}/{src.name}")
-    (out / "README.md").write_text(model_card(info, repo_id, plots, pool_repo_id), encoding="utf-8")
+    write_explorer_html(run_dir, out / EXPLORER_FILE)
+    card = model_card(info, repo_id, plots, pool_repo_id, explorer=EXPLORER_FILE)
+    (out / "README.md").write_text(card, encoding="utf-8")
     return out
 
 

@@ -131,6 +131,37 @@ def scored_student_tokens(record: ProblemRecord) -> float | None:
     return record.mean_student_tokens if record.solve_rate is not None else None
 
 
+def _tail(text: str, cap: int) -> str:
+    """The last ``cap`` characters of a text, marked with a leading ellipsis when cut."""
+    return text if len(text) <= cap else "…" + text[-cap:]
+
+
+def round_evidence(records, teacher_out, student_out, votes, answers, cand_pos, G, cap, prefill="") -> list[dict]:
+    """Why each legal problem scored what it did: the teacher output, its G student answers with their vote
+    classes (and the last ``cap`` characters of each completion; none when ``cap`` is 0), the majority class, the
+    solve rate, novelty and every teacher reward. One row per legal problem, keyed by the pool record id."""
+    rows = []
+    for i, r in enumerate(records):
+        k = cand_pos.get(i)
+        if not r.legal or k is None:
+            continue
+        vote = votes[k]
+        students = []
+        for j in range(k * G, (k + 1) * G):
+            entry = {"answer": answers[j], "class": vote.classes[j - k * G], "tokens": student_out[j].num_tokens}
+            if cap > 0:
+                entry["completion"] = _tail(student_out[j].text, cap)
+            students.append(entry)
+        rows.append({
+            "id": r.id, "step": r.step, "reference_id": r.reference_id,
+            "teacher_output": _tail(prefill + teacher_out[i].text, max(cap, 0) * 4 or MAX_STORED_OUTPUT_CHARS),
+            "students": students, "majority_class": vote.majority_class, "majority_answer": vote.majority,
+            "solve_rate": r.solve_rate, "novelty": r.novelty, "rewards": dict(r.rewards),
+            "combined_score": r.combined_score,
+        })  # fmt: skip
+    return rows
+
+
 @dataclass
 class RoundResult:
     """Everything one round produced: the records (one per teacher output), the rows to train on and stats."""
@@ -180,6 +211,7 @@ class SelfPlay:
         self._use_system_prompt: bool | None = args.use_system_prompt
         self._degenerate: Counter = Counter()  # degenerate events of the round being played
         self._example_vector: np.ndarray | None = None  # embedding of the worked example's problem
+        self._evidence: list[dict[str, Any]] = []  # round evidence rows not yet written (take_evidence)
 
     # ---- checkpoint state ---------------------------------------------------------------------------------
     def state_dict(self) -> dict[str, Any]:
@@ -325,10 +357,21 @@ class SelfPlay:
             {"teacher_generation": t_teacher, "student_generation": t_student, "grading": t_grading,
              "embedding": t_embedding, "rollout": t_total},
         )  # fmt: skip
+        cap = getattr(a, "evidence_completion_chars", 300)
+        if cap is not None and cap >= 0:
+            self._evidence.extend(
+                round_evidence(records, teacher_out, student_out, votes, answers, cand_pos, G, cap, prefill)
+            )
         result = RoundResult(records, rows, stats, teacher_out, student_out, votes)
         self.last_round = result
         self.round_stats.append(stats)
         return result
+
+    def take_evidence(self) -> list[dict[str, Any]]:
+        """The round evidence rows played since the last call (the training callback appends them to
+        ``round_evidence.jsonl``)."""
+        rows, self._evidence = self._evidence, []
+        return rows
 
     def _example_embedding(self) -> np.ndarray:
         """The embedding of the worked example's problem (``teacher_format_hint: example``), computed once."""

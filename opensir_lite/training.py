@@ -19,6 +19,7 @@ import torch
 from transformers import TrainerCallback
 
 from opensir_lite.checkpointing import (
+    EVIDENCE_FILE,
     METRICS_FILE,
     SELFPLAY_STATE_FILE,
     RunFolderError,
@@ -27,7 +28,7 @@ from opensir_lite.checkpointing import (
     prepare_output_dir,
     resolve_resume,
     save_selfplay_checkpoint,
-    truncate_metrics,
+    truncate_steps,
     write_run_config,
 )
 from opensir_lite.config import PolicyModelConfig, SelfPlayConfig
@@ -268,6 +269,9 @@ class SelfPlayCallback(TrainerCallback):
             r["time/step"] = step_time / len(rounds)
         self._pending.extend(rounds)
         self.selfplay.pool.save(self.output_dir)
+        evidence = self.selfplay.take_evidence()
+        if evidence and state.is_world_process_zero:
+            append_jsonl(self.output_dir / EVIDENCE_FILE, evidence)
         if control.should_save and state.is_world_process_zero:  # DefaultFlowCallback decided; trainer saves next
             self._save_selfplay(args, state)
         if rounds and not self.quiet:
@@ -294,6 +298,17 @@ class SelfPlayCallback(TrainerCallback):
     def _save_selfplay(self, args, state) -> None:
         checkpoint = Path(args.output_dir) / f"checkpoint-{state.global_step}"
         save_selfplay_checkpoint(checkpoint, self.selfplay.pool, self.selfplay.state_dict())
+
+
+def append_jsonl(path: Path, rows: list[dict[str, Any]]) -> None:
+    """Append rows to a JSONL file and flush them to disk (a crash can cut at most the last line, which readers
+    skip and a resume drops)."""
+    import os
+
+    with open(path, "a", encoding="utf-8") as f:
+        f.write("".join(json.dumps(row, ensure_ascii=False) + "\n" for row in rows))
+        f.flush()
+        os.fsync(f.fileno())
 
 
 def merge_round_stats(rounds: list[dict[str, Any]]) -> dict[str, Any]:
@@ -425,7 +440,8 @@ def train(train_args: SelfPlayConfig, model_args: PolicyModelConfig, embedder=No
         prepare_output_dir(output_dir, train_args.overwrite_output_dir)
     else:
         pool, state = load_checkpoint_state(resume, max_size=train_args.pool_max_size)
-        truncate_metrics(output_dir / METRICS_FILE, checkpoint_step(resume) or 0)
+        for name in (METRICS_FILE, EVIDENCE_FILE):  # per-step files continue from the checkpoint's step
+            truncate_steps(output_dir / name, checkpoint_step(resume) or 0)
         logger.info("resuming from %s (pool of %d problems)", resume, len(pool))
     write_run_config(output_dir, run_config(train_args, model_args))
     set_seed(train_args.seed)  # LoRA initialisation and sampling are reproducible from the seed

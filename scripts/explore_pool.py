@@ -1,6 +1,10 @@
 """Explore the problems a run generated: python scripts/explore_pool.py RUN_DIR [--out DIR] [--method auto|pca|umap]
+    [--html [FILE]]
 
-Writes PNG figures, summary.json and report.md (default RUN_DIR/explore) and prints the report.
+Writes PNG figures, summary.json and report.md (default RUN_DIR/explore) and prints the report. With --html it also
+writes one self-contained interactive page (default RUN_DIR/explore/explorer.html): the embedding map with hover,
+filters by step, legality and reason, concept, solve rate and text, a table and the detail of each problem (its
+reference, teacher output, student answers by vote class and rewards). It opens offline in any browser.
 """
 
 from __future__ import annotations
@@ -8,7 +12,7 @@ from __future__ import annotations
 import argparse
 import sys
 
-from opensir_lite.exploration import write_exploration_report
+from opensir_lite.exploration import EXPLORER_FILE, write_exploration_report, write_explorer_html
 from opensir_lite.pool import PoolFileError
 from opensir_lite.rewards import GATE_LOWER, GATE_UPPER
 
@@ -20,6 +24,7 @@ def main() -> int:
     p.add_argument("--method", choices=["auto", "pca", "umap"], default="auto", help="2-D map of the embeddings")
     p.add_argument("--solve_rate_lower", type=float, default=GATE_LOWER, help="gate drawn on the histogram")
     p.add_argument("--solve_rate_upper", type=float, default=GATE_UPPER, help="gate drawn on the histogram")
+    p.add_argument("--html", nargs="?", const="", default=None, metavar="FILE", help="also write the HTML explorer")
     args = p.parse_args()
     try:
         report = write_exploration_report(
@@ -30,6 +35,10 @@ def main() -> int:
         return 2
     print(report.read_text(encoding="utf-8"))
     print(f"report and figures: {report.parent}")
+    if args.html is not None:
+        method = "pca" if args.method == "auto" else args.method
+        page = write_explorer_html(args.run_dir, args.html or (report.parent / EXPLORER_FILE), method)
+        print(f"explorer: {page} ({page.stat().st_size / 1e6:.1f} MB)")
     return 0
 
 

@@ -25,7 +25,7 @@ from opensir_lite.checkpointing import (
     prepare_output_dir,
     resolve_resume,
     save_selfplay_checkpoint,
-    truncate_metrics,
+    truncate_steps,
 )
 from opensir_lite.pool import POOL_FILE, ProblemPool, ProblemRecord
 
@@ -128,12 +128,12 @@ def test_checkpoint_state_round_trip(tmp_path):
     assert again.integers(0, 1000, size=8).tolist() == rng.integers(0, 1000, size=8).tolist()  # same stream
 
 
-def test_truncate_metrics(tmp_path):
+def test_truncate_steps(tmp_path):
     path = tmp_path / METRICS_FILE
     path.write_text('{"step": 1, "a": 1}\n{"step": 2}\n{"step": 3}\n{"step": 4, "cut by a cr')
-    assert truncate_metrics(path, 2) == 2
+    assert truncate_steps(path, 2) == 2
     assert [json.loads(line)["step"] for line in path.read_text().splitlines()] == [1, 2]
-    assert truncate_metrics(tmp_path / "absent.jsonl", 2) == 0
+    assert truncate_steps(tmp_path / "absent.jsonl", 2) == 0
 
 
 @pytest.mark.parametrize(

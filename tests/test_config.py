@@ -195,6 +195,14 @@ def test_smoke_is_the_first_steps_of_learn_cpu():
     from opensir_lite.config import RECIPES_DIR
 
     smoke, learn = (yaml.safe_load((RECIPES_DIR / f"{n}.yaml").read_text()) for n in ("smoke", "learn-cpu"))
-    own = {"output_dir", "overwrite_output_dir", "max_steps", "save_steps", "probe_every", "probe_rows", "probe_samples"}
+    own = {
+        "output_dir",
+        "overwrite_output_dir",
+        "max_steps",
+        "save_steps",
+        "probe_every",
+        "probe_rows",
+        "probe_samples",
+    }
     assert {k: v for k, v in smoke.items() if k not in own} == {k: v for k, v in learn.items() if k not in own}
     assert smoke["max_steps"] < learn["max_steps"]

@@ -62,6 +62,7 @@ def test_dry_run_files_and_card(trained_run, tmp_path):
     assert {"README.md", "adapter_config.json", "adapter_model.safetensors", RUN_CONFIG_FILE} <= names
     assert {"tokenizer.json", "tokenizer_config.json"} <= names
     assert "plots/training_curves.png" in names and "plots/embedding_map.png" in names
+    assert "explorer.html" in names  # the self-contained pool explorer
     assert not any(n.endswith((".pt", ".bin", ".npz")) for n in names)  # no optimizer state or pickles
     card = (model_dir / "README.md").read_text()
     for expected in (
@@ -72,7 +73,8 @@ def test_dry_run_files_and_card(trained_run, tmp_path):
         "QLoRA",
         "teacher outputs: 9, legal: 6 (66.7%), pool size: 7",
         "algebra (4)",
-        "| gsm8k | 100 | avg@1 | 25.0% ± 5.0 |",
+        "| gsm8k | 100 | - | avg@1 | 25.0% ± 5.0 |",  # an older results.json: no protocol recorded
+        "[`explorer.html`](explorer.html)",
         "![Training curves](plots/training_curves.png)",
         f"- {REPO}-pool",  # the dataset is linked in the metadata
         OPENSIR_BIBTEX,

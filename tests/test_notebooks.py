@@ -19,6 +19,7 @@ NOTEBOOKS = [
     "03_rewards.ipynb",
     "04_self_play_training.ipynb",
     "05_evaluate_and_push.ipynb",
+    "06_explore_pool.ipynb",
 ]
 
 
