@@ -94,6 +94,13 @@ def concepts_loss_mask(tokenizer, completion_ids: list[int]) -> list[int]:
 NEAR_DUPLICATE_COSINE = 0.95  # two problems whose embeddings are at least this similar count as one
 
 
+def _unit_rows(x: np.ndarray) -> np.ndarray:
+    x = np.asarray(x, dtype=np.float64)
+    if not x.size:
+        return x.reshape(0, 0)
+    return x / np.maximum(np.linalg.norm(x, axis=1, keepdims=True), 1e-10)
+
+
 def distinct_count(pool: ProblemPool, include_seed: bool = False, threshold: float = NEAR_DUPLICATE_COSINE) -> int:
     """Teacher-written problems in the pool after merging near-duplicates (embedding cosine >= ``threshold``),
     greedily in pool order; entries without a cached embedding count as distinct."""
@@ -212,6 +219,7 @@ class SelfPlay:
         self._degenerate: Counter = Counter()  # degenerate events of the round being played
         self._example_vector: np.ndarray | None = None  # embedding of the worked example's problem
         self._evidence: list[dict[str, Any]] = []  # round evidence rows not yet written (take_evidence)
+        self._pool_duplicates = 0  # legal problems kept out of the pool as near-duplicates, this round
 
     # ---- checkpoint state ---------------------------------------------------------------------------------
     def state_dict(self) -> dict[str, Any]:
@@ -433,14 +441,24 @@ class SelfPlay:
         else:
             chosen = sorted(legal, key=lambda r: -(r.combined_score or 0.0))[: self.append_top]
         chosen_ids = {r.id for r in chosen}
+        threshold = getattr(self.args, "pool_duplicate_cosine", None)
+        kept = _unit_rows(self.pool.embedding_matrix([r.id for r in self.pool.entries])) if threshold else None
         embeddings = {}
+        self._pool_duplicates = 0
         for k, i in enumerate(candidates):
             r = records[i]
-            if r.id in chosen_ids:
-                r.in_pool = True
-                embeddings[r.id] = cand_emb[k]
+            if r.id not in chosen_ids:
+                continue
+            if threshold:  # a near-duplicate of a pool problem (or of one added this round) stays out
+                v = _unit_rows(cand_emb[k : k + 1])
+                if kept.size and float((kept @ v.T).max()) >= threshold:
+                    self._pool_duplicates += 1
+                    continue
+                kept = np.concatenate([kept, v]) if kept.size else v
+            r.in_pool = True
+            embeddings[r.id] = cand_emb[k]
         self.pool.add(records, embeddings)
-        return len(chosen_ids)
+        return len(embeddings)
 
     # ---- rows for TRL -------------------------------------------------------------------------------------
     def _build_rows(
@@ -538,6 +556,7 @@ class SelfPlay:
             "novelty_mean": float(np.mean([r.novelty for r in legal])) if legal else None,
             "pool_size": len(self.pool),
             "pool_added": added,
+            "pool_rejected_duplicates": getattr(self, "_pool_duplicates", 0),
             "teacher_tokens": sum(c.num_tokens for c in teacher_out),
             "student_tokens": sum(c.num_tokens for c in student_out),
             "student_groups": len(student_problems),

@@ -183,15 +183,20 @@ def test_adapter_by_hub_id_in_evaluation(trained_run, tmp_path, tiny_model_dir):
 from safetensors.torch import load_file
 import torch
 from opensir_lite.models import load_for_inference
-model, _ = load_for_inference({str(tiny_model_dir)!r}, adapter={REPO!r})
+model, _ = load_for_inference({str(tiny_model_dir)!r}, adapter={REPO!r}, merge_adapter=False)
 saved = load_file({str(trained_run / "adapter_model.safetensors")!r})
 state = {{k.replace(".default", ""): v for k, v in model.state_dict().items() if "lora_" in k}}
 assert set(state) == set(saved) and all(torch.equal(state[k], v) for k, v in saved.items())
-print(type(model).__name__, len(saved))
+merged, _ = load_for_inference({str(tiny_model_dir)!r}, adapter={REPO!r})  # evaluation folds LoRA in
+ids = torch.tensor([[1, 2, 3, 4, 5]])
+with torch.no_grad():
+    assert (merged(input_ids=ids).logits - model(input_ids=ids).logits).abs().max() < 1e-4
+print(type(model).__name__, len(saved), type(merged).__name__)
 """
     loaded = subprocess.run([sys.executable, "-c", check], env=env, capture_output=True, text=True, timeout=300)
     assert loaded.returncode == 0, loaded.stderr
     assert loaded.stdout.split()[0].startswith("PeftModel")  # the Hub adapter, weight for weight
+    assert loaded.stdout.split()[2] == "LlamaForCausalLM"  # merged for evaluation
 
     def evaluate(adapter: str, out: Path) -> subprocess.CompletedProcess:
         return subprocess.run(

@@ -241,3 +241,17 @@ def test_distinct_count_merges_near_duplicates():
     pool.add(records, {i: np.array(v, dtype=np.float32) for i, v in vectors.items() if v is not None})
     assert distinct_count(pool) == 3  # {1, 2} as one, 3, and 4 (no embedding) counted as distinct
     assert distinct_count(pool, threshold=0.9999) == 4  # a stricter threshold keeps 1 and 2 apart
+
+
+def test_near_duplicates_stay_out_of_the_pool():
+    """pool_duplicate_cosine (a learn-cpu departure): a legal problem too similar to a pool problem or to one added
+    in the same round does not join, so copies do not become references."""
+    pool = ProblemPool([ProblemRecord(id=100, problem="seed problem", in_pool=True)])
+    pool.embeddings[100] = np.array([1.0, 0.0, 0.0], dtype=np.float32)
+    sp = SelfPlay(make_args(pool_duplicate_cosine=0.95), pool, embedder=None)
+    records = _records([0.3, 0.5, 0.9, 0.4])
+    emb = np.array([[0.99, 0.1, 0.0], [0.0, 1.0, 0.0], [0.0, 0.99, 0.1], [0.0, 0.0, 1.0]], dtype=np.float32)
+    added = sp._grow_pool(records, [0, 1, 2, 3], emb)
+    assert {r.id for r in pool.entries} == {100, 1, 3}  # 0 copies the seed, 2 copies problem 1
+    assert added == 2 and sp._pool_duplicates == 2
+    assert all(r.legal for r in records)  # still legal: only the pool is spared
