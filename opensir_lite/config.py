@@ -38,11 +38,12 @@ class SelfPlayConfig(GRPOConfig):
     pool_append_strategy: str = field(
         default="all_legal", metadata={"help": "Which new problems join the pool: all_legal, top-<x> or never."}
     )
-    pool_duplicate_cosine: float | None = field(
+    near_duplicate_cosine: float | None = field(
         default=None,
         metadata={
-            "help": "Keep a legal problem out of the pool when its embedding has at least this cosine similarity "
-            "to a pool problem (near-duplicates stop becoming references). None: every legal problem joins (paper)."
+            "help": "A legal problem whose embedding has at least this cosine similarity to a pool problem or to "
+            "another problem of its round is a near-duplicate: it earns no solvability and does not join the pool. "
+            "None: no such rule (paper)."
         },
     )
     pool_max_size: int | None = field(
@@ -187,8 +188,8 @@ class SelfPlayConfig(GRPOConfig):
             parse_append_strategy(self.pool_append_strategy)
         except ValueError as e:
             errors.append(str(e))
-        if self.pool_duplicate_cosine is not None and not 0.0 < self.pool_duplicate_cosine <= 1.0:
-            errors.append("pool_duplicate_cosine must be in (0, 1] (or null)")
+        if self.near_duplicate_cosine is not None and not 0.0 < self.near_duplicate_cosine <= 1.0:
+            errors.append("near_duplicate_cosine must be in (0, 1] (or null)")
         if not 0.0 <= self.solve_rate_lower <= self.solve_rate_upper <= 1.0:
             errors.append("need 0 <= solve_rate_lower <= solve_rate_upper <= 1")
         if self.num_teacher_groups < 1 or self.teacher_upscale_ratio < 1 or self.num_student_groups < 0:

@@ -69,3 +69,17 @@ def novelty_scores(candidates: np.ndarray, pool: np.ndarray, top_k: int = 5) -> 
         mean_top = float(np.mean(np.partition(row, -k)[-k:])) if k > 0 else 0.0
         scores.append((1.0 - mean_top) / 2.0)
     return scores
+
+
+def max_similarities(candidates: np.ndarray, pool: np.ndarray) -> list[float]:
+    """Each candidate's largest cosine similarity to the *other* candidates and to the pool vectors (-1 with no
+    neighbour at all): the near-duplicate test."""
+    n = candidates.shape[0] if candidates.size else 0
+    if n == 0:
+        return []
+    cand = _unit(candidates.astype(np.float64))
+    sims = cand @ cand.T
+    np.fill_diagonal(sims, -np.inf)
+    if pool.size:
+        sims = np.concatenate([sims, cand @ _unit(pool.astype(np.float64)).T], axis=1)
+    return [float(row.max()) if np.isfinite(row).any() else -1.0 for row in sims]

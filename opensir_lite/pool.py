@@ -49,6 +49,7 @@ class ProblemRecord:
     mean_student_tokens: float | None = None
     novelty: float | None = None
     combined_score: float | None = None
+    near_duplicate: bool = False  # near_duplicate_cosine: too like a pool problem or another of its round
     rewards: dict[str, float] = field(default_factory=dict)
     teacher_output: str | None = None  # raw teacher text, kept (truncated) for illegal problems only
 

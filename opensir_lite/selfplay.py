@@ -22,7 +22,7 @@ from typing import Any
 
 import numpy as np
 
-from opensir_lite.embedding import novelty_scores
+from opensir_lite.embedding import max_similarities, novelty_scores
 from opensir_lite.generation import Completion, SamplingSettings, generate
 from opensir_lite.grading import Vote, majority_vote
 from opensir_lite.parsing import TeacherParse, extract_answer, find_concepts_span, parse_teacher_output
@@ -92,13 +92,6 @@ def concepts_loss_mask(tokenizer, completion_ids: list[int]) -> list[int]:
 
 
 NEAR_DUPLICATE_COSINE = 0.95  # two problems whose embeddings are at least this similar count as one
-
-
-def _unit_rows(x: np.ndarray) -> np.ndarray:
-    x = np.asarray(x, dtype=np.float64)
-    if not x.size:
-        return x.reshape(0, 0)
-    return x / np.maximum(np.linalg.norm(x, axis=1, keepdims=True), 1e-10)
 
 
 def distinct_count(pool: ProblemPool, include_seed: bool = False, threshold: float = NEAR_DUPLICATE_COSINE) -> int:
@@ -219,7 +212,6 @@ class SelfPlay:
         self._degenerate: Counter = Counter()  # degenerate events of the round being played
         self._example_vector: np.ndarray | None = None  # embedding of the worked example's problem
         self._evidence: list[dict[str, Any]] = []  # round evidence rows not yet written (take_evidence)
-        self._pool_duplicates = 0  # legal problems kept out of the pool as near-duplicates, this round
 
     # ---- checkpoint state ---------------------------------------------------------------------------------
     def state_dict(self) -> dict[str, Any]:
@@ -304,6 +296,8 @@ class SelfPlay:
             hint = self._example_embedding()
             neighbours = np.concatenate([neighbours, hint]) if neighbours.size else hint
         novelty = novelty_scores(cand_emb, neighbours, a.novelty_top_k)
+        threshold = getattr(a, "near_duplicate_cosine", None)
+        duplicate = [s >= threshold for s in max_similarities(cand_emb, neighbours)] if threshold else []
         t_embedding = time.perf_counter() - t0
 
         # Records and teacher reward columns, one per teacher output.
@@ -328,6 +322,7 @@ class SelfPlay:
                     n_valid_answers=vote.n_valid if vote else 0,
                     mean_student_tokens=self._finite(float(np.mean(lengths))) if lengths else None,
                     novelty=self._finite(novelty[k]) if k is not None else None,
+                    near_duplicate=bool(duplicate[k]) if k is not None and duplicate else False,
                     teacher_output=None if legal else (prefill + completion.text)[:MAX_STORED_OUTPUT_CHARS],
                 )
             )
@@ -338,6 +333,7 @@ class SelfPlay:
             "novelty": [r.novelty for r in records],
             "mean_student_tokens": [scored_student_tokens(r) for r in records],
             "teacher_prefill": [prefill] * len(records),
+            "near_duplicate": [r.near_duplicate for r in records],
         }
         texts = [c.text for c in teacher_out]
         for name, func in zip(TEACHER_REWARD_NAMES, self.teacher_rewards, strict=True):
@@ -440,25 +436,15 @@ class SelfPlay:
             chosen = legal
         else:
             chosen = sorted(legal, key=lambda r: -(r.combined_score or 0.0))[: self.append_top]
-        chosen_ids = {r.id for r in chosen}
-        threshold = getattr(self.args, "pool_duplicate_cosine", None)
-        kept = _unit_rows(self.pool.embedding_matrix([r.id for r in self.pool.entries])) if threshold else None
+        chosen_ids = {r.id for r in chosen if not r.near_duplicate}  # near-duplicates stay out (near_duplicate_cosine)
         embeddings = {}
-        self._pool_duplicates = 0
         for k, i in enumerate(candidates):
             r = records[i]
-            if r.id not in chosen_ids:
-                continue
-            if threshold:  # a near-duplicate of a pool problem (or of one added this round) stays out
-                v = _unit_rows(cand_emb[k : k + 1])
-                if kept.size and float((kept @ v.T).max()) >= threshold:
-                    self._pool_duplicates += 1
-                    continue
-                kept = np.concatenate([kept, v]) if kept.size else v
-            r.in_pool = True
-            embeddings[r.id] = cand_emb[k]
+            if r.id in chosen_ids:
+                r.in_pool = True
+                embeddings[r.id] = cand_emb[k]
         self.pool.add(records, embeddings)
-        return len(embeddings)
+        return len(chosen_ids)
 
     # ---- rows for TRL -------------------------------------------------------------------------------------
     def _build_rows(
@@ -469,7 +455,7 @@ class SelfPlay:
             k: []
             for k in ("prompt_ids", "completion_ids", "env_mask", "role", "legal", "solve_rate", "novelty",
                       "mean_student_tokens", "answer", "majority_answer", "in_majority", "problem_id",
-                      "teacher_prefill")
+                      "teacher_prefill", "near_duplicate")
         }  # fmt: skip
 
         def add(prompt_ids, completion_ids, env_mask, role, record, answer=None, majority=None, in_majority=None):
@@ -485,6 +471,7 @@ class SelfPlay:
             rows["majority_answer"].append(majority)
             rows["in_majority"].append(in_majority)
             rows["problem_id"].append(record.id)
+            rows["near_duplicate"].append(record.near_duplicate)
             rows["teacher_prefill"].append(self.args.teacher_prefill or "")
 
         for g in teacher_groups:
@@ -556,7 +543,7 @@ class SelfPlay:
             "novelty_mean": float(np.mean([r.novelty for r in legal])) if legal else None,
             "pool_size": len(self.pool),
             "pool_added": added,
-            "pool_rejected_duplicates": getattr(self, "_pool_duplicates", 0),
+            "near_duplicates": sum(r.near_duplicate for r in legal),
             "teacher_tokens": sum(c.num_tokens for c in teacher_out),
             "student_tokens": sum(c.num_tokens for c in student_out),
             "student_groups": len(student_problems),

@@ -184,3 +184,12 @@ def test_partial_format_credit(text, legal, official, partial):
     cols = dict(role=[TEACHER], legal=[legal], teacher_prefill=[""])
     assert make_teacher_rewards()[2]([text], **cols) == [official]
     assert make_teacher_rewards(format_credit="partial")[2]([text], **cols) == [pytest.approx(partial)]
+
+
+def test_near_duplicate_rows_earn_no_solvability():
+    from opensir_lite.rewards import make_teacher_rewards
+
+    solvability = make_teacher_rewards(num_generations=8)[0]
+    cols = dict(role=[TEACHER, TEACHER], legal=[True, True], solve_rate=[0.7, 0.7], near_duplicate=[False, True])
+    assert solvability(["a", "b"], **cols) == [1.0, 0.0]
+    assert solvability(["a", "b"], **{**cols, "near_duplicate": None}) == [1.0, 1.0]  # the column absent: official

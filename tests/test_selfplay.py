@@ -243,15 +243,22 @@ def test_distinct_count_merges_near_duplicates():
     assert distinct_count(pool, threshold=0.9999) == 4  # a stricter threshold keeps 1 and 2 apart
 
 
-def test_near_duplicates_stay_out_of_the_pool():
-    """pool_duplicate_cosine (a learn-cpu departure): a legal problem too similar to a pool problem or to one added
-    in the same round does not join, so copies do not become references."""
-    pool = ProblemPool([ProblemRecord(id=100, problem="seed problem", in_pool=True)])
-    pool.embeddings[100] = np.array([1.0, 0.0, 0.0], dtype=np.float32)
-    sp = SelfPlay(make_args(pool_duplicate_cosine=0.95), pool, embedder=None)
-    records = _records([0.3, 0.5, 0.9, 0.4])
-    emb = np.array([[0.99, 0.1, 0.0], [0.0, 1.0, 0.0], [0.0, 0.99, 0.1], [0.0, 0.0, 1.0]], dtype=np.float32)
-    added = sp._grow_pool(records, [0, 1, 2, 3], emb)
-    assert {r.id for r in pool.entries} == {100, 1, 3}  # 0 copies the seed, 2 copies problem 1
-    assert added == 2 and sp._pool_duplicates == 2
-    assert all(r.legal for r in records)  # still legal: only the pool is spared
+def test_near_duplicates_earn_no_solvability_and_stay_out(monkeypatch, tokenizer, embedder):
+    """near_duplicate_cosine (a learn-cpu departure): copies within a round (or of a pool problem) earn no
+    solvability and do not join the pool; a problem unlike the others keeps both."""
+    import opensir_lite.selfplay as selfplay_module
+
+    copy = "A garden has 1+1. How many garden roses are in a garden?"
+    other = "A train travels 60 miles in 2 hours. What is its average speed in miles per hour?"
+    teacher = [f"<think>t</think><problem>{p}</problem><concepts>arithmetic operations</concepts>"
+               for p in (copy, copy, copy, other)]  # fmt: skip
+    student = [f"Therefore, the final answer is: $\\boxed{{{a}}}$" for a in ("2", "2", "2", "3")]  # solve rate 0.75
+    for threshold, dup in ((None, [False] * 4), (0.95, [True, True, True, False])):
+        monkeypatch.setattr(selfplay_module, "generate", scripted_generate(teacher, student))
+        pool = ProblemPool.from_seed()
+        sp = SelfPlay(make_args(teacher_upscale_ratio=1, near_duplicate_cosine=threshold), pool, embedder)
+        records = sp.play_round(None, tokenizer, step=1).records
+        assert [r.near_duplicate for r in records] == dup
+        assert [r.rewards["solvability"] > 0 for r in records] == [not d for d in dup]
+        assert [r.in_pool for r in records] == [not d for d in dup]
+        assert all(r.rewards["diversity"] >= 0 for r in records)
