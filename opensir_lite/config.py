@@ -5,6 +5,7 @@ YAML recipe (a packaged recipe name or a path) plus command-line overrides, as o
 from __future__ import annotations
 
 import enum
+import os
 import sys
 import types
 import typing
@@ -20,6 +21,7 @@ from opensir_lite.rewards import FORMAT_CREDITS, GATE_LOWER, GATE_UPPER
 from opensir_lite.selfplay import parse_append_strategy
 
 RECIPES_DIR = Path(__file__).parent / "recipes"
+GENERATION_BACKENDS = ("transformers", "vllm")
 
 
 class ConfigError(ValueError):
@@ -129,6 +131,13 @@ class SelfPlayConfig(GRPOConfig):
     use_system_prompt: bool | None = field(
         default=None, metadata={"help": "Send a system message. None: when the chat template accepts one."}
     )
+    generation_backend: str = field(
+        default="transformers",
+        metadata={
+            "help": "What generates the rollouts: 'transformers' (generate in this process) or 'vllm' (TRL's vLLM "
+            "integration: a `trl vllm-serve` server with vllm_mode server, or vllm_mode colocate; a 16-bit base)."
+        },
+    )
     rollout_model: str = field(
         default="policy",
         metadata={
@@ -204,6 +213,10 @@ class SelfPlayConfig(GRPOConfig):
             errors.append(f"teacher_format_credit must be one of {', '.join(FORMAT_CREDITS)}")
         if self.probe_every < 0 or not 1 <= self.probe_rows <= 32 or self.probe_samples < 0:
             errors.append("need probe_every >= 0, 1 <= probe_rows <= 32 and probe_samples >= 0")
+        if self.generation_backend not in GENERATION_BACKENDS:
+            errors.append(f"generation_backend must be one of {', '.join(GENERATION_BACKENDS)}")
+        elif self.generation_backend == "vllm":
+            self.use_vllm = True  # TRL's vLLM client (server) or engine (colocate), and its weight sync
         if self.rollout_model not in ("policy", "merged"):
             errors.append(f"rollout_model must be 'policy' or 'merged', got {self.rollout_model!r}")
         if self.answer_vote not in ANSWER_VOTES:
@@ -240,6 +253,13 @@ class SelfPlayConfig(GRPOConfig):
             self.fp16 = str(dtype) == "torch.float16"
             if device == "cpu":
                 self.dataloader_pin_memory = False  # nothing to pin without an accelerator
+        if not self.use_cpu and os.environ.get("WORLD_SIZE", "1") not in ("", "1"):
+            from opensir_lite.models import current_device_dtype
+
+            if current_device_dtype()[0] == "cpu":
+                # Several processes (torchrun) on a machine without an accelerator: accelerate forms a gloo group
+                # only when told it is a CPU run; otherwise every rank would train alone as its own "main process".
+                self.use_cpu = True
         super().__post_init__()
 
     @property
@@ -322,7 +342,27 @@ def parse_config(argv: list[str] | None = None, extra: tuple = ()) -> tuple:
         raise ConfigError(message) from None
     if recipe and parsed[0].recipe is None:
         parsed[0].recipe = recipe
+    check_backend(parsed[0], parsed[1])
     return parsed
+
+
+def check_backend(train_args: SelfPlayConfig, model_args: PolicyModelConfig) -> None:
+    """A generation backend that cannot run this configuration fails here, in one line, before any model loads."""
+    if train_args.generation_backend != "vllm":
+        return
+    if model_args.load_in_4bit or model_args.load_in_8bit:
+        raise ConfigError(
+            "generation_backend vllm with a 4-bit/8-bit base: TRL cannot sync QLoRA weights to vLLM; use LoRA on a "
+            "16-bit base (--load_in_4bit false) or generation_backend transformers"
+        )
+    if train_args.rollout_model == "merged":
+        raise ConfigError(
+            "generation_backend vllm samples from vLLM's own copy of the policy: set rollout_model policy"
+        )
+    import importlib.util
+
+    if importlib.util.find_spec("vllm") is None:
+        raise ConfigError("generation_backend vllm needs vLLM, which is not installed here: pip install vllm (CUDA)")
 
 
 def _check_yaml(path: Path, extra: tuple = ()) -> None:

@@ -188,3 +188,38 @@ def write_run_plots(run_dir: str | Path, lower: float = GATE_LOWER, upper: float
         written.append(write_training_plots(run_dir, lower=lower, upper=upper))
     written.append(write_exploration_report(run_dir, lower=lower, upper=upper))
     return written
+
+
+def _mean(rows: list[dict[str, Any]], key: str) -> float | None:
+    values = [float(r[key]) for r in rows if isinstance(r.get(key), int | float) and np.isfinite(r[key])]
+    return float(np.mean(values)) if values else None
+
+
+def learning_summary(rows: list[dict[str, Any]], first: int = 5, last: int = 10) -> dict[str, Any]:
+    """The health of a run from its ``metrics.jsonl`` rows: the legal ratio over the first ``first`` and the last
+    ``last`` steps, the valid-answer rate, share in the gate, novelty and lengths at both ends, the label probe at
+    its first and last measurement, the largest repeated-problem and repeated-answer shares, and the pool's distinct
+    problems at the end."""
+    rows = sorted(rows, key=lambda r: r["step"])
+    head, tail = rows[:first], rows[-last:]
+    probes = [r for r in rows if isinstance(r.get("probe/majority_correct"), int | float)]
+    out: dict[str, Any] = {"steps": len(rows)}
+    for key in ("legal_ratio", "student_valid_rate", "in_gate_share", "novelty_mean", "teacher_mean_tokens",
+                "student_mean_tokens", "round_top_problem_share", "round_top_majority_share",
+                "rewards/teacher_format/mean", "rewards/student_format/mean", "rewards/accuracy/mean"):  # fmt: skip
+        out[key] = {"first": _mean(head, key), "last": _mean(tail, key)}
+    out["legal_ratio"]["gain"] = (
+        out["legal_ratio"]["last"] - out["legal_ratio"]["first"]
+        if None not in (out["legal_ratio"]["first"], out["legal_ratio"]["last"])
+        else None
+    )
+    out["pool_distinct_problems"] = rows[-1].get("pool_distinct_problems") if rows else None
+    out["pool_size"] = rows[-1].get("pool_size") if rows else None
+    out["max_top_problem_share"] = max((r.get("round_top_problem_share") or 0.0 for r in rows), default=None)
+    out["probe"] = [
+        {"step": r["step"], **{k.split("/", 1)[1]: r.get(k) for k in PROBE}, "seconds": r.get("time/probe")}
+        for r in probes
+    ]
+    out["probe_seconds"] = sum(r.get("time/probe") or 0.0 for r in probes)
+    out["step_seconds"] = sum(r.get("time/step") or 0.0 for r in rows)
+    return out

@@ -136,3 +136,41 @@ def generate(
         hf_model.generation_config = shipped
         model.train(was_training)
     return out
+
+
+def generate_with_vllm(
+    vllm_generation,
+    tokenizer,
+    prompts: Sequence[str],
+    num_samples: int,
+    sampling: SamplingSettings,
+    max_prompt_tokens: int | None = None,
+) -> list[Completion]:
+    """Sample through TRL's vLLM integration (``trainer.vllm_generation``: a ``trl vllm-serve`` server or a
+    colocated engine, whose weights TRL keeps in sync with the policy) with this role's settings: the token budget,
+    temperature, top_p, top_k, min_p and repetition penalty are set on it for the call and restored after. In server
+    mode this is a collective: every rank calls it, with or without prompts."""
+    encoded = tokenizer(list(prompts), add_special_tokens=False)["input_ids"] if prompts else []
+    if max_prompt_tokens:
+        encoded = [ids[-max_prompt_tokens:] for ids in encoded]
+    expanded = [ids for ids in encoded for _ in range(num_samples)]
+    settings = {
+        "max_completion_length": sampling.max_new_tokens,
+        "temperature": sampling.temperature,
+        "top_p": sampling.top_p,
+        "top_k": sampling.top_k or -1,
+        "min_p": sampling.min_p or 0.0,
+        "repetition_penalty": sampling.repetition_penalty,
+    }
+    saved = {k: getattr(vllm_generation, k) for k in settings}
+    try:
+        for k, v in settings.items():
+            setattr(vllm_generation, k, v)
+        prompt_ids, completion_ids, _, _ = vllm_generation.generate(expanded, None, num_samples)
+    finally:
+        for k, v in saved.items():
+            setattr(vllm_generation, k, v)
+    return [
+        Completion(list(p), list(c), tokenizer.decode(c, skip_special_tokens=True))
+        for p, c in zip(prompt_ids, completion_ids, strict=True)
+    ]

@@ -156,6 +156,11 @@ class ProblemPool:
         self._next_id += 1
         return self._next_id - 1
 
+    @property
+    def next_id(self) -> int:
+        """The id the next new record gets (every rank of a multi-process run sees the same value)."""
+        return self._next_id
+
     # ---- sampling and growth ------------------------------------------------------------------------------
     def sample_references(self, n: int, rng: np.random.Generator) -> list[ProblemRecord]:
         """``n`` reference problems, each drawn uniformly from the pool (one in-context example per prompt)."""

@@ -9,6 +9,12 @@ and the student problems with the best combined score among those with a solve r
 The rows go back to TRL's ``GRPOTrainer``: G consecutive rows form a group (teacher and student groups never mix),
 ``env_mask`` removes the ``<concepts>`` span of teacher completions (and whole filler rows) from the loss, and
 the reward columns feed :mod:`opensir_lite.rewards`.
+
+On several processes (``accelerate launch``, ``torchrun``) every rank plays its share of the round: the references
+come from one shared random stream (each rank takes its slice), novelty and near-duplicates are measured against
+the same pool and the whole round's problems (gathered), and every rank appends the gathered problems to its pool
+in rank order, so all ranks hold the same pool. Records get ids from disjoint per-rank ranges. Metrics and round
+evidence describe the gathered round; only rank 0 writes files.
 """
 
 from __future__ import annotations
@@ -23,7 +29,7 @@ from typing import Any
 import numpy as np
 
 from opensir_lite.embedding import max_similarities, novelty_scores
-from opensir_lite.generation import Completion, SamplingSettings, generate
+from opensir_lite.generation import Completion, SamplingSettings, generate, generate_with_vllm
 from opensir_lite.grading import Vote, majority_vote
 from opensir_lite.parsing import TeacherParse, extract_answer, find_concepts_span, parse_teacher_output
 from opensir_lite.pool import ProblemPool, ProblemRecord
@@ -92,6 +98,28 @@ def concepts_loss_mask(tokenizer, completion_ids: list[int]) -> list[int]:
 
 
 NEAR_DUPLICATE_COSINE = 0.95  # two problems whose embeddings are at least this similar count as one
+
+
+def rank_and_world() -> tuple[int, int]:
+    """(this process's rank, the number of processes): (0, 1) unless torch.distributed is initialised."""
+    import torch.distributed as dist
+
+    if dist.is_available() and dist.is_initialized():
+        return dist.get_rank(), dist.get_world_size()
+    return 0, 1
+
+
+def all_ranks(obj: Any) -> list[Any]:
+    """``obj`` of every rank, in rank order (``[obj]`` on one process); a collective: every rank must call it."""
+    import torch.distributed as dist
+
+    rank, world = rank_and_world()
+    if world == 1:
+        return [obj]
+    out: list[Any] = [None] * world
+    dist.all_gather_object(out, obj)
+    out[rank] = obj  # this rank's own objects, not a copy
+    return out
 
 
 def distinct_count(pool: ProblemPool, include_seed: bool = False, threshold: float = NEAR_DUPLICATE_COSINE) -> int:
@@ -196,7 +224,9 @@ class SelfPlay:
         # Optional hook called before each round with (model, tokenizer, step, use_system_prompt); the dict it
         # returns joins the round's stats (the label probe of opensir_lite.probe).
         self.before_round: Callable[..., dict[str, Any]] | None = None
-        self.rng = np.random.default_rng(args.seed)
+        self.rng = np.random.default_rng(args.seed)  # shared: every rank draws the same references from it
+        self.rank, self.world = rank_and_world()
+        self.local_rng = np.random.default_rng([args.seed, 1 + self.rank])  # this rank's own choices
         self.append_top = parse_append_strategy(args.pool_append_strategy)
         self.teacher_rewards = make_teacher_rewards(
             lower=args.solve_rate_lower,
@@ -212,14 +242,20 @@ class SelfPlay:
         self._degenerate: Counter = Counter()  # degenerate events of the round being played
         self._example_vector: np.ndarray | None = None  # embedding of the worked example's problem
         self._evidence: list[dict[str, Any]] = []  # round evidence rows not yet written (take_evidence)
+        self._trainer = None  # set by __call__ (TRL's rollout hook)
 
     # ---- checkpoint state ---------------------------------------------------------------------------------
     def state_dict(self) -> dict[str, Any]:
-        """What a checkpoint needs besides the pool to continue the same sampling stream."""
-        return {"rng": self.rng.bit_generator.state, "use_system_prompt": self._use_system_prompt}
+        """What a checkpoint needs besides the pool to continue the same sampling streams (the shared one and each
+        rank's own; a collective on several processes)."""
+        local = all_ranks(self.local_rng.bit_generator.state)
+        return {"rng": self.rng.bit_generator.state, "local_rngs": local, "use_system_prompt": self._use_system_prompt}
 
     def load_state_dict(self, state: dict[str, Any]) -> None:
         self.rng.bit_generator.state = state["rng"]
+        local = state.get("local_rngs") or []
+        if self.rank < len(local):
+            self.local_rng.bit_generator.state = local[self.rank]
         self._use_system_prompt = state.get("use_system_prompt", self._use_system_prompt)
 
     # ---- TRL hook -----------------------------------------------------------------------------------------
@@ -228,9 +264,10 @@ class SelfPlay:
         if len(prompts) != expected:
             raise ValueError(
                 f"rollout received {len(prompts)} rows but a round makes {expected} "
-                "((num_teacher_groups + num_student_groups) * num_generations); "
-                "set generation_batch_size to that number on a single process"
+                "((num_teacher_groups + num_student_groups) * num_generations) on each process; "
+                "leave generation_batch_size and steps_per_generation unset"
             )
+        self._trainer = trainer  # the vLLM backend samples through trainer.vllm_generation
         if self.rollout_model is not None:
             model = self.rollout_model(trainer)
         else:
@@ -247,25 +284,20 @@ class SelfPlay:
 
     # ---- the round ----------------------------------------------------------------------------------------
     def play_round(self, model, tokenizer, step: int) -> RoundResult:
-        a = self.args
-        G = a.num_generations
+        """One round, as a linear sequence of stages (see the module docstring)."""
+        a, G = self.args, self.args.num_generations
         t_start = time.perf_counter()
         if self._use_system_prompt is None:
             self._use_system_prompt = supports_system_prompt(tokenizer)
-        sys_prompt = self._use_system_prompt
         self._degenerate = Counter()
-        if len(self.pool) == 0:  # everything evicted (or an empty pool given): start again from the seed
-            seed = getattr(a, "seed_problem", SEED_PROBLEM) or SEED_PROBLEM
-            self.pool.add([ProblemRecord(id=self.pool.new_id(), problem=seed, step=step, in_pool=True, source="seed")])
-            self._degenerate["empty_pool"] += 1
-            logger.warning("the problem pool was empty; re-seeded it with %r", seed)
+        self._reseed_if_empty(step)
 
         # Teacher: one reference per prompt, G samples per prompt, upscale x more groups than trained.
         n_groups = a.num_teacher_groups * a.teacher_upscale_ratio
-        references = self.pool.sample_references(n_groups, self.rng)
+        references, all_references = self._references(n_groups)
         prefill = a.teacher_prefill or ""
         teacher_texts = [
-            render(tokenizer, teacher_messages(r.problem, sys_prompt, a.teacher_format_hint)) + prefill
+            render(tokenizer, teacher_messages(r.problem, self._use_system_prompt, a.teacher_format_hint)) + prefill
             for r in references
         ]
         t0 = time.perf_counter()
@@ -275,7 +307,9 @@ class SelfPlay:
         candidates = [i for i, p in enumerate(parses) if p.ok]
 
         # Student: G samples for every legal (parsed) problem, in one batched call.
-        student_texts = [render(tokenizer, student_messages(parses[i].problem, sys_prompt)) for i in candidates]
+        student_texts = [
+            render(tokenizer, student_messages(parses[i].problem, self._use_system_prompt)) for i in candidates
+        ]
         t0 = time.perf_counter()
         student_out = self._generate(model, tokenizer, student_texts, "student")
         t_student = time.perf_counter() - t0
@@ -286,23 +320,77 @@ class SelfPlay:
         votes = [majority_vote(answers[k * G : (k + 1) * G], by=a.answer_vote) for k in range(len(candidates))]
         t_grading = time.perf_counter() - t0
 
-        # Novelty against the other parsed problems of the batch and the pool (embeddings cached in the pool).
+        # Novelty and near-duplicates against the pool and every parsed problem of the (gathered) round.
         t0 = time.perf_counter()
-        self.pool.ensure_embeddings(self.embedder)
-        cand_emb = self.embedder([parses[i].problem for i in candidates]) if candidates else np.zeros((0, 0))
-        pool_ids = self.pool.diversity_ids(a.diversity_recent_pool_size, [r.id for r in references])
-        neighbours = self.pool.embedding_matrix(pool_ids)
-        if candidates and a.teacher_format_hint == "example":  # the worked example is in every prompt: not novel
-            hint = self._example_embedding()
-            neighbours = np.concatenate([neighbours, hint]) if neighbours.size else hint
-        novelty = novelty_scores(cand_emb, neighbours, a.novelty_top_k)
-        threshold = getattr(a, "near_duplicate_cosine", None)
-        duplicate = [s >= threshold for s in max_similarities(cand_emb, neighbours)] if threshold else []
+        cand_emb, novelty, duplicate = self._novelty([parses[i].problem for i in candidates], all_references)
         t_embedding = time.perf_counter() - t0
 
-        # Records and teacher reward columns, one per teacher output.
+        # Records and teacher rewards, one per teacher output; selection; the pool grows by the gathered round.
         cand_pos = {i: k for k, i in enumerate(candidates)}
-        records: list[ProblemRecord] = []
+        records = self._records(step, references, teacher_out, parses, cand_pos, student_out, votes, novelty,
+                                duplicate, prefill)  # fmt: skip
+        self._score_teacher(records, teacher_out, prefill)
+        teacher_groups = self._select_teacher_groups(records, n_groups)
+        student_problems = self._select_student_problems(records)
+        round_records, added = self._grow_pool(records, candidates, cand_emb)
+
+        rows = self._build_rows(
+            tokenizer, teacher_out, student_out, records, votes, answers, teacher_groups, student_problems, cand_pos
+        )
+        times = {"teacher_generation": t_teacher, "student_generation": t_student, "grading": t_grading,
+                 "embedding": t_embedding, "rollout": time.perf_counter() - t_start}  # fmt: skip
+        stats = self._stats(round_records, self._local_numbers(teacher_out, student_out, records, teacher_groups,
+                                                                student_problems, times), added)  # fmt: skip
+        cap = getattr(a, "evidence_completion_chars", 300)
+        if cap is not None and cap >= 0:
+            evidence = round_evidence(records, teacher_out, student_out, votes, answers, cand_pos, G, cap, prefill)
+            self._evidence.extend(row for rank_rows in all_ranks(evidence) for row in rank_rows)
+        result = RoundResult(records, rows, stats, teacher_out, student_out, votes)
+        self.last_round = result
+        self.round_stats.append(stats)
+        return result
+
+    # ---- stages -------------------------------------------------------------------------------------------
+    def _reseed_if_empty(self, step: int) -> None:
+        if len(self.pool) == 0:  # everything evicted (or an empty pool given): start again from the seed
+            seed = getattr(self.args, "seed_problem", SEED_PROBLEM) or SEED_PROBLEM
+            self.pool.add([ProblemRecord(id=self.pool.new_id(), problem=seed, step=step, in_pool=True, source="seed")])
+            self._degenerate["empty_pool"] += 1
+            logger.warning("the problem pool was empty; re-seeded it with %r", seed)
+
+    def _references(self, n_groups: int) -> tuple[list[ProblemRecord], list[ProblemRecord]]:
+        """(this rank's references, every rank's): drawn from the shared stream, each rank taking its slice."""
+        everyone = self.pool.sample_references(n_groups * self.world, self.rng)
+        return everyone[self.rank * n_groups : (self.rank + 1) * n_groups], everyone
+
+    def _novelty(self, problems: list[str], all_references) -> tuple[np.ndarray, list[float], list[bool]]:
+        """(embeddings of this rank's problems, their novelty, near-duplicate flags), each problem measured
+        against the pool (or its newest entries plus the round's references), the worked example when it is
+        shown, and the other parsed problems of the whole round."""
+        a = self.args
+        self.pool.ensure_embeddings(self.embedder)
+        local = self.embedder(problems) if problems else np.zeros((0, 0), dtype=np.float32)
+        gathered = all_ranks(local)
+        offset = sum(e.shape[0] if e.size else 0 for e in gathered[: self.rank])
+        present = [e for e in gathered if e.size]
+        batch = np.concatenate(present) if present else np.zeros((0, 0), dtype=np.float32)
+        neighbours = self.pool.embedding_matrix(self.pool.diversity_ids(a.diversity_recent_pool_size,
+                                                                        [r.id for r in all_references]))  # fmt: skip
+        if batch.size and a.teacher_format_hint == "example":  # the worked example is in every prompt: not novel
+            hint = self._example_embedding()
+            neighbours = np.concatenate([neighbours, hint]) if neighbours.size else hint
+        mine = slice(offset, offset + len(problems))
+        novelty = novelty_scores(batch, neighbours, a.novelty_top_k)[mine]
+        threshold = getattr(a, "near_duplicate_cosine", None)
+        duplicate = [s >= threshold for s in max_similarities(batch, neighbours)[mine]] if threshold else []
+        return local, novelty, duplicate
+
+    def _records(self, step, references, teacher_out, parses, cand_pos, student_out, votes, novelty, duplicate,
+                 prefill) -> list[ProblemRecord]:  # fmt: skip
+        """One record per teacher output, with ids from this rank's range of the round."""
+        G = self.args.num_generations
+        first_id = self.pool.next_id + self.rank * len(teacher_out)
+        records = []
         for i, (completion, parse) in enumerate(zip(teacher_out, parses, strict=True)):
             k = cand_pos.get(i)
             vote = votes[k] if k is not None else None
@@ -310,7 +398,7 @@ class SelfPlay:
             lengths = [c.num_tokens for c in student_out[k * G : (k + 1) * G]] if k is not None else []
             records.append(
                 ProblemRecord(
-                    id=self.pool.new_id(),
+                    id=first_id + i,
                     problem=parse.problem or "",
                     step=step,
                     concepts=list(parse.concepts),
@@ -326,7 +414,12 @@ class SelfPlay:
                     teacher_output=None if legal else (prefill + completion.text)[:MAX_STORED_OUTPUT_CHARS],
                 )
             )
-        teacher_columns = {
+        return records
+
+    def _score_teacher(self, records: list[ProblemRecord], teacher_out, prefill: str) -> None:
+        """Every teacher reward of every record, and the combined score of those with a solve rate."""
+        a = self.args
+        columns = {
             "role": [TEACHER] * len(records),
             "legal": [r.legal for r in records],
             "solve_rate": [r.solve_rate for r in records],
@@ -337,39 +430,14 @@ class SelfPlay:
         }
         texts = [c.text for c in teacher_out]
         for name, func in zip(TEACHER_REWARD_NAMES, self.teacher_rewards, strict=True):
-            for r, value in zip(records, func(texts, **teacher_columns), strict=True):
+            for r, value in zip(records, func(texts, **columns), strict=True):
                 r.rewards[name] = self._finite(value, default=0.0)
         for r in records:
             if r.legal and r.solve_rate is not None:  # official: a combined score needs a solve rate
                 r.combined_score = combined_score(
-                    r.rewards["solvability"],
-                    r.rewards["diversity"],
-                    a.difficulty_score_weight,
+                    r.rewards["solvability"], r.rewards["diversity"], a.difficulty_score_weight,
                     a.diversity_score_weight,
-                )
-
-        teacher_groups = self._select_teacher_groups(records, n_groups)
-        student_problems = self._select_student_problems(records)
-        added = self._grow_pool(records, candidates, cand_emb)
-
-        rows = self._build_rows(
-            tokenizer, teacher_out, student_out, records, votes, answers, teacher_groups, student_problems, cand_pos
-        )
-        t_total = time.perf_counter() - t_start
-        stats = self._stats(
-            records, teacher_out, student_out, teacher_groups, student_problems, added,
-            {"teacher_generation": t_teacher, "student_generation": t_student, "grading": t_grading,
-             "embedding": t_embedding, "rollout": t_total},
-        )  # fmt: skip
-        cap = getattr(a, "evidence_completion_chars", 300)
-        if cap is not None and cap >= 0:
-            self._evidence.extend(
-                round_evidence(records, teacher_out, student_out, votes, answers, cand_pos, G, cap, prefill)
-            )
-        result = RoundResult(records, rows, stats, teacher_out, student_out, votes)
-        self.last_round = result
-        self.round_stats.append(stats)
-        return result
+                )  # fmt: skip
 
     def take_evidence(self) -> list[dict[str, Any]]:
         """The round evidence rows played since the last call (the training callback appends them to
@@ -397,6 +465,13 @@ class SelfPlay:
 
     def _generate(self, model, tokenizer, texts: list[str], role: str) -> list[Completion]:
         a = self.args
+        if getattr(a, "generation_backend", "transformers") == "vllm":
+            if not any(all_ranks(len(texts))):  # a collective in server mode: skip it together when nobody asks
+                return []
+            return generate_with_vllm(
+                self._trainer.vllm_generation, tokenizer, texts, a.num_generations, self._sampling(role),
+                max_prompt_tokens=getattr(a, "max_prompt_length", None),
+            )  # fmt: skip
         return generate(
             model, tokenizer, texts, a.num_generations, self._sampling(role), a.max_generate_batch,
             max_prompt_tokens=getattr(a, "max_prompt_length", None),
@@ -421,30 +496,34 @@ class SelfPlay:
         legal = [i for i, r in enumerate(records) if r.legal and r.solve_rate is not None]
         want = self.args.num_student_groups
         if self.args.student_selection == "random":
-            picked = list(self.rng.permutation(legal)[:want]) if legal else []
+            picked = list(self.local_rng.permutation(legal)[:want]) if legal else []
             return [int(i) for i in picked]
         ranked = sorted(legal, key=lambda i: -(records[i].combined_score or 0.0))
         picked = ranked[:want]
         rest = [i for i in legal if i not in picked]
         if len(picked) < want and rest:  # top up at random from the legal ones
-            picked += [int(i) for i in self.rng.permutation(rest)[: want - len(picked)]]
+            picked += [int(i) for i in self.local_rng.permutation(rest)[: want - len(picked)]]
         return picked
 
-    def _grow_pool(self, records: list[ProblemRecord], candidates: list[int], cand_emb: np.ndarray) -> int:
-        legal = [r for r in records if r.legal]
+    def _grow_pool(
+        self, records: list[ProblemRecord], candidates: list[int], cand_emb: np.ndarray
+    ) -> tuple[list[ProblemRecord], int]:
+        """Append the round's records of every rank, in rank order, to the pool (the same on every rank); the
+        legal ones chosen by the append strategy join it, near-duplicates excepted. Returns (the round's records
+        of all ranks, the number that joined)."""
+        gathered = all_ranks((records, {records[i].id: cand_emb[k] for k, i in enumerate(candidates)}))
+        round_records = [r for rank_records, _ in gathered for r in rank_records]
+        vectors = {rid: v for _, rank_vectors in gathered for rid, v in rank_vectors.items()}
+        legal = [r for r in round_records if r.legal]
         if self.append_top is None:
             chosen = legal
         else:
             chosen = sorted(legal, key=lambda r: -(r.combined_score or 0.0))[: self.append_top]
         chosen_ids = {r.id for r in chosen if not r.near_duplicate}  # near-duplicates stay out (near_duplicate_cosine)
-        embeddings = {}
-        for k, i in enumerate(candidates):
-            r = records[i]
-            if r.id in chosen_ids:
-                r.in_pool = True
-                embeddings[r.id] = cand_emb[k]
-        self.pool.add(records, embeddings)
-        return len(chosen_ids)
+        for r in round_records:
+            r.in_pool = r.id in chosen_ids
+        self.pool.add(round_records, {rid: vectors[rid] for rid in chosen_ids})
+        return round_records, len(chosen_ids)
 
     # ---- rows for TRL -------------------------------------------------------------------------------------
     def _build_rows(
@@ -495,42 +574,40 @@ class SelfPlay:
         return rows
 
     # ---- statistics ---------------------------------------------------------------------------------------
-    def _health(self, records, teacher_out, student_out, legal) -> dict[str, Any]:
-        """Curves that show learning or reward hacking: valid student answers, problems in the gate, lengths,
-        repeated problems and answers, and distinct problems in the pool (near-duplicates merged)."""
-        answered = [r for r in legal if r.solve_rate is not None]
-        n_student = len(student_out)
-        valid = sum(r.n_valid_answers for r in legal)
-        lower, upper = self.args.solve_rate_lower, self.args.solve_rate_upper
-        problems = Counter(r.problem.strip().lower() for r in legal)
-        majorities = Counter(r.majority_answer for r in answered if r.majority_answer is not None)
+    def _local_numbers(self, teacher_out, student_out, records, teacher_groups, student_problems, times) -> dict:
+        """What only this rank knows (token counts, trained groups, timings), summed over ranks by _stats."""
+        G = self.args.num_generations
+        zero_var = 0
+        for g in teacher_groups:
+            values = [records[i].combined_score or 0.0 for i in range(g * G, (g + 1) * G)]
+            zero_var += int(np.var(values) == 0.0)
         return {
-            "student_valid_rate": valid / n_student if n_student else None,
-            "in_gate_share": (
-                sum(lower - 1e-9 <= r.solve_rate <= upper + 1e-9 for r in answered) / len(answered)
-                if answered
-                else None
-            ),
-            "teacher_mean_tokens": float(np.mean([c.num_tokens for c in teacher_out])) if teacher_out else None,
-            "student_mean_tokens": float(np.mean([c.num_tokens for c in student_out])) if student_out else None,
-            "legal_problem_mean_chars": float(np.mean([len(r.problem) for r in legal])) if legal else None,
-            "round_distinct_problems": len(problems),
-            "round_top_problem_share": max(problems.values()) / len(legal) if legal else None,
-            "round_top_majority_share": max(majorities.values()) / len(answered) if majorities else None,
-            "pool_distinct_problems": distinct_count(self.pool),
+            "teacher_tokens": sum(c.num_tokens for c in teacher_out),
+            "student_tokens": sum(c.num_tokens for c in student_out),
+            "teacher_sequences": len(teacher_out),
+            "student_sequences": len(student_out),
+            "teacher_groups": len(teacher_groups),
+            "student_groups": len(student_problems),
+            "filler_groups": self.args.num_student_groups - len(student_problems),
+            "zero_variance_teacher_groups": zero_var,
+            "nonfinite_value": self._degenerate["nonfinite_value"],
+            "times": times,
         }
 
-    def _stats(self, records, teacher_out, student_out, teacher_groups, student_problems, added, times) -> dict:
-        G = self.args.num_generations
+    def _stats(self, records: list[ProblemRecord], local: dict[str, Any], added: int) -> dict[str, Any]:
+        """The round's metrics: record statistics over the whole (gathered) round, counts summed over ranks,
+        times of the slowest rank."""
+        ranks = all_ranks(local)
+        total = {k: sum(r[k] for r in ranks) for k in local if k != "times"}
+        times = {k: max(r["times"][k] for r in ranks) for k in local["times"]}
         legal = [r for r in records if r.legal]
         rates = [r.solve_rate for r in legal if r.solve_rate is not None]
         hist, _ = np.histogram(rates, bins=SOLVE_RATE_BINS, range=(0.0, 1.0))
         lower, upper = self.args.solve_rate_lower, self.args.solve_rate_upper
         reasons = Counter(r.reason for r in records if not r.legal)
-        zero_var = 0
-        for g in teacher_groups:
-            values = [records[i].combined_score or 0.0 for i in range(g * G, (g + 1) * G)]
-            zero_var += int(np.var(values) == 0.0)
+        answered = [r for r in legal if r.solve_rate is not None]
+        problems = Counter(r.problem.strip().lower() for r in legal)
+        majorities = Counter(r.majority_answer for r in answered if r.majority_answer is not None)
         stats: dict[str, Any] = {
             "teacher_outputs": len(records),
             "parsed_problems": sum(1 for r in records if r.problem),
@@ -544,22 +621,43 @@ class SelfPlay:
             "pool_size": len(self.pool),
             "pool_added": added,
             "near_duplicates": sum(r.near_duplicate for r in legal),
-            "teacher_tokens": sum(c.num_tokens for c in teacher_out),
-            "student_tokens": sum(c.num_tokens for c in student_out),
-            "student_groups": len(student_problems),
-            "filler_groups": self.args.num_student_groups - len(student_problems),
-            "zero_variance_teacher_groups": zero_var,
+            "teacher_tokens": total["teacher_tokens"],
+            "student_tokens": total["student_tokens"],
+            "student_groups": total["student_groups"],
+            "filler_groups": total["filler_groups"],
+            "zero_variance_teacher_groups": total["zero_variance_teacher_groups"],
             "degenerate/no_legal_problem": int(not legal),
             "degenerate/no_valid_answer": sum(1 for r in legal if r.solve_rate is None),
             "degenerate/all_answers_equal": sum(1 for r in legal if r.solve_rate == 1.0),
             "degenerate/all_teacher_groups_zero_variance": int(
-                bool(teacher_groups) and zero_var == len(teacher_groups)
+                total["teacher_groups"] > 0 and total["zero_variance_teacher_groups"] == total["teacher_groups"]
             ),
             "degenerate/empty_pool": self._degenerate["empty_pool"],
-            "degenerate/nonfinite_value": self._degenerate["nonfinite_value"],
+            "degenerate/nonfinite_value": total["nonfinite_value"],
+            # health: learning or reward hacking
+            "student_valid_rate": (
+                sum(r.n_valid_answers for r in legal) / total["student_sequences"]
+                if total["student_sequences"]
+                else None
+            ),
+            "in_gate_share": (
+                sum(lower - 1e-9 <= r.solve_rate <= upper + 1e-9 for r in answered) / len(answered)
+                if answered
+                else None
+            ),
+            "teacher_mean_tokens": (
+                total["teacher_tokens"] / total["teacher_sequences"] if total["teacher_sequences"] else None
+            ),
+            "student_mean_tokens": (
+                total["student_tokens"] / total["student_sequences"] if total["student_sequences"] else None
+            ),
+            "legal_problem_mean_chars": float(np.mean([len(r.problem) for r in legal])) if legal else None,
+            "round_distinct_problems": len(problems),
+            "round_top_problem_share": max(problems.values()) / len(legal) if legal else None,
+            "round_top_majority_share": max(majorities.values()) / len(answered) if majorities else None,
+            "pool_distinct_problems": distinct_count(self.pool),
         }
         stats["tokens_generated"] = stats["teacher_tokens"] + stats["student_tokens"]
-        stats.update(self._health(records, teacher_out, student_out, legal))
         for reason, n in sorted(reasons.items()):
             stats[f"illegal/{reason}"] = n
         for name in TEACHER_REWARD_NAMES:

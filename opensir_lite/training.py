@@ -69,7 +69,7 @@ class FillerRowWarningFilter(logging.Filter):
     (``filler_groups``) instead of alarming users at every step."""
 
     def filter(self, record: logging.LogRecord) -> bool:
-        return not str(record.msg).startswith("All reward functions returned None")
+        return "All reward functions returned None" not in str(record.msg)  # accelerate prefixes "[RANK n] "
 
 
 def silence_filler_row_warnings() -> None:
@@ -250,10 +250,12 @@ class SelfPlayCallback(TrainerCallback):
         self.quiet = quiet
         self._step_start = 0.0
         self._pending: list[dict[str, Any]] = []
+        self._state: dict[str, Any] | None = None  # the self-play state gathered at the last save decision
 
     def on_train_begin(self, args, state, control, **kwargs):
-        self.output_dir.mkdir(parents=True, exist_ok=True)
-        self.selfplay.pool.save(self.output_dir)
+        if state.is_world_process_zero:  # every rank holds the same pool; rank 0 writes the files
+            self.output_dir.mkdir(parents=True, exist_ok=True)
+            self.selfplay.pool.save(self.output_dir)
 
     def on_step_begin(self, args, state, control, **kwargs):
         self._step_start = time.perf_counter()
@@ -268,12 +270,15 @@ class SelfPlayCallback(TrainerCallback):
             r["time/update"] = max(0.0, step_time - rollout) / len(rounds)
             r["time/step"] = step_time / len(rounds)
         self._pending.extend(rounds)
-        self.selfplay.pool.save(self.output_dir)
         evidence = self.selfplay.take_evidence()
-        if evidence and state.is_world_process_zero:
-            append_jsonl(self.output_dir / EVIDENCE_FILE, evidence)
-        if control.should_save and state.is_world_process_zero:  # DefaultFlowCallback decided; trainer saves next
-            self._save_selfplay(args, state)
+        if control.should_save:  # DefaultFlowCallback decided; the trainer saves next. A collective on all ranks:
+            self._state = self.selfplay.state_dict()
+        if state.is_world_process_zero:
+            self.selfplay.pool.save(self.output_dir)
+            if evidence:
+                append_jsonl(self.output_dir / EVIDENCE_FILE, evidence)
+            if control.should_save:
+                self._save_selfplay(args, state)
         if rounds and not self.quiet:
             from tqdm.auto import tqdm
 
@@ -297,7 +302,9 @@ class SelfPlayCallback(TrainerCallback):
 
     def _save_selfplay(self, args, state) -> None:
         checkpoint = Path(args.output_dir) / f"checkpoint-{state.global_step}"
-        save_selfplay_checkpoint(checkpoint, self.selfplay.pool, self.selfplay.state_dict())
+        if self._state is None:  # one process: no collective to fear
+            self._state = self.selfplay.state_dict()
+        save_selfplay_checkpoint(checkpoint, self.selfplay.pool, self._state)
 
 
 def append_jsonl(path: Path, rows: list[dict[str, Any]]) -> None:
@@ -363,7 +370,8 @@ def build_trainer(
     pool = pool if pool is not None else load_pool(train_args)
     embedder = embedder if embedder is not None else Embedder(train_args.embedder_name_or_path)
     selfplay = SelfPlay(train_args, pool, embedder)
-    rows = train_args.num_teacher_groups + train_args.num_student_groups
+    # One placeholder prompt per group of one round on every process: TRL's sampler hands each rank its share.
+    rows = (train_args.num_teacher_groups + train_args.num_student_groups) * train_args.world_size
     dataset = Dataset.from_dict({"prompt": [ROUND_PLACEHOLDER_PROMPT] * rows})
     reward_funcs = make_reward_funcs(
         lower=train_args.solve_rate_lower,
@@ -411,10 +419,39 @@ def run_training(
     """Train (from a checkpoint folder when given), then save the adapter (or model) and the final pool into
     ``output_dir``."""
     output_dir = Path(train_args.output_dir)
+    allow_indexed_cpu_locations()
     trainer.train(resume_from_checkpoint=str(resume_from_checkpoint) if resume_from_checkpoint else None)
     trainer.save_model(str(output_dir))
-    selfplay.pool.save(output_dir)
+    if trainer.accelerator.is_main_process:
+        selfplay.pool.save(output_dir)
     return output_dir
+
+
+_INDEXED_CPU_REGISTERED = False
+
+
+def _indexed_cpu_storage(storage, location: str):
+    """torch.load deserializer for the location "cpu:N" (None for every other location)."""
+    return storage if location.startswith("cpu:") else None
+
+
+def allow_indexed_cpu_locations() -> None:
+    """Let ``torch.load`` accept ``map_location="cpu:0"``: with several CPU processes transformers resumes the
+    optimizer state onto ``args.device``, which accelerate names ``cpu:0``, and torch only knows ``cpu``. Registered
+    through torch's public ``register_package`` (idempotent)."""
+    global _INDEXED_CPU_REGISTERED
+    import torch.serialization as serialization
+
+    if not _INDEXED_CPU_REGISTERED:
+        serialization.register_package(30, lambda obj: None, _indexed_cpu_storage)
+        _INDEXED_CPU_REGISTERED = True
+
+
+def _wait_for_all_ranks() -> None:
+    import torch.distributed as dist
+
+    if dist.is_available() and dist.is_initialized():
+        dist.barrier()
 
 
 def run_config(train_args: SelfPlayConfig, model_args: PolicyModelConfig) -> dict[str, Any]:
@@ -435,15 +472,20 @@ def train(train_args: SelfPlayConfig, model_args: PolicyModelConfig, embedder=No
 
     output_dir = Path(train_args.output_dir)
     resume = resolve_resume(train_args.resume_from_checkpoint, output_dir)
+    main_process = train_args.process_index == 0  # several processes: rank 0 prepares the folder, all read it
     pool, state = None, None
     if resume is None:
-        prepare_output_dir(output_dir, train_args.overwrite_output_dir)
+        if main_process:
+            prepare_output_dir(output_dir, train_args.overwrite_output_dir)
     else:
         pool, state = load_checkpoint_state(resume, max_size=train_args.pool_max_size)
-        for name in (METRICS_FILE, EVIDENCE_FILE):  # per-step files continue from the checkpoint's step
-            truncate_steps(output_dir / name, checkpoint_step(resume) or 0)
+        if main_process:
+            for name in (METRICS_FILE, EVIDENCE_FILE):  # per-step files continue from the checkpoint's step
+                truncate_steps(output_dir / name, checkpoint_step(resume) or 0)
         logger.info("resuming from %s (pool of %d problems)", resume, len(pool))
-    write_run_config(output_dir, run_config(train_args, model_args))
+    if main_process:
+        write_run_config(output_dir, run_config(train_args, model_args))
+    _wait_for_all_ranks()
     set_seed(train_args.seed)  # LoRA initialisation and sampling are reproducible from the seed
     trainer, selfplay = build_trainer(train_args, model_args, pool=pool, embedder=embedder, quiet=quiet)
     if state is not None:

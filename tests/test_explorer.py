@@ -120,7 +120,9 @@ def test_explorer_page_in_headless_chromium(tmp_path):
     try:
         browser.get(page.as_uri())
         WebDriverWait(browser, 60).until(lambda b: b.execute_script("return !!(window.explorer && window.Plotly)"))
-        points = browser.execute_script("return document.getElementById('map').data.reduce((n, t) => n + t.x.length, 0)")
+        points = browser.execute_script(
+            "return document.getElementById('map').data.reduce((n, t) => n + t.x.length, 0)"
+        )
         assert points == len(pool) - 1  # every pool problem with an embedding (all but the seed)
         concept = CONCEPTS[2]
         Select(browser.find_element(By.ID, "concept")).select_by_value(concept)

@@ -89,7 +89,8 @@ def test_pool_growth(strategy, joined):
     pool = ProblemPool([ProblemRecord(id=100, problem="seed problem", in_pool=True)])
     sp = SelfPlay(make_args(pool_append_strategy=strategy), pool, embedder=None)
     records = _records([0.3, None, 1.2, 0.9])
-    added = sp._grow_pool(records, [0, 1, 2, 3], np.eye(4, dtype=np.float32))
+    round_records, added = sp._grow_pool(records, [0, 1, 2, 3], np.eye(4, dtype=np.float32))
+    assert round_records == records  # one process: the round is this rank's records
     assert {r.id for r in pool.entries} == joined | {100}
     assert added == len(joined)
     assert set(pool.embeddings) == joined  # cached embeddings of the new entries
