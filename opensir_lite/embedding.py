@@ -48,20 +48,28 @@ def _unit(x: np.ndarray) -> np.ndarray:
     return x / np.maximum(norms, 1e-10)
 
 
+def _neighbour_similarities(candidates: np.ndarray, pool: np.ndarray) -> np.ndarray | None:
+    """Cosine similarities of each candidate to the other candidates (self excluded as -inf) and to the pool
+    vectors, one row per candidate; None without candidates."""
+    if candidates.size == 0 or candidates.shape[0] == 0:
+        return None
+    cand = _unit(candidates.astype(np.float64))
+    sims = cand @ cand.T
+    np.fill_diagonal(sims, -np.inf)
+    if pool.size:
+        sims = np.concatenate([sims, cand @ _unit(pool.astype(np.float64)).T], axis=1)
+    return sims
+
+
 def novelty_scores(candidates: np.ndarray, pool: np.ndarray, top_k: int = 5) -> list[float]:
     """OpenSIR novelty of each candidate: ``(1 - mean of its top-k cosine similarities) / 2``.
 
     Neighbours are the *other* candidates of the batch and the pool vectors. When fewer than ``top_k`` neighbours
     exist, all of them are used; with none at all the similarity is taken as 0 (novelty 0.5).
     """
-    n = candidates.shape[0] if candidates.size else 0
-    if n == 0:
+    sims = _neighbour_similarities(candidates, pool)
+    if sims is None:
         return []
-    cand = _unit(candidates.astype(np.float64))
-    sims = cand @ cand.T
-    np.fill_diagonal(sims, -np.inf)
-    if pool.size:
-        sims = np.concatenate([sims, cand @ _unit(pool.astype(np.float64)).T], axis=1)
     scores = []
     for row in sims:
         row = row[np.isfinite(row)]
@@ -74,12 +82,7 @@ def novelty_scores(candidates: np.ndarray, pool: np.ndarray, top_k: int = 5) -> 
 def max_similarities(candidates: np.ndarray, pool: np.ndarray) -> list[float]:
     """Each candidate's largest cosine similarity to the *other* candidates and to the pool vectors (-1 with no
     neighbour at all): the near-duplicate test."""
-    n = candidates.shape[0] if candidates.size else 0
-    if n == 0:
+    sims = _neighbour_similarities(candidates, pool)
+    if sims is None:
         return []
-    cand = _unit(candidates.astype(np.float64))
-    sims = cand @ cand.T
-    np.fill_diagonal(sims, -np.inf)
-    if pool.size:
-        sims = np.concatenate([sims, cand @ _unit(pool.astype(np.float64)).T], axis=1)
     return [float(row.max()) if np.isfinite(row).any() else -1.0 for row in sims]
