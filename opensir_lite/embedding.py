@@ -51,7 +51,7 @@ def _unit(x: np.ndarray) -> np.ndarray:
 def _neighbour_similarities(candidates: np.ndarray, pool: np.ndarray) -> np.ndarray | None:
     """Cosine similarities of each candidate to the other candidates (self excluded as -inf) and to the pool
     vectors, one row per candidate; None without candidates."""
-    if candidates.size == 0 or candidates.shape[0] == 0:
+    if candidates.size == 0:
         return None
     cand = _unit(candidates.astype(np.float64))
     sims = cand @ cand.T
