@@ -195,6 +195,14 @@ def _mean(rows: list[dict[str, Any]], key: str) -> float | None:
     return float(np.mean(values)) if values else None
 
 
+# The metrics learning_summary averages over the first and the last steps of a run (learning_report.py prints them)
+SUMMARY_KEYS = (
+    "legal_ratio", "student_valid_rate", "in_gate_share", "novelty_mean", "teacher_mean_tokens",
+    "student_mean_tokens", "round_top_problem_share", "round_top_majority_share", "rewards/solvability/mean",
+    "rewards/diversity/mean", "rewards/teacher_format/mean", "rewards/student_format/mean", "rewards/accuracy/mean",
+)  # fmt: skip
+
+
 def learning_summary(rows: list[dict[str, Any]], first: int = 5, last: int = 10) -> dict[str, Any]:
     """The health of a run from its ``metrics.jsonl`` rows: the legal ratio over the first ``first`` and the last
     ``last`` steps, the valid-answer rate, share in the gate, novelty and lengths at both ends, the label probe at
@@ -204,9 +212,7 @@ def learning_summary(rows: list[dict[str, Any]], first: int = 5, last: int = 10)
     head, tail = rows[:first], rows[-last:]
     probes = [r for r in rows if isinstance(r.get("probe/majority_correct"), int | float)]
     out: dict[str, Any] = {"steps": len(rows)}
-    for key in ("legal_ratio", "student_valid_rate", "in_gate_share", "novelty_mean", "teacher_mean_tokens",
-                "student_mean_tokens", "round_top_problem_share", "round_top_majority_share",
-                "rewards/teacher_format/mean", "rewards/student_format/mean", "rewards/accuracy/mean"):  # fmt: skip
+    for key in SUMMARY_KEYS:
         out[key] = {"first": _mean(head, key), "last": _mean(tail, key)}
     out["legal_ratio"]["gain"] = (
         out["legal_ratio"]["last"] - out["legal_ratio"]["first"]

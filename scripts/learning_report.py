@@ -13,7 +13,7 @@ import json
 import sys
 from pathlib import Path
 
-from opensir_lite.curves import find_metrics_file, learning_summary, read_metrics
+from opensir_lite.curves import SUMMARY_KEYS, find_metrics_file, learning_summary, read_metrics
 
 
 def fmt(v, spec=".2f") -> str:
@@ -37,9 +37,7 @@ def main() -> int:
             f"== {run}: {s['steps']} steps, {s['step_seconds'] / 60:.1f} min of steps, probe {s['probe_seconds'] / 60:.1f} min"
         )
         print(f"{'metric':<30}{'first 5':>9}{'last 10':>9}")
-        for key in ("legal_ratio", "student_valid_rate", "in_gate_share", "novelty_mean", "teacher_mean_tokens",
-                    "student_mean_tokens", "round_top_problem_share", "round_top_majority_share",
-                    "rewards/teacher_format/mean", "rewards/student_format/mean", "rewards/accuracy/mean"):  # fmt: skip
+        for key in SUMMARY_KEYS:
             print(f"{key:<30}{fmt(s[key]['first']):>9}{fmt(s[key]['last']):>9}")
         print(f"legal ratio gain (last 10 - first 5): {fmt(s['legal_ratio']['gain'])}")
         print(f"pool: {s['pool_size']} problems, {s['pool_distinct_problems']} distinct (cosine < 0.95)")

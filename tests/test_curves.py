@@ -14,6 +14,7 @@ from opensir_lite.curves import (
     CURVES_FILE,
     PANELS,
     LivePlotCallback,
+    learning_summary,
     plot_training_curves,
     read_metrics,
     series,
@@ -108,3 +109,52 @@ def test_live_plot_callback_updates_one_display(tmp_path, monkeypatch):
     _write(tmp_path / "metrics.jsonl", [json.dumps(r) for r in ROWS])
     callback.on_log(args, state, None)
     assert [kind for kind, _ in shown] == ["display", "update"]  # one output area, redrawn
+
+
+def _run_rows(steps: int = 15) -> list[dict]:
+    rows = []
+    for step in range(1, steps + 1):
+        row = {"step": step, "legal_ratio": 0.2 if step <= 5 else 0.8, "rewards/solvability/mean": step / 100,
+               "round_top_problem_share": 0.75 if step == 3 else 0.1, "pool_size": 10 + step,
+               "pool_distinct_problems": 9 + step, "time/step": 60.0}  # fmt: skip
+        if step in (1, 15):  # the label probe ran at the first and the last step
+            row.update({"probe/majority_correct": 0.25, "probe/solve_rate": 0.5, "time/probe": 6.0})
+        rows.append(row)
+    return rows
+
+
+@pytest.mark.parametrize(
+    "key,first,last",
+    [
+        ("legal_ratio", 0.2, 0.8),  # first 5 steps 0.2, last 10 steps 0.8
+        ("rewards/solvability/mean", 0.03, 0.105),  # mean of steps 1-5 and of steps 6-15, divided by 100
+        ("student_valid_rate", None, None),  # never logged: no mean rather than 0
+    ],
+)
+def test_learning_summary_first_and_last_steps(key, first, last):
+    summary = learning_summary(list(reversed(_run_rows())))  # rows in any order: sorted by step
+    expected = [None if v is None else pytest.approx(v) for v in (first, last)]
+    assert [summary[key]["first"], summary[key]["last"]] == expected
+
+
+def test_learning_summary_run_figures():
+    summary = learning_summary(_run_rows())
+    assert summary["legal_ratio"]["gain"] == pytest.approx(0.6)
+    assert (summary["steps"], summary["pool_size"], summary["pool_distinct_problems"]) == (15, 25, 24)
+    assert summary["max_top_problem_share"] == 0.75  # the step-3 round taken by one problem
+    assert [p["step"] for p in summary["probe"]] == [1, 15] and summary["probe_seconds"] == 12.0
+    assert summary["step_seconds"] == 900.0
+
+
+def test_learning_report_cli(tmp_path):
+    run = tmp_path / "run"
+    run.mkdir()
+    _write(run / "metrics.jsonl", [json.dumps(r) for r in _run_rows()])
+    script = [sys.executable, str(ROOT / "scripts" / "learning_report.py")]
+    ok = subprocess.run([*script, str(run), "--json", str(tmp_path / "s.json")], capture_output=True, text=True)
+    assert ok.returncode == 0, ok.stderr
+    assert "legal ratio gain (last 10 - first 5): 0.60" in ok.stdout
+    assert "rewards/solvability/mean" in ok.stdout and "rewards/diversity/mean" in ok.stdout
+    assert json.loads((tmp_path / "s.json").read_text())[str(run)]["pool_size"] == 25
+    missing = subprocess.run([*script, str(tmp_path / "nowhere")], capture_output=True, text=True)
+    assert missing.returncode == 2 and missing.stderr.startswith("error:")  # one line naming the problem
