@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import runpy
 import subprocess
 import sys
 from pathlib import Path
@@ -146,15 +147,17 @@ def test_learning_summary_run_figures():
     assert summary["step_seconds"] == 900.0
 
 
-def test_learning_report_cli(tmp_path):
+def test_learning_report_cli(tmp_path, monkeypatch, capsys):
     run = tmp_path / "run"
     run.mkdir()
     _write(run / "metrics.jsonl", [json.dumps(r) for r in _run_rows()])
-    script = [sys.executable, str(ROOT / "scripts" / "learning_report.py")]
-    ok = subprocess.run([*script, str(run), "--json", str(tmp_path / "s.json")], capture_output=True, text=True)
-    assert ok.returncode == 0, ok.stderr
-    assert "legal ratio gain (last 10 - first 5): 0.60" in ok.stdout
-    assert "rewards/solvability/mean" in ok.stdout and "rewards/diversity/mean" in ok.stdout
+    main = runpy.run_path(str(ROOT / "scripts" / "learning_report.py"))["main"]  # in-process: no second interpreter
+    monkeypatch.setattr(sys, "argv", ["learning_report.py", str(run), "--json", str(tmp_path / "s.json")])
+    assert main() == 0
+    out = capsys.readouterr().out
+    assert "legal ratio gain (last 10 - first 5): 0.60" in out
+    assert "rewards/solvability/mean" in out and "rewards/diversity/mean" in out
     assert json.loads((tmp_path / "s.json").read_text())[str(run)]["pool_size"] == 25
-    missing = subprocess.run([*script, str(tmp_path / "nowhere")], capture_output=True, text=True)
-    assert missing.returncode == 2 and missing.stderr.startswith("error:")  # one line naming the problem
+    monkeypatch.setattr(sys, "argv", ["learning_report.py", str(tmp_path / "nowhere")])
+    assert main() == 2
+    assert capsys.readouterr().err.startswith("error:")  # one line naming the problem
