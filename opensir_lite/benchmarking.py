@@ -137,7 +137,7 @@ def ablate_rounds(policy, tokenizer, embedder, variants: list[tuple[str, Any]], 
     from opensir_lite.pool import ProblemPool
     from opensir_lite.rewards import TEACHER_REWARD_NAMES
     from opensir_lite.selfplay import SelfPlay
-    from opensir_lite.training import MergedRolloutModel
+    from opensir_lite.training import MergedRolloutModel, rollout_dtype
 
     device, _ = current_device_dtype()
     merged = None
@@ -146,7 +146,9 @@ def ablate_rounds(policy, tokenizer, embedder, variants: list[tuple[str, Any]], 
         model = policy
         if args.rollout_model == "merged":
             if merged is None:
-                merged = MergedRolloutModel(policy, attention_for(device, model_args.attn_implementation))
+                merged = MergedRolloutModel(
+                    policy, attention_for(device, model_args.attn_implementation), rollout_dtype(args.rollout_dtype)
+                )
                 merged.sync()
             model = merged.model
         torch.manual_seed(args.seed)

@@ -17,11 +17,13 @@ from trl import GRPOConfig, ModelConfig, TrlParser
 
 from opensir_lite.parsing import ANSWER_EXTRACTIONS, ANSWER_VOTES
 from opensir_lite.prompts import SEED_PROBLEM, TEACHER_FORMAT_HINTS
+from opensir_lite.ranges import Range, RangeError, above, at_least, between, check_ranges, ranged
 from opensir_lite.rewards import FORMAT_CREDITS, GATE_LOWER, GATE_UPPER
 from opensir_lite.selfplay import parse_append_strategy
 
 RECIPES_DIR = Path(__file__).parent / "recipes"
 GENERATION_BACKENDS = ("transformers", "vllm")
+ROLLOUT_DTYPES = ("auto", "bfloat16", "float32")
 
 
 class ConfigError(ValueError):
@@ -43,22 +45,40 @@ class SelfPlayConfig(GRPOConfig):
     near_duplicate_cosine: float | None = field(
         default=None,
         metadata={
-            "help": "A legal problem whose embedding has at least this cosine similarity to a pool problem or to "
-            "another problem of its round is a near-duplicate: it earns no solvability and does not join the pool. "
-            "None: no such rule (paper)."
+            "help": ranged(
+                between(0, 1, low_open=True),
+                "A legal problem whose embedding has at least this cosine similarity to a pool problem or to "
+                "another problem of its round is a near-duplicate: it earns no solvability and does not join the pool. "
+                "None: no such rule (paper).",
+            )
         },
     )
     pool_max_size: int | None = field(
-        default=None, metadata={"help": "Largest pool size; the oldest entries are evicted. None: unlimited."}
+        default=None,
+        metadata={"help": ranged(at_least(1), "Largest pool size; the oldest entries are evicted. None: unlimited.")},
     )
     # ---- teacher ----
     num_teacher_groups: int = field(
-        default=1, metadata={"help": "Teacher groups (of num_generations rows) trained per step. Paper: 8 rows = 1."}
+        default=1,
+        metadata={
+            "help": ranged(
+                at_least(1),
+                "Teacher groups (of num_generations rows) trained per step. Paper: 8 rows = 1.",
+            )
+        },
     )
     teacher_upscale_ratio: int = field(
-        default=4, metadata={"help": "Generate this many times more teacher groups; keep the highest-variance ones."}
+        default=4,
+        metadata={
+            "help": ranged(
+                at_least(1),
+                "Generate this many times more teacher groups; keep the highest-variance ones.",
+            )
+        },
     )
-    teacher_max_new_tokens: int = field(default=1024, metadata={"help": "Token budget of a teacher completion."})
+    teacher_max_new_tokens: int = field(
+        default=1024, metadata={"help": ranged(at_least(1), "Token budget of a teacher completion.")}
+    )
     teacher_format_hint: str = field(
         default="none",
         metadata={
@@ -79,16 +99,29 @@ class SelfPlayConfig(GRPOConfig):
     )
     teacher_reward_weights: list[float] = field(
         default_factory=lambda: [1.0, 1.0, 0.1, 1.0],
-        metadata={"help": "Weights of solvability, diversity, teacher_format, response_length (paper)."},
+        metadata={
+            "help": ranged(
+                at_least(0),
+                "Weights of solvability, diversity, teacher_format, response_length (paper).",
+            )
+        },
     )
     # ---- student ----
     num_student_groups: int = field(
-        default=1, metadata={"help": "Student problems (groups of num_generations rows) trained per step (paper 1)."}
+        default=1,
+        metadata={
+            "help": ranged(
+                at_least(0),
+                "Student problems (groups of num_generations rows) trained per step (paper 1).",
+            )
+        },
     )
     student_selection: str = field(
         default="top", metadata={"help": "Student problems: 'top' combined score (paper) or 'random' legal ones."}
     )
-    student_max_new_tokens: int = field(default=1024, metadata={"help": "Token budget of a student completion."})
+    student_max_new_tokens: int = field(
+        default=1024, metadata={"help": ranged(at_least(1), "Token budget of a student completion.")}
+    )
     answer_extraction: str = field(
         default="latex",
         metadata={
@@ -104,26 +137,42 @@ class SelfPlayConfig(GRPOConfig):
         },
     )
     student_reward_weights: list[float] = field(
-        default_factory=lambda: [1.0, 0.1], metadata={"help": "Weights of accuracy and student_format (paper)."}
+        default_factory=lambda: [1.0, 0.1],
+        metadata={"help": ranged(at_least(0), "Weights of accuracy and student_format (paper).")},
     )
     # ---- scores ----
     solve_rate_lower: float = field(
-        default=GATE_LOWER, metadata={"help": "Solvability gate: lowest rewarded solve rate (paper 0.5)."}
+        default=GATE_LOWER,
+        metadata={"help": ranged(between(0, 1), "Solvability gate: lowest rewarded solve rate (paper 0.5).")},
     )
     solve_rate_upper: float = field(
-        default=GATE_UPPER, metadata={"help": "Solvability gate: highest rewarded solve rate (paper 0.9)."}
+        default=GATE_UPPER,
+        metadata={"help": ranged(between(0, 1), "Solvability gate: highest rewarded solve rate (paper 0.9).")},
     )
-    novelty_top_k: int = field(default=5, metadata={"help": "Novelty: mean of this many top cosine similarities."})
+    novelty_top_k: int = field(
+        default=5, metadata={"help": ranged(at_least(1), "Novelty: mean of this many top cosine similarities.")}
+    )
     diversity_recent_pool_size: int | None = field(
         default=None,
-        metadata={"help": "Novelty against only the newest N pool entries plus the references. None: whole pool."},
+        metadata={
+            "help": ranged(
+                at_least(1),
+                "Novelty against only the newest N pool entries plus the references. None: whole pool.",
+            )
+        },
     )
     difficulty_score_weight: float = field(
-        default=1.0, metadata={"help": "Weight of solvability in the combined score."}
+        default=1.0, metadata={"help": ranged(at_least(0), "Weight of solvability in the combined score.")}
     )
-    diversity_score_weight: float = field(default=1.0, metadata={"help": "Weight of novelty in the combined score."})
-    response_length_cap: float | None = field(default=1000.0, metadata={"help": "Cap on mean student tokens."})
-    response_length_baseline: float = field(default=1000.0, metadata={"help": "Mean student tokens worth reward 1."})
+    diversity_score_weight: float = field(
+        default=1.0, metadata={"help": ranged(at_least(0), "Weight of novelty in the combined score.")}
+    )
+    response_length_cap: float | None = field(
+        default=1000.0, metadata={"help": ranged(above(0), "Cap on mean student tokens.")}
+    )
+    response_length_baseline: float = field(
+        default=1000.0, metadata={"help": ranged(above(0), "Mean student tokens worth reward 1.")}
+    )
     # ---- machinery ----
     embedder_name_or_path: str = field(
         default="embedded", metadata={"help": "sentence-transformers model for novelty: Hub id, path or 'embedded'."}
@@ -146,24 +195,43 @@ class SelfPlayConfig(GRPOConfig):
             "faster on a CPU; needs use_peft)."
         },
     )
+    rollout_dtype: str = field(
+        default="auto",
+        metadata={
+            "help": "dtype of the merged rollout copy: 'auto' (the adapter's, the same function as the policy), "
+            "'bfloat16' (about twice as fast on a CPU with AVX512-BF16/AMX; samples up to bf16 rounding) or "
+            "'float32'."
+        },
+    )
     probe_every: int = field(
         default=0,
         metadata={
-            "help": "Every N steps (and at the first and last), vote on the labelled GSM8K probe and log pseudo-label "
-            "quality (probe/majority_correct, probe/solve_rate). 0: off."
+            "help": ranged(
+                at_least(0),
+                "Every N steps (and at the first and last), vote on the labelled GSM8K probe and log pseudo-label "
+                "quality (probe/majority_correct, probe/solve_rate). 0: off.",
+            )
         },
     )
-    probe_rows: int = field(default=32, metadata={"help": "Probe questions (at most the 32 shipped GSM8K rows)."})
-    probe_samples: int = field(default=0, metadata={"help": "Answers per probe question. 0: num_generations."})
+    probe_rows: int = field(
+        default=32, metadata={"help": ranged(between(1, 32), "Probe questions (at most the 32 shipped GSM8K rows).")}
+    )
+    probe_samples: int = field(
+        default=0, metadata={"help": ranged(at_least(0), "Answers per probe question. 0: num_generations.")}
+    )
     evidence_completion_chars: int = field(
         default=300,
         metadata={
-            "help": "round_evidence.jsonl keeps the last N characters of each student completion beside its "
-            "answer and vote class (0: answers only; -1: no evidence file)."
+            "help": ranged(
+                at_least(-1),
+                "round_evidence.jsonl keeps the last N characters of each student completion beside its "
+                "answer and vote class (0: answers only; -1: no evidence file).",
+            )
         },
     )
     max_generate_batch: int = field(
-        default=0, metadata={"help": "Most sequences in one generate call (0: a whole role in one call)."}
+        default=0,
+        metadata={"help": ranged(at_least(0), "Most sequences in one generate call (0: a whole role in one call).")},
     )
     overwrite_output_dir: bool = field(
         default=False, metadata={"help": "Replace a previous run in output_dir (otherwise a new run refuses it)."}
@@ -180,50 +248,57 @@ class SelfPlayConfig(GRPOConfig):
     max_prompt_length: int | None = field(
         default=None,
         metadata={
-            "help": "Keep only the last N tokens of a teacher or student prompt, for generation and scoring alike "
-            "(paper 1024). None: no limit."
+            "help": ranged(
+                at_least(1),
+                "Keep only the last N tokens of a teacher or student prompt, for generation and scoring alike "
+                "(paper 1024). None: no limit.",
+            )
         },
     )
     # ---- TRL defaults changed for self-play ----
-    num_generations: int | None = field(default=8, metadata={"help": "G: samples per teacher and student prompt."})
-    logging_steps: float = field(default=1, metadata={"help": "Log (and write metrics.jsonl) every N steps."})
+    max_steps: int = field(
+        default=200,
+        metadata={"help": ranged(at_least(1), "Optimiser steps, one self-play round each (paper 200; self-play "
+                  "has no epochs, so TRL's -1 is not accepted).")},
+    )  # fmt: skip
+    num_generations: int | None = field(
+        default=8, metadata={"help": ranged(at_least(2), "G: samples per teacher and student prompt.")}
+    )
+    logging_steps: float = field(
+        default=1, metadata={"help": ranged(above(0), "Log (and write metrics.jsonl) every N steps.")}
+    )
     save_strategy: str = field(default="steps", metadata={"help": "Checkpoint strategy (checkpoints hold the pool)."})
-    save_steps: float = field(default=25, metadata={"help": "Checkpoint every N steps (paper 25)."})
+    save_steps: float = field(default=25, metadata={"help": ranged(above(0), "Checkpoint every N steps (paper 25).")})
     bf16: bool | None = field(default=None, metadata={"help": "bf16 mixed precision. None: when the GPU has it."})
 
     def __post_init__(self):
+        check_config_ranges(self)  # first: every later check and TRL's own may assume sane numbers
         errors = []
         try:
             parse_append_strategy(self.pool_append_strategy)
         except ValueError as e:
             errors.append(str(e))
-        if self.near_duplicate_cosine is not None and not 0.0 < self.near_duplicate_cosine <= 1.0:
-            errors.append("near_duplicate_cosine must be in (0, 1] (or null)")
-        if not 0.0 <= self.solve_rate_lower <= self.solve_rate_upper <= 1.0:
-            errors.append("need 0 <= solve_rate_lower <= solve_rate_upper <= 1")
-        if self.num_teacher_groups < 1 or self.teacher_upscale_ratio < 1 or self.num_student_groups < 0:
-            errors.append("need num_teacher_groups >= 1, teacher_upscale_ratio >= 1, num_student_groups >= 0")
-        if not self.num_generations or self.num_generations < 2:
-            errors.append("num_generations (G) must be at least 2")
+        if self.solve_rate_lower > self.solve_rate_upper:
+            errors.append("need solve_rate_lower <= solve_rate_upper")
         if self.answer_extraction not in ANSWER_EXTRACTIONS:
             errors.append(f"answer_extraction must be one of {', '.join(ANSWER_EXTRACTIONS)}")
         if self.teacher_format_hint not in TEACHER_FORMAT_HINTS:
             errors.append(f"teacher_format_hint must be one of {', '.join(TEACHER_FORMAT_HINTS)}")
         if self.teacher_format_credit not in FORMAT_CREDITS:
             errors.append(f"teacher_format_credit must be one of {', '.join(FORMAT_CREDITS)}")
-        if self.probe_every < 0 or not 1 <= self.probe_rows <= 32 or self.probe_samples < 0:
-            errors.append("need probe_every >= 0, 1 <= probe_rows <= 32 and probe_samples >= 0")
         if self.generation_backend not in GENERATION_BACKENDS:
             errors.append(f"generation_backend must be one of {', '.join(GENERATION_BACKENDS)}")
         elif self.generation_backend == "vllm":
             self.use_vllm = True  # TRL's vLLM client (server) or engine (colocate), and its weight sync
         if self.rollout_model not in ("policy", "merged"):
             errors.append(f"rollout_model must be 'policy' or 'merged', got {self.rollout_model!r}")
+        if self.rollout_dtype not in ROLLOUT_DTYPES:
+            errors.append(f"rollout_dtype must be one of {', '.join(ROLLOUT_DTYPES)}, got {self.rollout_dtype!r}")
         if self.answer_vote not in ANSWER_VOTES:
             errors.append(f"answer_vote must be one of {', '.join(ANSWER_VOTES)}")
-        if self.max_prompt_length is not None and self.max_prompt_length < 1:
-            errors.append("max_prompt_length must be a positive number of tokens (or null)")
-        if self.per_device_train_batch_size < 1 or self.rows_per_round % self.per_device_train_batch_size:
+        if not self.num_generations:
+            errors.append("num_generations (G) must be set")
+        elif self.rows_per_round % self.per_device_train_batch_size:
             errors.append(
                 f"per_device_train_batch_size ({self.per_device_train_batch_size}) must divide the rows of one "
                 f"round ({self.rows_per_round} = (num_teacher_groups + num_student_groups) x num_generations)"
@@ -285,12 +360,60 @@ class PolicyModelConfig(ModelConfig):
     use_peft: bool = field(default=True, metadata={"help": "Train a LoRA adapter (False: full fine-tuning)."})
     load_in_4bit: bool = field(default=True, metadata={"help": "QLoRA: load the base model in 4-bit NF4."})
     use_bnb_nested_quant: bool = field(default=True, metadata={"help": "QLoRA double quantisation."})
-    lora_r: int = field(default=16, metadata={"help": "LoRA rank."})
-    lora_alpha: int = field(default=32, metadata={"help": "LoRA alpha (scale = alpha / r)."})
-    lora_dropout: float = field(default=0.05, metadata={"help": "LoRA dropout."})
+    lora_r: int = field(default=16, metadata={"help": ranged(at_least(1), "LoRA rank.")})
+    lora_alpha: int = field(default=32, metadata={"help": ranged(above(0), "LoRA alpha (scale = alpha / r).")})
+    lora_dropout: float = field(default=0.05, metadata={"help": ranged(between(0, 1, high_open=True), "LoRA dropout.")})
     lora_target_modules: list[str] | None = field(
         default_factory=lambda: ["all-linear"], metadata={"help": "Modules with LoRA; all-linear = every projection."}
     )
+
+    def __post_init__(self):
+        check_config_ranges(self)
+        super().__post_init__()
+
+
+# Ranges of the numeric TRL / transformers fields that SelfPlayConfig and PolicyModelConfig inherit (their own
+# fields declare theirs in their metadata). reward_weights and max_completion_length are derived in __post_init__.
+TRL_RANGES: dict[str, Range] = {
+    "learning_rate": above(0),  # torch's optimisers refuse a negative rate, after the model has loaded
+    "temperature": above(0),  # sampling and TRL's log-probabilities divide by it
+    "top_p": between(0, 1, low_open=True),
+    "top_k": at_least(0),  # 0 (or null): off
+    "min_p": between(0, 1),
+    "repetition_penalty": above(0),
+    "per_device_train_batch_size": at_least(1),
+    "gradient_accumulation_steps": at_least(1),
+    "generation_batch_size": at_least(1),
+    "steps_per_generation": at_least(1),
+    "num_iterations": at_least(1),
+    "num_train_epochs": above(0),
+    "warmup_steps": at_least(0),  # below 1: a share of the steps
+    "weight_decay": at_least(0),
+    "max_grad_norm": at_least(0),  # 0: no clipping
+    "adam_beta1": between(0, 1, high_open=True),
+    "adam_beta2": between(0, 1, high_open=True),
+    "adam_epsilon": above(0),
+    "beta": at_least(0),  # KL coefficient
+    "epsilon": above(0),  # PPO clip range
+    "epsilon_high": above(0),
+    "seed": at_least(0),  # numpy's generators refuse a negative seed
+    "data_seed": at_least(0),
+    "save_total_limit": at_least(1),
+    "dataloader_num_workers": at_least(0),
+    "vllm_gpu_memory_utilization": between(0, 1, low_open=True),
+    "vllm_tensor_parallel_size": at_least(1),
+    "vllm_server_port": between(1, 65535),
+    "vllm_server_timeout": above(0),
+}
+
+
+def check_config_ranges(config) -> None:
+    """Every numeric field of a run configuration within its declared range (its metadata, else
+    :data:`TRL_RANGES`): one :class:`ConfigError` line naming each field, value and range."""
+    try:
+        check_ranges(config, TRL_RANGES)
+    except RangeError as e:
+        raise ConfigError(str(e)) from None
 
 
 def list_recipes() -> list[str]:

@@ -41,6 +41,7 @@ from opensir_lite.parsing import (
 )
 from opensir_lite.pool import atomic_write_text, read_jsonl_objects
 from opensir_lite.prompts import render, student_messages
+from opensir_lite.ranges import RangeError, at_least, between, check_ranges, ranged
 
 
 class BenchmarkError(ValueError):
@@ -261,8 +262,10 @@ def load_items(
 def subset(items: list[Item], limit: int | None, seed: int, benchmark: str | None = None) -> list[Item]:
     """A fixed random subset of ``limit`` items for a given seed (all items when limit is None). GSM8K subsets never
     contain the probe rows (:data:`PROBE_ROWS`), which training uses to measure pseudo-label quality."""
-    if not limit:
+    if limit is None:
         return items
+    if limit < 1:
+        raise BenchmarkError(f"limit = {limit} is out of range: must be >= 1 (or no --limit for every row)")
     if benchmark == PROBE_BENCHMARK:
         items = [it for it in items if it.index not in PROBE_ROWS]
     if not items:
@@ -308,9 +311,10 @@ def _mean_se(values: list[float]) -> tuple[float, float]:
     return float(arr.mean()), se
 
 
-def score_questions(corrects: list[list[bool]], answers: list[list[str | None]], k: int) -> dict:
-    """avg@n, pass@k and maj@k (first k samples) with standard errors over questions. maj@k is right when the
-    majority class of the first k answers holds a correct answer (the class is right or wrong as a whole)."""
+def question_values(corrects: list[list[bool]], answers: list[list[str | None]], k: int) -> dict[str, list[float]]:
+    """Each question's avg@n, pass@k and maj@k (first k samples): the values that :func:`score_questions` averages
+    and a paired comparison differences. maj@k is right when the majority class of the first k answers holds a
+    correct answer (the class is right or wrong as a whole)."""
     n = len(corrects[0]) if corrects else 0
     k = max(1, min(k, n)) if n else 1
     avg = [sum(c) / len(c) for c in corrects]
@@ -320,10 +324,42 @@ def score_questions(corrects: list[list[bool]], answers: list[list[str | None]],
         vote = majority_vote(ans[:k])
         first = next((i for i in range(len(vote.classes)) if vote.agrees(i)), None)
         majk.append(float(first is not None and cor[first]))
+    return {f"avg@{n}": avg, f"pass@{k}": passk, f"maj@{k}": majk}
+
+
+def score_questions(corrects: list[list[bool]], answers: list[list[str | None]], k: int) -> dict:
+    """avg@n, pass@k and maj@k (first k samples) with standard errors over questions."""
     out = {}
-    for name, values in ((f"avg@{n}", avg), (f"pass@{k}", passk), (f"maj@{k}", majk)):
+    for name, values in question_values(corrects, answers, k).items():
         mean, se = _mean_se(values)
         out[name], out[f"{name}_se"] = mean, se
+    return out
+
+
+def mcnemar_exact_p(b: int, c: int) -> float:
+    """Two-sided exact McNemar p-value: the binomial test of b successes in b + c discordant pairs at 1/2 (1.0 when
+    there is no discordant pair)."""
+    n = b + c
+    if n == 0:
+        return 1.0
+    tail = sum(math.comb(n, i) for i in range(min(b, c) + 1)) / 2**n
+    return min(1.0, 2.0 * tail)
+
+
+def paired_difference(base: list[float], other: list[float]) -> dict[str, float | int | None]:
+    """other - base on the same questions: the mean difference with its standard error (of the per-question
+    differences) and, when every value is 0 or 1, the discordant counts (b: right only in base, c: right only in
+    other) and the exact McNemar p-value; None where undefined."""
+    if len(base) != len(other):
+        raise ValueError(f"paired values need the same questions: {len(base)} vs {len(other)}")
+    diff = [o - b for b, o in zip(base, other, strict=True)]
+    delta, se = _mean_se(diff)
+    out: dict[str, float | int | None] = {"delta": delta, "se": se, "z": delta / se if se > 0 else None,
+                                          "b": None, "c": None, "p": None}  # fmt: skip
+    if all(v in (0.0, 1.0) for v in (*base, *other)):
+        b = sum(1 for x, y in zip(base, other, strict=True) if x == 1.0 and y == 0.0)
+        c = sum(1 for x, y in zip(base, other, strict=True) if x == 0.0 and y == 1.0)
+        out.update(b=b, c=c, p=mcnemar_exact_p(b, c))
     return out
 
 
@@ -361,27 +397,46 @@ def grade(protocol: str, text: str, item: Item) -> tuple[str | None, bool]:
 
 
 # ---- running ------------------------------------------------------------------------------------------------
+EVAL_DTYPES = ("auto", "bfloat16", "float16", "float32")
+
+
 @dataclass
 class EvalSettings:
-    n: int = 1  # samples per question
-    temperature: float = 0.0  # 0 = greedy
-    top_p: float = 1.0
-    max_new_tokens: int = 1024
-    k: int | None = None  # pass@k / maj@k (default n)
-    batch_size: int = 64  # questions per generate call
-    seed: int = 0
-    limit: int | None = None
+    """How a benchmark is sampled and scored; each numeric field's range is declared with its help (the options of
+    ``scripts/evaluate.py`` show them) and checked when the settings are made, before any work."""
+
+    n: int = field(default=1, metadata={"help": ranged(at_least(1), "Samples per question.")})
+    temperature: float = field(default=0.0, metadata={"help": ranged(at_least(0), "Sampling temperature, 0 = greedy.")})
+    top_p: float = field(default=1.0, metadata={"help": ranged(between(0, 1, low_open=True), "Nucleus sampling.")})
+    max_new_tokens: int = field(default=1024, metadata={"help": ranged(at_least(1), "Completion budget in tokens.")})
+    k: int | None = field(default=None, metadata={"help": ranged(at_least(1), "k of pass@k and maj@k (default n).")})
+    batch_size: int = field(default=64, metadata={"help": ranged(at_least(1), "Questions per generate call.")})
+    seed: int = field(default=0, metadata={"help": ranged(at_least(0), "Subset and sampling seed.")})
+    limit: int | None = field(
+        default=None, metadata={"help": ranged(at_least(1), "Evaluate a fixed random subset of this many rows.")}
+    )
     use_system_prompt: bool = True
     protocol: str = "opensir"  # the headline protocol of results.json (both are always reported)
+    dtype: str = "auto"  # the model's dtype: auto (by hardware: fp32 on a CPU) or one of EVAL_DTYPES
 
     def __post_init__(self):
         if self.protocol not in PROTOCOLS:
             raise BenchmarkError(f"unknown protocol {self.protocol!r}: choose from {', '.join(PROTOCOLS)}")
+        if self.dtype not in EVAL_DTYPES:
+            raise BenchmarkError(f"dtype must be one of {', '.join(EVAL_DTYPES)}, got {self.dtype!r}")
+        try:
+            check_ranges(self)
+        except RangeError as e:
+            raise BenchmarkError(str(e)) from None
         if self.n > 1 and self.temperature <= 0:
             raise BenchmarkError(
                 f"--n {self.n} at --temperature {self.temperature} samples {self.n} identical greedy completions: "
                 "set --temperature above 0 (the opensir protocol: 0.6) or --n 1"
             )
+
+    @classmethod
+    def field_help(cls, name: str) -> str:
+        return str(cls.__dataclass_fields__[name].metadata["help"])
 
     @classmethod
     def for_protocol(cls, protocol: str = "opensir", **overrides: Any) -> EvalSettings:
@@ -392,6 +447,12 @@ class EvalSettings:
         values = {"n": p.n, "temperature": p.temperature, "top_p": p.top_p, "max_new_tokens": p.max_new_tokens}
         values.update({k: v for k, v in overrides.items() if v is not None})
         return cls(protocol=protocol, **values)
+
+
+def setting_help(name: str, note: str = "") -> str:
+    """The help text (with its range) of an :class:`EvalSettings` field, for a command-line option."""
+    text = EvalSettings.field_help(name)
+    return f"{text[:-1]}; {note}." if note else text
 
 
 @dataclass
@@ -596,27 +657,104 @@ def format_results(payload: dict[str, Any]) -> str:
     return "\n".join(lines)
 
 
-def compare_results(base: dict[str, Any], other: dict[str, Any]) -> str:
-    """Deltas (other - base) per benchmark, protocol and metric, with the standard error of the difference and
-    the difference in standard errors (z)."""
-    lines = [f"{'benchmark':<15}{'protocol':<9}{'metric':<10}{'base':>8}{'other':>8}{'delta':>8}{'± se':>8}{'z':>7}"]
+def load_results(path: str | Path) -> dict[str, Any]:
+    """A ``results.json`` written by :func:`write_outputs`; one :class:`BenchmarkError` line for a missing file or
+    one that is not such a file."""
+    path = Path(path)
+    try:
+        payload = json.loads(path.read_text(encoding="utf-8"))
+    except FileNotFoundError:
+        raise BenchmarkError(f"results file not found: {path}") from None
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as e:
+        raise BenchmarkError(f"{path}: not a results.json of scripts/evaluate.py (not JSON: {e})") from None
+    entries = payload.items() if isinstance(payload, dict) else []
+    if not entries or not all(
+        isinstance(r, dict) and isinstance(r.get("metrics"), dict) and isinstance(r.get("rows"), int)
+        for _, r in entries
+    ):
+        raise BenchmarkError(
+            f"{path}: not a results.json of scripts/evaluate.py (expected benchmark -> {{metrics, rows, ...}})"
+        )
+    return payload
+
+
+def load_samples(results_path: str | Path) -> dict[str, dict[int, dict[str, Any]]]:
+    """Benchmark -> row index -> the graded sample of that row, from the ``samples.jsonl`` beside a results.json."""
+    path = Path(results_path).with_name("samples.jsonl")
+    if not path.is_file():
+        raise BenchmarkError(f"cannot pair: no samples.jsonl beside {results_path}")
+    out: dict[str, dict[int, dict[str, Any]]] = {}
+    for lineno, row in read_jsonl_objects(path, BenchmarkError):
+        if not {"benchmark", "index", "by_protocol"} <= set(row):
+            raise BenchmarkError(f"{path}:{lineno}: not a graded sample (benchmark, index, by_protocol)")
+        out.setdefault(row["benchmark"], {})[row["index"]] = row
+    return out
+
+
+def paired_rows(bench: str, base: dict[int, dict], other: dict[int, dict]) -> list[int]:
+    """The row indices both evaluations graded; a one-line :class:`BenchmarkError` when the row sets differ."""
+    if set(base) != set(other):
+        only_base, only_other = len(set(base) - set(other)), len(set(other) - set(base))
+        raise BenchmarkError(
+            f"cannot pair {bench}: the two evaluations graded different rows ({len(base)} and {len(other)} rows; "
+            f"{only_base} only in the first, {only_other} only in the second): evaluate both with the same "
+            "--limit and --seed"
+        )
+    return sorted(base)
+
+
+def _per_question(samples: dict[int, dict], rows: list[int], protocol: str, settings: dict) -> dict[str, list]:
+    graded = [samples[i]["by_protocol"][protocol] for i in rows]
+    k = settings.get("k") or settings.get("n") or len(graded[0]["correct"])
+    return question_values([g["correct"] for g in graded], [g["answers"] for g in graded], k)
+
+
+def compare_results(
+    base: dict[str, Any],
+    other: dict[str, Any],
+    base_samples: dict[str, dict[int, dict]] | None = None,
+    other_samples: dict[str, dict[int, dict]] | None = None,
+) -> str:
+    """Deltas (other - base) per benchmark, protocol and metric: the unpaired difference with the standard error of
+    the difference and z; with both evaluations' samples, also the paired difference on the same rows, its
+    standard error, z, the discordant rows (b: right only in base, c: right only in other) and the exact McNemar
+    p-value (for 0/1 metrics). Refuses, in one line, to pair evaluations whose row sets differ."""
+    paired = base_samples is not None and other_samples is not None
+    head = f"{'benchmark':<15}{'protocol':<9}{'metric':<10}{'base':>8}{'other':>8}{'delta':>8}{'± se':>8}{'z':>7}"
+    lines = [head + (f"{'paired':>9}{'± se':>7}{'z':>7}{'b':>5}{'c':>5}{'McNemar p':>11}" if paired else "")]
     for bench in base:
         if bench not in other:
             continue
         theirs = _protocol_tables(other[bench])
+        rows = None
+        if paired and bench != MACRO:
+            if bench not in base_samples or bench not in other_samples:
+                raise BenchmarkError(f"cannot pair {bench}: its samples are missing from samples.jsonl")
+            rows = paired_rows(bench, base_samples[bench], other_samples[bench])
         for proto, table in _protocol_tables(base[bench]).items():
             if proto not in theirs:
                 continue
+            per_q = None
+            if rows is not None:
+                per_q = (_per_question(base_samples[bench], rows, proto, base[bench].get("settings", {})),
+                         _per_question(other_samples[bench], rows, proto, other[bench].get("settings", {})))  # fmt: skip
             for name, value in table.items():
                 if name.endswith("_se") or name not in theirs[proto]:
                     continue
                 v2 = theirs[proto][name]
                 se = math.hypot(table.get(name + "_se", 0.0), theirs[proto].get(name + "_se", 0.0))
                 z = f"{(v2 - value) / se:>+7.1f}" if se > 0 else f"{'-':>7}"
-                lines.append(
+                line = (
                     f"{bench:<15}{proto:<9}{name:<10}{100 * value:>7.1f}%{100 * v2:>7.1f}%{100 * (v2 - value):>+7.1f}"
                     f"{100 * se:>8.1f}{z}"
                 )
+                if per_q is not None and name in per_q[0] and name in per_q[1]:
+                    d = paired_difference(per_q[0][name], per_q[1][name])
+                    pz = f"{d['z']:>+7.1f}" if d["z"] is not None else f"{'-':>7}"
+                    counts = (f"{d['b']:>5}{d['c']:>5}{d['p']:>11.4f}" if d["p"] is not None
+                              else f"{'-':>5}{'-':>5}{'-':>11}")  # fmt: skip
+                    line += f"{100 * d['delta']:>+9.1f}{100 * d['se']:>7.1f}{pz}{counts}"
+                lines.append(line)
     return "\n".join(lines)
 
 

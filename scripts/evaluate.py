@@ -12,11 +12,11 @@ from __future__ import annotations
 import argparse
 import json
 import sys
-from pathlib import Path
 
 import torch
 
 from opensir_lite.evaluation import (
+    EVAL_DTYPES,
     PROTOCOLS,
     BenchmarkError,
     EvalSettings,
@@ -24,7 +24,10 @@ from opensir_lite.evaluation import (
     evaluate_items,
     format_results,
     load_items,
+    load_results,
+    load_samples,
     regrade,
+    setting_help,
     subset,
     transformers_sampler,
     vllm_sampler,
@@ -35,7 +38,10 @@ from opensir_lite.models import ModelLoadError
 
 def parse_args(argv=None) -> argparse.Namespace:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("--model", default="embedded", help="Hub id, local folder, or 'embedded' (SmolLM2-135M-Instruct)")
+    p.add_argument(
+        "--model", default="embedded",
+        help="Hub id, local folder, 'embedded' (SmolLM2-135M-Instruct) or 'embedded-qwen0.5b' (Qwen2.5-Coder-0.5B-Instruct)",
+    )  # fmt: skip
     p.add_argument("--adapter", default=None, help="LoRA adapter folder or Hub id")
     p.add_argument("--benchmarks", default="gsm8k", help="comma-separated names or .jsonl paths")
     p.add_argument("--data_dir", default=None, help="folder of local JSONL files (default: load from the Hub)")
@@ -47,14 +53,25 @@ def parse_args(argv=None) -> argparse.Namespace:
         help="headline grading and sampling defaults: opensir (official evaluate.py: n=16, temperature 0.6, "
         "top_p 0.95, 4096 tokens) or strict (last boxed answer only; greedy, 1024 tokens); both are reported",
     )  # fmt: skip
-    p.add_argument("--n", type=int, default=None, help="samples per question (default: the protocol's)")
-    p.add_argument("--temperature", type=float, default=None, help="0 = greedy (default: the protocol's)")
-    p.add_argument("--top_p", type=float, default=None, help="nucleus sampling (default: the protocol's)")
-    p.add_argument("--k", type=int, default=None, help="k of pass@k and maj@k (default n)")
-    p.add_argument("--max_new_tokens", type=int, default=None, help="completion budget (default: the protocol's)")
-    p.add_argument("--batch_size", type=int, default=64, help="questions per generate call")
-    p.add_argument("--limit", type=int, default=None, help="evaluate a fixed random subset of this many rows")
-    p.add_argument("--seed", type=int, default=0, help="subset and sampling seed")
+    p.add_argument("--n", type=int, default=None, help=setting_help("n", "default: the protocol's"))
+    p.add_argument(
+        "--temperature", type=float, default=None, help=setting_help("temperature", "default: the protocol's")
+    )
+    p.add_argument("--top_p", type=float, default=None, help=setting_help("top_p", "default: the protocol's"))
+    p.add_argument("--k", type=int, default=None, help=setting_help("k"))
+    p.add_argument(
+        "--max_new_tokens", type=int, default=None, help=setting_help("max_new_tokens", "default: the protocol's")
+    )
+    p.add_argument("--batch_size", type=int, default=64, help=setting_help("batch_size"))
+    p.add_argument("--limit", type=int, default=None, help=setting_help("limit"))
+    p.add_argument("--seed", type=int, default=0, help=setting_help("seed"))
+    p.add_argument(
+        "--dtype",
+        choices=EVAL_DTYPES,
+        default="auto",
+        help="model dtype: auto (by hardware: fp32 on a CPU, bf16 on Ampere+) or bfloat16 (on a CPU with AVX512-BF16 "
+        "or AMX about twice as fast as fp32; compare evaluations made with the same dtype)",
+    )
     p.add_argument("--backend", choices=["transformers", "vllm"], default="transformers")
     p.add_argument("--load_in_4bit", action="store_true", help="4-bit NF4 base model (transformers backend)")
     p.add_argument("--no_system_prompt", action="store_true", help="fold the instructions into the user turn")
@@ -68,8 +85,9 @@ def main() -> int:
     args = parse_args()
     try:
         if args.compare:
-            base, other = (json.loads(Path(f).read_text()) for f in args.compare)
-            print(compare_results(base, other))
+            base, other = (load_results(f) for f in args.compare)
+            base_samples, other_samples = (load_samples(f) for f in args.compare)
+            print(compare_results(base, other, base_samples, other_samples))
             return 0
         if args.regrade:
             path = regrade(args.regrade, args.data_dir, args.protocol)
@@ -78,7 +96,7 @@ def main() -> int:
         settings = EvalSettings.for_protocol(
             args.protocol, n=args.n, temperature=args.temperature, top_p=args.top_p,
             max_new_tokens=args.max_new_tokens, k=args.k, batch_size=args.batch_size, seed=args.seed,
-            limit=args.limit, use_system_prompt=not args.no_system_prompt,
+            limit=args.limit, use_system_prompt=not args.no_system_prompt, dtype=args.dtype,
         )  # fmt: skip
         benches = []
         for name in [b.strip() for b in args.benchmarks.split(",") if b.strip()]:
@@ -94,7 +112,9 @@ def main() -> int:
         else:
             from opensir_lite.models import load_for_inference
 
-            model, tokenizer = load_for_inference(args.model, args.adapter, load_in_4bit=args.load_in_4bit)
+            model, tokenizer = load_for_inference(
+                args.model, args.adapter, load_in_4bit=args.load_in_4bit, dtype=settings.dtype
+            )
             sample = transformers_sampler(model, tokenizer)
         results = []
         for bench, items, skipped, source in benches:  # written after each benchmark: a long run keeps them

@@ -98,3 +98,12 @@ def embedder():
     from opensir_lite.embedding import Embedder
 
     return Embedder("embedded")
+
+
+@pytest.fixture(scope="session")
+def qwen_dir() -> Path:
+    """The embedded Qwen2.5-Coder-0.5B-Instruct, converted from the hash-pinned wheels of requirements-qwen.txt
+    (make test installs them)."""
+    from opensir_lite.models import QWEN_CODER_05B, ensure_embedded
+
+    return ensure_embedded(QWEN_CODER_05B)

@@ -14,6 +14,7 @@ from opensir_lite.evaluation import (
     compare_results,
     evaluate_items,
     extract_gold,
+    grade_benchmark,
     load_items,
     pass_at_k,
     score_questions,
@@ -241,3 +242,79 @@ def test_regrade_rewrites_results_from_samples(tmp_path):
     regraded = json.loads(regrade(out, data_dir=None, protocol="opensir").read_text())["prose"]
     assert regraded["protocol"] == "opensir" and regraded["metrics"]["avg@1"] == 1.0
     assert regraded["protocols"]["strict"]["avg@1"] == 0.5 and regraded["tokens"] == 10
+
+
+@pytest.mark.parametrize(
+    "b,c,p",
+    [
+        (0, 0, 1.0),  # no discordant row: nothing to test
+        (1, 2, 1.0),  # 2 * P(X <= 1 | 3, 1/2) = 2 * 4/8, capped at 1
+        (0, 6, 0.03125),  # 2 * (1/2)^6
+        (6, 0, 0.03125),  # symmetric
+        (1, 9, 0.021484375),  # 2 * (1 + 10) / 1024
+        (3, 3, 1.0),  # a tie
+        (2, 8, 0.109375),  # 2 * (1 + 10 + 45) / 1024
+    ],
+)
+def test_mcnemar_exact_p(b, c, p):
+    from opensir_lite.evaluation import mcnemar_exact_p
+
+    assert mcnemar_exact_p(b, c) == pytest.approx(p, abs=1e-12)
+
+
+@pytest.mark.parametrize(
+    "base,other,delta,se,b,c,p",
+    [
+        # d = [0, -1, 1, 1, 0]: mean 0.2, sample sd sqrt(2.8 / 4), se = sd / sqrt(5)
+        ([1, 1, 0, 0, 1], [1, 0, 1, 1, 1], 0.2, (2.8 / 4) ** 0.5 / 5**0.5, 1, 2, 1.0),
+        ([1, 0, 1, 0], [1, 0, 1, 0], 0.0, 0.0, 0, 0, 1.0),  # the same answers: no difference, no error
+        ([0] * 6 + [1] * 4, [1] * 10, 0.6, (0.24 * 10 / 9) ** 0.5 / 10**0.5, 0, 6, 0.03125),  # six rows gained
+        ([0.5, 1.0], [1.0, 0.5], 0.0, 0.5, None, None, None),  # fractions (avg@n): no McNemar test
+    ],
+)
+def test_paired_difference_hand_computed(base, other, delta, se, b, c, p):
+    from opensir_lite.evaluation import paired_difference
+
+    d = paired_difference([float(x) for x in base], [float(x) for x in other])
+    assert d["delta"] == pytest.approx(delta) and d["se"] == pytest.approx(se)
+    assert (d["b"], d["c"]) == (b, c)
+    assert d["p"] == (pytest.approx(p) if p is not None else None)
+
+
+def _graded_run(tmp_path, name, corrects, indices=None):
+    """A results.json + samples.jsonl of one benchmark, graded by hand (strict protocol, greedy)."""
+    from opensir_lite.evaluation import Item
+
+    indices = indices or list(range(1, len(corrects) + 1))
+    items = [Item(f"q{i}", "7", i) for i in indices]
+    texts = [["Therefore, the final answer is: $\\boxed{7}$" if ok else "no idea"] for ok in corrects]
+    result = grade_benchmark("gsm8k", items, texts, EvalSettings(n=1, temperature=0.0, protocol="strict"))
+    return write_outputs([result], tmp_path / name, model="m", adapter=None)
+
+
+def test_compare_reports_paired_statistics_and_refuses_other_rows(tmp_path):
+    from opensir_lite.evaluation import load_results, load_samples
+
+    base = _graded_run(tmp_path, "base", [1, 1, 0, 0, 1, 0, 0, 0, 0, 0])
+    other = _graded_run(tmp_path, "other", [1, 0, 1, 1, 1, 1, 1, 1, 0, 0])
+    table = compare_results(load_results(base), load_results(other), load_samples(base), load_samples(other))
+    row = next(line for line in table.splitlines() if line.startswith("gsm8k") and "strict   avg@1" in line)
+    # unpaired: 30% -> 70%; paired: +40 points, b = 1 (row 2), c = 5, p = 2 * (1 + 6) / 64
+    assert "30.0%" in row and "70.0%" in row and "+40.0" in row
+    assert row.split()[-3:] == ["1", "5", f"{7 / 32:.4f}"]
+    assert "McNemar p" in table.splitlines()[0]
+    shifted = _graded_run(tmp_path, "shifted", [1] * 10, indices=list(range(2, 12)))
+    with pytest.raises(BenchmarkError, match=r"cannot pair gsm8k: .*1 only in the first, 1 only in the second"):
+        compare_results(load_results(base), load_results(shifted), load_samples(base), load_samples(shifted))
+    assert "McNemar" not in compare_results(load_results(base), load_results(other))  # unpaired only
+
+
+def test_compare_cli_refuses_to_pair_other_rows_in_one_line(tmp_path):
+    base = _graded_run(tmp_path, "base", [1, 0, 1])
+    shifted = _graded_run(tmp_path, "shifted", [1, 0, 1], indices=[1, 2, 9])
+    proc = subprocess.run(
+        [sys.executable, "scripts/evaluate.py", "--compare", str(base), str(shifted)],
+        cwd=ROOT, capture_output=True, text=True, timeout=120,
+    )  # fmt: skip
+    assert proc.returncode == 2 and proc.stderr.count("\n") == 1
+    assert proc.stderr.startswith("error: cannot pair gsm8k: the two evaluations graded different rows")

@@ -50,3 +50,49 @@ def test_prompt_truncation_keeps_the_last_tokens(tiny_model_dir, tokenizer):
     full = tokenizer(PROMPT, add_special_tokens=False)["input_ids"]
     out = generate(model, tokenizer, [PROMPT], 2, SamplingSettings(8, 1.0), max_prompt_tokens=5)
     assert all(c.prompt_ids == full[-5:] for c in out)
+
+
+@pytest.mark.parametrize(
+    "settings",
+    [
+        SamplingSettings(max_new_tokens=24, temperature=1.0),  # plain sampling
+        SamplingSettings(max_new_tokens=24, temperature=0.7, top_p=0.9, top_k=50),  # the warpers generate applies
+        SamplingSettings(max_new_tokens=24, temperature=1.3, min_p=0.05, repetition_penalty=1.2),  # and the others
+        SamplingSettings(max_new_tokens=24, temperature=0.0, repetition_penalty=1.3),  # greedy with a penalty
+    ],
+)
+def test_compacting_decoder_samples_as_generate_does(tiny_model_dir, tokenizer, settings):
+    """Until a row finishes, the compacting decoder draws exactly the tokens generate draws from the same seed:
+    the same processors in the same order, the same positions and cache (a random model rarely ends a row)."""
+    model = AutoModelForCausalLM.from_pretrained(tiny_model_dir)
+    prompts = [PROMPT, "<|im_start|>user\nHi<|im_end|>\n<|im_start|>assistant\n"]  # two lengths: left padding
+    outs = {}
+    for decoder in ("compacting", "generate"):
+        torch.manual_seed(3)
+        outs[decoder] = [c.completion_ids for c in generate(model, tokenizer, prompts, 3, settings, decoder=decoder)]
+    assert outs["compacting"] == outs["generate"]
+
+
+def test_compacting_decoder_drops_finished_rows_and_keeps_greedy_outputs(fitted_model_dir, tokenizer):
+    """Rows that end early leave the batch (the cache is compacted) and the greedy completions stay those of
+    generate, prompts of several lengths and completions of several lengths."""
+    from conftest import FIT_PROBLEM
+
+    from opensir_lite.prompts import render, student_messages, teacher_messages
+
+    model = AutoModelForCausalLM.from_pretrained(fitted_model_dir)
+    prompts = [render(tokenizer, teacher_messages(FIT_PROBLEM)), render(tokenizer, student_messages(FIT_PROBLEM)),
+               PROMPT, render(tokenizer, teacher_messages("What is 1+1?"))]  # fmt: skip
+    settings = SamplingSettings(max_new_tokens=80, temperature=0.0)
+    compact = generate(model, tokenizer, prompts, 1, settings)
+    reference = generate(model, tokenizer, prompts, 1, settings, decoder="generate")
+    assert [c.completion_ids for c in compact] == [c.completion_ids for c in reference]
+    lengths = [c.num_tokens for c in compact]
+    assert min(lengths) < max(lengths)  # some rows finished while others ran on: the batch was compacted
+    assert any(c.completion_ids[-1] == tokenizer.eos_token_id for c in compact)
+
+
+def test_unknown_decoder_is_refused(tiny_model_dir, tokenizer):
+    model = AutoModelForCausalLM.from_pretrained(tiny_model_dir)
+    with pytest.raises(ValueError, match="decoder must be one of"):
+        generate(model, tokenizer, [PROMPT], 1, SamplingSettings(4, 0.0), decoder="beam")

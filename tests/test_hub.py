@@ -139,6 +139,8 @@ def test_dry_run_refuses_a_non_empty_folder(trained_run, tmp_path):
     [
         ("embedded", EMBEDDED_HUB_ID),  # the embedded default
         ("/home/u/.cache/opensir_lite/smollm2-135m-instruct", EMBEDDED_HUB_ID),  # its converted cache folder
+        ("embedded-qwen0.5b", "Qwen/Qwen2.5-Coder-0.5B-Instruct"),  # the second embedded model
+        ("/tmp/c/qwen2.5-coder-0.5b-instruct", "Qwen/Qwen2.5-Coder-0.5B-Instruct"),  # and its cache folder
         ("Qwen/Qwen2.5-0.5B-Instruct", "Qwen/Qwen2.5-0.5B-Instruct"),  # a Hub id is kept
     ],
 )
@@ -213,3 +215,97 @@ print(type(model).__name__, len(saved), type(merged).__name__)
     missing = evaluate("someone/not-cached", tmp_path / "eval-missing")  # offline and not in the cache
     assert missing.returncode == 2
     assert missing.stderr.strip().splitlines()[-1].startswith("error: cannot load adapter 'someone/not-cached'")
+
+
+def _with_results(run: Path) -> Path:
+    """The run's evaluation as scripts/evaluate.py writes it today: both protocols, settings, greedy."""
+    metrics = {"avg@1": 0.31, "avg@1_se": 0.03, "pass@1": 0.31, "pass@1_se": 0.03, "maj@1": 0.31, "maj@1_se": 0.03}
+    strict = {k: v / 2 for k, v in metrics.items()}
+    entry = {"protocol": "opensir", "metrics": metrics, "protocols": {"opensir": metrics, "strict": strict}, "n": 1,
+             "rows": 250, "model": "embedded-qwen0.5b", "adapter": str(run),
+             "settings": {"n": 1, "temperature": 0.0, "top_p": 1.0, "max_new_tokens": 512, "limit": 250, "seed": 0,
+                          "dtype": "bfloat16"}}  # fmt: skip
+    payload = {"gsm8k": entry, "asdiv": dict(entry, rows=200), "macro_average": {"metrics": metrics, "rows": 450}}
+    (run / "eval" / "results.json").write_text(json.dumps(payload))
+    config = json.loads((run / RUN_CONFIG_FILE).read_text())
+    config["model"]["model_name_or_path"] = "embedded-qwen0.5b"
+    config["recipe"] = 'my "best": recipe\nsecond line'  # quotes, a colon and a newline
+    config["training"]["seed_problem"] = 'Compute: "1+1"?\n# not a comment'
+    (run / RUN_CONFIG_FILE).write_text(json.dumps(config))
+    return run
+
+
+def test_model_card_parses_back_with_the_evaluation_results(trained_run, tmp_path):
+    from huggingface_hub import ModelCard
+
+    run = _with_results(trained_run)
+    model_dir = stage_run(run, tmp_path / "out", REPO, with_pool=True)["model"]
+    card = ModelCard.load(model_dir / "README.md")
+    assert card.data.base_model == "Qwen/Qwen2.5-Coder-0.5B-Instruct"  # the embedded Qwen's Hub id
+    assert card.data.license == "apache-2.0" and card.data.library_name == "peft"
+    assert card.data.pipeline_tag == "text-generation" and card.data.datasets == [f"{REPO}-pool"]
+    assert {"trl", "grpo", "opensir", "self-play", "qlora"} <= set(card.data.tags)
+    found = {(e.dataset_type, e.dataset_split, e.metric_config, e.metric_type, e.metric_value)
+             for e in card.data.eval_results}  # fmt: skip
+    assert found == {  # two benchmarks x two protocols; with n = 1, pass@1 and maj@1 repeat avg@1 and are left out
+        ("openai/gsm8k", "test", "opensir", "accuracy", 31.0), ("openai/gsm8k", "test", "strict", "accuracy", 15.5),
+        ("EleutherAI/asdiv", "validation", "opensir", "accuracy", 31.0),
+        ("EleutherAI/asdiv", "validation", "strict", "accuracy", 15.5),
+    }  # fmt: skip
+    assert all(e.task_type == "text-generation" for e in card.data.eval_results)
+    recorded = card.data.to_dict()["opensir_lite"]
+    assert recorded["recipe"] == 'my "best": recipe\nsecond line'  # survives the YAML round trip
+    assert recorded["seed_problem"] == 'Compute: "1+1"?\n# not a comment'
+    assert "model-index" in (model_dir / "README.md").read_text()
+    assert (
+        "- gsm8k: n 1, temperature 0.0, top_p 1.0, max_new_tokens 512, limit 250, seed 0, dtype bfloat16" in card.text
+    )
+    assert '| recipe | `my "best": recipe second line` |' in card.text  # one table row
+
+
+def test_model_card_without_results_has_no_model_index(trained_run, tmp_path):
+    from huggingface_hub import ModelCard
+
+    (trained_run / "eval" / "results.json").unlink()
+    model_dir = stage_run(trained_run, tmp_path / "out", REPO)["model"]
+    card = ModelCard.load(model_dir / "README.md")
+    assert card.data.eval_results is None and "model-index" not in (model_dir / "README.md").read_text()
+    assert card.data.base_model == EMBEDDED_HUB_ID and card.data.license == "apache-2.0"
+    assert "No evaluation results were found" in card.text
+
+
+def test_pool_dataset_card_documents_every_field(trained_run, tmp_path):
+    from huggingface_hub import DatasetCard
+
+    from opensir_lite.hub import POOL_FIELDS
+
+    pool_dir = stage_run(_with_results(trained_run), tmp_path / "out", REPO, with_pool=True)["pool"]
+    card = DatasetCard.load(pool_dir / "README.md")
+    data = card.data.to_dict()
+    assert data["size_categories"] == ["n<1K"] and data["task_categories"] == ["text-generation"]
+    assert data["configs"][0]["data_files"][0]["path"] == "data/train.jsonl"
+    assert data["source_run"]["model"] == REPO and data["source_run"]["recipe"] == 'my "best": recipe\nsecond line'
+    assert data["dataset_info"]["splits"][0]["num_examples"] == 10
+    row = json.loads((pool_dir / "data" / "train.jsonl").read_text().splitlines()[0])
+    assert set(row) == set(POOL_FIELDS)  # every column of the file is documented, and only those
+    assert [f["name"] for f in data["dataset_info"]["features"]] == list(POOL_FIELDS)
+    for name in POOL_FIELDS:
+        assert f"| `{name}` |" in card.text
+
+
+def test_dry_run_uploads_nothing(trained_run, tmp_path, monkeypatch, capsys):
+    """push_to_hub.py --dry_run never creates an HfApi client (no upload can happen)."""
+    import runpy
+
+    import huggingface_hub
+
+    def no_client(*args, **kwargs):
+        raise AssertionError("the dry run created an HfApi client")
+
+    monkeypatch.setattr(huggingface_hub, "HfApi", no_client)
+    monkeypatch.setattr(sys, "argv", ["push_to_hub.py", "--run_dir", str(trained_run), "--repo_id", REPO,
+                                      "--with_pool", "--dry_run", str(tmp_path / "dry")])  # fmt: skip
+    with pytest.raises(SystemExit) as info:
+        runpy.run_path(str(ROOT / "scripts" / "push_to_hub.py"), run_name="__main__")
+    assert info.value.code == 0
+    assert (tmp_path / "dry" / "model" / "README.md").is_file() and (tmp_path / "dry" / "pool" / "README.md").is_file()

