@@ -24,6 +24,7 @@ from opensir_lite.selfplay import parse_append_strategy
 RECIPES_DIR = Path(__file__).parent / "recipes"
 GENERATION_BACKENDS = ("transformers", "vllm")
 ROLLOUT_DTYPES = ("auto", "bfloat16", "float32")
+METHODS = ("selfplay", "gold")
 
 
 class ConfigError(ValueError):
@@ -34,6 +35,30 @@ class ConfigError(ValueError):
 class SelfPlayConfig(GRPOConfig):
     """OpenSIR self-play settings on top of TRL's GRPO settings (paper defaults unless a comment says otherwise)."""
 
+    # ---- method ----
+    method: str = field(
+        default="selfplay",
+        metadata={
+            "help": "'selfplay' (OpenSIR: teacher and student, no labels) or 'gold' (the control: plain GRPO on "
+            "labelled problems of gold_benchmark, rewarded by the gold answer; no teacher, no pool)."
+        },
+    )
+    gold_benchmark: str = field(
+        default="gsm8k", metadata={"help": "method gold: the labelled benchmark to train on (a name or a .jsonl)."}
+    )
+    gold_data_dir: str | None = field(
+        default=None, metadata={"help": "method gold: folder of the benchmark's JSONL file (None: the Hub)."}
+    )
+    gold_holdout: int = field(
+        default=500,
+        metadata={
+            "help": ranged(
+                at_least(0),
+                "method gold: train on the rows after the first N of the seed-0 evaluation order, so that every "
+                "seed-0 evaluation subset of up to N rows (and the probe) stays out of training.",
+            )
+        },
+    )
     # ---- pool ----
     seed_problem: str = field(default=SEED_PROBLEM, metadata={"help": "The single seed problem of a new pool."})
     initial_pool_path: str | None = field(
@@ -292,6 +317,10 @@ class SelfPlayConfig(GRPOConfig):
             self.use_vllm = True  # TRL's vLLM client (server) or engine (colocate), and its weight sync
         if self.rollout_model not in ("policy", "merged"):
             errors.append(f"rollout_model must be 'policy' or 'merged', got {self.rollout_model!r}")
+        if self.method not in METHODS:
+            errors.append(f"method must be one of {', '.join(METHODS)}, got {self.method!r}")
+        elif self.method == "gold" and self.num_student_groups < 1:
+            errors.append("method gold trains student groups only: set num_student_groups >= 1")
         if self.rollout_dtype not in ROLLOUT_DTYPES:
             errors.append(f"rollout_dtype must be one of {', '.join(ROLLOUT_DTYPES)}, got {self.rollout_dtype!r}")
         if self.answer_vote not in ANSWER_VOTES:
@@ -314,8 +343,14 @@ class SelfPlayConfig(GRPOConfig):
             )
         if errors:
             raise ConfigError("; ".join(errors))
-        self.reward_weights = [*self.teacher_reward_weights, *self.student_reward_weights]
-        self.max_completion_length = max(self.teacher_max_new_tokens, self.student_max_new_tokens)
+        if self.method == "gold":  # the control's rewards: gold_accuracy and student_format
+            self.reward_weights = list(self.student_reward_weights)
+        else:
+            self.reward_weights = [*self.teacher_reward_weights, *self.student_reward_weights]
+        if self.method == "gold":
+            self.max_completion_length = self.student_max_new_tokens
+        else:
+            self.max_completion_length = max(self.teacher_max_new_tokens, self.student_max_new_tokens)
         if self.generation_batch_size is None and self.steps_per_generation is None:
             # One round per generation on every process: TRL's global generation batch is then
             # rows_per_round x processes, and each micro-step of per_device_train_batch_size rows takes its slice.
@@ -339,8 +374,9 @@ class SelfPlayConfig(GRPOConfig):
 
     @property
     def rows_per_round(self) -> int:
-        """Rows one round returns: (teacher groups + student groups) x G."""
-        return (self.num_teacher_groups + self.num_student_groups) * (self.num_generations or 0)
+        """Rows one round returns: (teacher groups + student groups) x G; the gold control has no teacher groups."""
+        teacher = self.num_teacher_groups if self.method == "selfplay" else 0
+        return (teacher + self.num_student_groups) * (self.num_generations or 0)
 
     def rounds_per_step(self, num_processes: int = 1) -> int:
         """Self-play rounds in one optimiser step on ``num_processes`` processes (each plays its own rounds): the

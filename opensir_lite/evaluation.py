@@ -276,6 +276,22 @@ def subset(items: list[Item], limit: int | None, seed: int, benchmark: str | Non
     return [items[i] for i in sorted(picked)]
 
 
+GOLD_HOLDOUT = 500  # training_items leaves out every row of the seed-0 evaluation subsets of up to this size
+
+
+def training_items(items: list[Item], benchmark: str | None, holdout: int = GOLD_HOLDOUT, seed: int = 0) -> list[Item]:
+    """Labelled rows to train on that no evaluation subset of up to ``holdout`` rows (``subset`` with this
+    ``seed``) and no probe row contains: the rows after the first ``holdout`` of the same fixed permutation, in
+    that (shuffled) order. Subsets of one seed are nested, so ``--limit`` up to ``holdout`` stays disjoint."""
+    if benchmark == PROBE_BENCHMARK:
+        items = [it for it in items if it.index not in PROBE_ROWS]
+    order = np.random.default_rng(seed).permutation(len(items))
+    rest = [items[i] for i in order[holdout:]]
+    if not rest:
+        raise BenchmarkError(f"{benchmark}: no rows left to train on after the {holdout} held out for evaluation")
+    return rest
+
+
 PROBE_FILE = Path(__file__).parent / "data" / "gsm8k_probe.jsonl"  # the probe rows, shipped with the package
 
 
@@ -468,6 +484,7 @@ class BenchmarkResult:
     samples: list[dict[str, Any]] = field(default_factory=list, repr=False)
     protocols: dict[str, dict[str, float]] = field(default_factory=dict)  # every protocol's metrics
     source: str | None = None  # the benchmark name or JSONL path it was loaded from (for --regrade)
+    truncated: int | None = None  # completions that used the whole token budget (None: lengths unknown)
 
 
 SampleFn = Callable[[list[str], int, SamplingSettings], list[list[tuple[str, int]]]]
@@ -540,9 +557,10 @@ def evaluate_items(
     t_gen = time.perf_counter() - t0
     tokens = sum(t for group in completions for _, t in group)
     texts = [[text for text, _ in group] for group in completions]
+    counts = [[t for _, t in group] for group in completions]
     return grade_benchmark(
         bench, items, texts, settings, skipped,
-        {"generation_s": t_gen}, tokens, tokens / t_gen if t_gen else 0.0, source,
+        {"generation_s": t_gen}, tokens, tokens / t_gen if t_gen else 0.0, source, counts,
     )  # fmt: skip
 
 
@@ -556,8 +574,11 @@ def grade_benchmark(
     tokens: int = 0,
     tokens_per_second: float = 0.0,
     source: str | None = None,
+    token_counts: list[list[int]] | None = None,
 ) -> BenchmarkResult:
-    """Grade every question's completions under every protocol; ``metrics`` are the headline protocol's."""
+    """Grade every question's completions under every protocol; ``metrics`` are the headline protocol's.
+    ``token_counts`` (each completion's length) give the truncated count: completions that used the whole
+    budget."""
     t0 = time.perf_counter()
     by_protocol: dict[str, dict[str, list]] = {}
     metrics: dict[str, dict[str, float]] = {}
@@ -575,6 +596,11 @@ def grade_benchmark(
          "by_protocol": {name: {"answers": v["answers"][q], "correct": v["correct"][q]} for name, v in by_protocol.items()}}
         for q, (it, group) in enumerate(zip(items, texts, strict=True))
     ]  # fmt: skip
+    truncated = None
+    if token_counts is not None:
+        for sample, counts in zip(samples, token_counts, strict=True):
+            sample["tokens"] = counts
+        truncated = sum(t >= settings.max_new_tokens for counts in token_counts for t in counts)
     return BenchmarkResult(
         benchmark=bench,
         metrics=metrics[settings.protocol],
@@ -587,6 +613,7 @@ def grade_benchmark(
         samples=samples,
         protocols=metrics,
         source=source or bench,
+        truncated=truncated,
     )
 
 
@@ -599,7 +626,7 @@ def write_outputs(results: list[BenchmarkResult], out_dir: str | Path, model: st
             "protocol": r.settings["protocol"], "metrics": r.metrics, "protocols": r.protocols, "n": r.settings["n"],
             "rows": r.rows, "skipped": r.skipped, "settings": r.settings, "model": model, "adapter": adapter,
             "timings": r.timings, "tokens": r.tokens, "tokens_per_second": r.tokens_per_second,
-            "source": r.source,
+            "source": r.source, "truncated": r.truncated,
         }
         for r in results
     }  # fmt: skip
@@ -643,6 +670,7 @@ def format_results(payload: dict[str, Any]) -> str:
     """A console table of ``results.json`` content: each benchmark and the macro average, under each protocol."""
     lines = [
         f"{'benchmark':<15}{'rows':>6}  {'protocol':<9}{'metric':<10}{'value':>8}{'± se':>8}{'tok/s':>9}{'wall s':>9}"
+        f"{'truncated':>11}"
     ]
     for bench, r in payload.items():
         first = True
@@ -652,6 +680,9 @@ def format_results(payload: dict[str, Any]) -> str:
                 tail = ""
                 if first and "tokens_per_second" in r:
                     tail = f"{r['tokens_per_second']:>9.1f}{sum(r['timings'].values()):>9.0f}"
+                    if r.get("truncated") is not None:
+                        total = r["rows"] * r.get("n", 1)
+                        tail += f"{r['truncated']:>5} ({100 * r['truncated'] / max(total, 1):.1f}%)"
                 lines.append(f"{head}  {proto:<9}{name:<10}{100 * value:>7.1f}%{100 * table[name + '_se']:>7.1f}{tail}")
                 first = False
     return "\n".join(lines)
@@ -786,6 +817,7 @@ def regrade(run_dir: str | Path, data_dir: str | Path | None = None, protocol: s
                 bench, [by_index[r["index"]] for r in rows], [r["completions"] for r in rows], settings,
                 info.get("skipped", 0), {k: v for k, v in info.get("timings", {}).items() if k != "grading_s"},
                 info.get("tokens", 0), info.get("tokens_per_second", 0.0), info.get("source"),
+                [r["tokens"] for r in rows] if all("tokens" in r for r in rows) else None,
             )
         )  # fmt: skip
     if not results:

@@ -64,5 +64,8 @@ class LabelProbe:
             "probe/sample_accuracy": float(np.mean(sample_right)),
             "probe/rows": len(self.items),
             "probe/tokens": sum(c.num_tokens for c in outs),
+            "probe/truncated": float(np.mean([c.num_tokens >= a.student_max_new_tokens for c in outs]))
+            if outs
+            else 0.0,
             "time/probe": time.perf_counter() - start,
         }

@@ -160,6 +160,18 @@ def student_format(completions, role=None, **_) -> list[float | None]:
     ]
 
 
+def gold_accuracy(completions, role=None, correct=None, **_) -> list[float | None]:
+    """Student of the gold-label control: 1 when the row's answer equals the labelled answer (``correct``,
+    graded upstream by :mod:`opensir_lite.control`), else 0."""
+    roles, rights = (_col(completions, v) for v in (role, correct))
+    return [float(bool(c)) if r == STUDENT else None for r, c in zip(roles, rights, strict=True)]
+
+
+def make_gold_reward_funcs() -> list[RewardFunc]:
+    """The gold-label control's two reward functions, in the order of ``student_reward_weights``."""
+    return [gold_accuracy, student_format]
+
+
 def make_reward_funcs(**teacher_kwargs) -> list[RewardFunc]:
     """All six reward functions in the order of ``reward_weights``: four teacher, then two student."""
     return [*make_teacher_rewards(**teacher_kwargs), accuracy, student_format]

@@ -32,6 +32,7 @@ from opensir_lite.checkpointing import (
     write_run_config,
 )
 from opensir_lite.config import PolicyModelConfig, SelfPlayConfig
+from opensir_lite.control import GoldControl
 from opensir_lite.embedding import Embedder
 from opensir_lite.models import (
     ModelLoadError,
@@ -43,7 +44,7 @@ from opensir_lite.models import (
     resolve_model_path,
 )
 from opensir_lite.pool import ProblemPool
-from opensir_lite.rewards import make_reward_funcs
+from opensir_lite.rewards import make_gold_reward_funcs, make_reward_funcs
 from opensir_lite.selfplay import SelfPlay
 
 logger = logging.getLogger(__name__)
@@ -370,20 +371,24 @@ def build_trainer(
     except (ImportError, RuntimeError) as e:  # e.g. a bitsandbytes install that is broken on this machine
         message = str(e).strip().splitlines()
         raise TrainingSetupError(f"cannot import TRL's GRPOTrainer: {message[-1] if message else e}") from None
-    pool = pool if pool is not None else load_pool(train_args)
-    embedder = embedder if embedder is not None else Embedder(train_args.embedder_name_or_path)
-    selfplay = SelfPlay(train_args, pool, embedder)
+    if train_args.method == "gold":
+        selfplay = build_gold_control(train_args, pool)
+        reward_funcs = make_gold_reward_funcs()
+    else:
+        pool = pool if pool is not None else load_pool(train_args)
+        embedder = embedder if embedder is not None else Embedder(train_args.embedder_name_or_path)
+        selfplay = SelfPlay(train_args, pool, embedder)
+        reward_funcs = make_reward_funcs(
+            lower=train_args.solve_rate_lower,
+            upper=train_args.solve_rate_upper,
+            num_generations=train_args.num_generations,
+            length_cap=train_args.response_length_cap,
+            length_baseline=train_args.response_length_baseline,
+            format_credit=train_args.teacher_format_credit,
+        )
     # One placeholder prompt per group of one round on every process: TRL's sampler hands each rank its share.
-    rows = (train_args.num_teacher_groups + train_args.num_student_groups) * train_args.world_size
+    rows = train_args.rows_per_round // train_args.num_generations * train_args.world_size
     dataset = Dataset.from_dict({"prompt": [ROUND_PLACEHOLDER_PROMPT] * rows})
-    reward_funcs = make_reward_funcs(
-        lower=train_args.solve_rate_lower,
-        upper=train_args.solve_rate_upper,
-        num_generations=train_args.num_generations,
-        length_cap=train_args.response_length_cap,
-        length_baseline=train_args.response_length_baseline,
-        format_credit=train_args.teacher_format_credit,
-    )
     import warnings
 
     silence_filler_row_warnings()
@@ -421,6 +426,22 @@ def build_trainer(
 def rollout_dtype(name: str | None) -> torch.dtype | None:
     """The torch dtype of ``rollout_dtype`` (None for ``auto``: the adapter's)."""
     return None if name in (None, "auto") else getattr(torch, name)
+
+
+def build_gold_control(train_args: SelfPlayConfig, pool: ProblemPool | None = None) -> GoldControl:
+    """The gold-label control's rollout: the labelled training rows of ``gold_benchmark`` (outside every seed-0
+    evaluation subset of up to ``gold_holdout`` rows and outside the probe), and the problems of a resumed run."""
+    from opensir_lite.evaluation import BenchmarkError, load_items, training_items
+
+    try:
+        bench, items, _ = load_items(train_args.gold_benchmark, train_args.gold_data_dir)
+        rows = training_items(items, bench, train_args.gold_holdout)
+    except BenchmarkError as e:
+        raise TrainingSetupError(f"gold control: {e}") from None
+    control = GoldControl(train_args, rows)
+    if pool is not None:
+        control.pool = pool
+    return control
 
 
 def run_training(

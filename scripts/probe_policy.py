@@ -1,0 +1,67 @@
+"""Pseudo-label quality of the untrained policy: one reading of the label probe, as training takes it at step 1.
+
+python scripts/probe_policy.py --config learn-cpu-qwen [--probe_rows 32 --probe_samples 8] [--temperature 0.7]
+    [--json FILE]
+
+The policy is loaded as the recipe trains it (4-bit QLoRA, a fresh adapter) and sampled as the recipe's rounds
+are (the merged rollout copy when rollout_model is merged), G answers per probe question at the recipe's
+temperature and student budget; the table shows how often the majority answer is the gold one (what majority-vote
+rewards need), the accuracy of single samples, the valid-answer rate and the majority's share. The probe rows are
+GSM8K test rows that no evaluation subset contains.
+"""
+
+from __future__ import annotations
+
+import json
+import sys
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import torch
+
+from opensir_lite.config import ConfigError, parse_config
+from opensir_lite.models import ModelLoadError, attention_for, current_device_dtype
+from opensir_lite.probe import LabelProbe
+from opensir_lite.prompts import supports_system_prompt
+from opensir_lite.training import MergedRolloutModel, TrainingSetupError, load_policy_with_adapter, rollout_dtype
+
+
+@dataclass
+class ProbeArguments:
+    json: str | None = field(default=None, metadata={"help": "Write the reading here as JSON."})
+
+
+def main() -> int:
+    try:
+        train_args, model_args, probe_args = parse_config(extra=(ProbeArguments,))
+        policy, tokenizer = load_policy_with_adapter(model_args, train_args)
+        model = policy
+        if train_args.rollout_model == "merged":
+            device, _ = current_device_dtype()
+            merged = MergedRolloutModel(
+                policy, attention_for(device, model_args.attn_implementation), rollout_dtype(train_args.rollout_dtype)
+            )
+            merged.sync()
+            model = merged.model
+        torch.manual_seed(train_args.seed)
+        probe = LabelProbe(train_args, every=1)
+        reading = probe(model, tokenizer, step=1, use_system_prompt=supports_system_prompt(tokenizer))
+    except (ConfigError, ModelLoadError, TrainingSetupError, FileNotFoundError) as e:
+        print(f"error: {e}", file=sys.stderr)
+        return 2
+    samples = train_args.probe_samples or train_args.num_generations
+    print(f"label probe: {reading['probe/rows']} GSM8K rows x {samples} samples at temperature "
+          f"{train_args.temperature}, {train_args.student_max_new_tokens} tokens")  # fmt: skip
+    for key in ("majority_correct", "sample_accuracy", "valid_rate", "solve_rate", "truncated"):
+        value = reading.get(f"probe/{key}")
+        print(f"  {key:<18}{'-' if value is None else f'{value:.3f}'}")
+    print(f"  tokens {reading['probe/tokens']} in {reading['time/probe']:.0f} s")
+    if probe_args.json:
+        record = {"recipe": train_args.recipe, "temperature": train_args.temperature, "samples": samples,
+                  "student_max_new_tokens": train_args.student_max_new_tokens, **reading}  # fmt: skip
+        Path(probe_args.json).write_text(json.dumps(record, indent=2) + "\n")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
