@@ -36,8 +36,13 @@ def step_breakdown(rows: list[dict[str, Any]], skip_first: int = 0) -> dict[str,
         "overhead_share": overhead / step if step else 0.0,
         "generated_tokens_per_step": tokens,
         "generation_tokens_per_second": tokens / generation if generation else 0.0,
-        "legal_ratio": sum(r.get("legal_ratio", 0.0) for r in rows) / n,
+        "legal_ratio": _mean_of(rows, "legal_ratio"),  # None for the gold control (no teacher)
     }
+
+
+def _mean_of(rows: list[dict[str, Any]], key: str) -> float | None:
+    values = [r[key] for r in rows if r.get(key) is not None]
+    return sum(values) / len(values) if values else None
 
 
 def seconds_per_token(b: dict[str, Any]) -> float | None:
@@ -79,7 +84,8 @@ def format_breakdown(b: dict[str, Any], title: str = "") -> str:
     lines.append(f"overhead outside generation and update: {b['overhead_seconds']:.2f} s = {b['overhead_share']:.1%}")
     lines.append(
         f"generated tokens per step: {b['generated_tokens_per_step']:.0f}; "
-        f"generation throughput: {b['generation_tokens_per_second']:.1f} tokens/s; legal ratio {b['legal_ratio']:.2f}"
+        f"generation throughput: {b['generation_tokens_per_second']:.1f} tokens/s; legal ratio "
+        + ("-" if b["legal_ratio"] is None else f"{b['legal_ratio']:.2f}")
     )
     for key in ("peak_memory_gb", "device"):
         if key in b:

@@ -201,8 +201,10 @@ def ensure_embedded(model: EmbeddedModel) -> Path:
         weights.is_quantized = False
         if hasattr(weights.config, "quantization_config"):
             del weights.config.quantization_config
-        weights.generation_config.eos_token_id = tokenizer.eos_token_id
-        weights.generation_config.pad_token_id = tokenizer.pad_token_id
+        for config in (weights.config, weights.generation_config):  # the tokenizer's special tokens everywhere
+            config.eos_token_id = tokenizer.eos_token_id
+            config.pad_token_id = tokenizer.pad_token_id
+            config.bos_token_id = tokenizer.bos_token_id  # Qwen has none: its GGUF names <|endoftext|>
         folder = work / "model"
         weights.save_pretrained(folder)
         tokenizer.save_pretrained(folder)

@@ -4,7 +4,7 @@ from pathlib import Path
 
 import pytest
 
-from opensir_lite.benchmarking import format_breakdown, step_breakdown
+from opensir_lite.benchmarking import format_breakdown, format_overhead, overhead_ratio, step_breakdown
 
 
 def row(tg, sg, gr, em, other, upd, tokens):
@@ -26,6 +26,20 @@ def test_breakdown_means_and_shares():
     assert b["share"]["update"] == pytest.approx(0.16)
     assert b["generation_tokens_per_second"] == pytest.approx(1000 / 80)
     assert "overhead outside generation and update: 4.00 s = 4.0%" in format_breakdown(b)
+
+
+def test_overhead_ratio_per_generated_token():
+    """Self-play against the gold control: seconds per generated token, their ratio, and a control (no teacher, no
+    legal ratio) in the table."""
+    selfplay = step_breakdown([row(30, 35, 0, 0, 0, 75, 4000)] * 2)
+    control = {**row(0, 40, 0, 0, 0, 60, 3000), "legal_ratio": None}
+    gold = step_breakdown([control] * 2)
+    assert gold["legal_ratio"] is None and "legal ratio -" in format_breakdown(gold)
+    assert overhead_ratio(selfplay, gold) == pytest.approx((140 / 4000) / (100 / 3000))  # 1.05
+    record = {"rows": {"learn-cpu-qwen": selfplay, "grpo-gold": gold}, "ratio_seconds_per_token": 1.05}
+    table = format_overhead(record)
+    assert "1.05x (target <= 1.10x)" in table and "35.0" in table and "33.3" in table  # s per 1k tokens
+    assert overhead_ratio(selfplay, step_breakdown([row(0, 0, 0, 0, 0, 5, 0)])) is None  # nothing generated
 
 
 def test_benchmark_decoding_script(tiny_model_dir, tmp_path):

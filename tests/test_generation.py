@@ -96,3 +96,19 @@ def test_unknown_decoder_is_refused(tiny_model_dir, tokenizer):
     model = AutoModelForCausalLM.from_pretrained(tiny_model_dir)
     with pytest.raises(ValueError, match="decoder must be one of"):
         generate(model, tokenizer, [PROMPT], 1, SamplingSettings(4, 0.0), decoder="beam")
+
+
+def test_head_input_is_made_contiguous_once(tiny_model_dir, tokenizer):
+    """generate registers one pre-hook on the output layer (torch's strided 3-D matmul with a frozen weight copies
+    the weight per row); the logits are unchanged by it."""
+    from opensir_lite.generation import contiguous_head_inputs
+
+    model = AutoModelForCausalLM.from_pretrained(tiny_model_dir).requires_grad_(False)
+    ids = torch.tensor([tokenizer(PROMPT, add_special_tokens=False)["input_ids"]] * 2)
+    with torch.no_grad():
+        before = model(input_ids=ids, logits_to_keep=1).logits
+    sample(model, tokenizer, SamplingSettings(max_new_tokens=4, temperature=0.0))
+    head = model.get_output_embeddings()
+    assert len(head._forward_pre_hooks) == 1 and contiguous_head_inputs(model) is False  # registered once
+    with torch.no_grad():
+        assert torch.equal(model(input_ids=ids, logits_to_keep=1).logits, before)
