@@ -137,6 +137,39 @@ def time_generation(model, tokenizer, prompts: list[str], num_samples: int, samp
     return {"sequences": len(out), "tokens": tokens, "seconds": seconds, "tokens_per_second": tokens / seconds}
 
 
+def completion_logprobs(model, prompt_ids: list[int], completion_ids: list[int], temperature: float, autocast=None):
+    """Per-token log-probabilities of a completion at a temperature, as GRPO scores them (``autocast``: a torch
+    dtype to score under CPU/CUDA autocast, as a bf16 run does)."""
+    import contextlib
+
+    import torch
+
+    ids = torch.tensor([prompt_ids + completion_ids], device=next(model.parameters()).device)
+    device_type = ids.device.type
+    ctx = torch.autocast(device_type, dtype=autocast) if autocast is not None else contextlib.nullcontext()
+    with torch.no_grad(), ctx:
+        logits = model(input_ids=ids).logits[0, len(prompt_ids) - 1 : -1].float() / temperature
+    return torch.log_softmax(logits, dim=-1).gather(1, ids[0, len(prompt_ids) :, None])[:, 0]
+
+
+def logprob_gap(sampler, scorer, completions, temperature: float, autocast=None) -> dict[str, float]:
+    """How far the sampler's distribution is from the scored policy's on the sampler's own completions: the mean
+    and largest absolute per-token log-probability difference, and the mean per-token log-ratio (an estimate of
+    KL(sampler || scorer) per token)."""
+    import torch
+
+    diffs = []
+    for c in completions:
+        if c.completion_ids:
+            a = completion_logprobs(sampler, c.prompt_ids, c.completion_ids, temperature)
+            b = completion_logprobs(scorer, c.prompt_ids, c.completion_ids, temperature, autocast)
+            diffs.append(a - b)
+    d = torch.cat(diffs) if diffs else torch.zeros(0)
+    return {"tokens": int(d.numel()), "mean_abs": float(d.abs().mean()) if d.numel() else 0.0,
+            "max_abs": float(d.abs().max()) if d.numel() else 0.0,
+            "mean_log_ratio": float(d.mean()) if d.numel() else 0.0}  # fmt: skip
+
+
 def format_rollout_speed(rows: list[dict[str, Any]], baseline: str | None = None) -> str:
     """A table of rollout samplers: teacher and student tokens, seconds, tokens/s and the speed-up over the
     ``baseline`` sampler's tokens/s (default: the first row)."""

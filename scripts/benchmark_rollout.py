@@ -20,8 +20,9 @@ from pathlib import Path
 
 import torch
 
-from opensir_lite.benchmarking import format_rollout_speed, time_generation
+from opensir_lite.benchmarking import format_rollout_speed, logprob_gap, time_generation
 from opensir_lite.config import ConfigError, parse_config
+from opensir_lite.generation import generate
 from opensir_lite.models import ModelLoadError, attention_for, current_device_dtype
 from opensir_lite.prompts import render, student_messages, teacher_messages
 from opensir_lite.selfplay import sampling_settings
@@ -46,6 +47,10 @@ class RolloutArguments:
         metadata={"help": "Samplers to time, in this order (bitsandbytes' packing cannot be undone: run it last)."},
     )
     json: str | None = field(default=None, metadata={"help": "Write the table here as JSON."})
+    gap: bool = field(
+        default=False,
+        metadata={"help": "Also score the merged copy's samples with the policy (as GRPO does): the log-prob gap."},
+    )
 
 
 def main() -> int:
@@ -75,6 +80,14 @@ def main() -> int:
             row = {"sampler": variant}
             for role, prompts in (("teacher", teacher), ("student", student)):
                 row[role] = time_generation(model, tokenizer, prompts, G, sampling_settings(train_args, role), seed=0)
+            if variant == "merged" and bench.gap:  # the copy's own samples, scored as the trainer scores them
+                torch.manual_seed(0)
+                samples = generate(model, tokenizer, student[:2], G, sampling_settings(train_args, "student"))
+                policy.train()
+                autocast = torch.bfloat16 if train_args.bf16 else None
+                row["logprob_gap"] = logprob_gap(model, policy, samples, train_args.temperature, autocast)
+                policy.eval()
+                print(f"log-prob gap of the merged copy: {row['logprob_gap']}", flush=True)
             rows.append(row)
             print(f"{variant}: {row['teacher']['seconds'] + row['student']['seconds']:.1f} s", flush=True)
     except (ConfigError, ModelLoadError, TrainingSetupError, FileNotFoundError) as e:

@@ -6,6 +6,7 @@ import math
 import pytest
 import torch
 
+from opensir_lite.benchmarking import completion_logprobs
 from opensir_lite.config import PolicyModelConfig, SelfPlayConfig
 from opensir_lite.pool import POOL_FILE, ProblemPool
 from opensir_lite.training import METRICS_FILE, build_trainer, run_training
@@ -130,14 +131,6 @@ def test_run_config_is_json_and_has_no_token(tmp_path):
     assert data["model"]["model_name_or_path"] == "some/model" and data["model"]["lora_r"] == 8
     assert data["training"]["num_generations"] == 4 and data["training"]["seed"] == 0
     assert data["training"].get("hub_token") in (None, "<HUB_TOKEN>")  # masked by TrainingArguments.to_dict
-
-
-def completion_logprobs(model, prompt_ids, completion_ids, temperature):
-    """Per-token log-probabilities of a completion at a temperature, as GRPO scores them."""
-    ids = torch.tensor([prompt_ids + completion_ids])
-    with torch.no_grad():
-        logits = model(input_ids=ids).logits[0, len(prompt_ids) - 1 : -1].float() / temperature
-    return torch.log_softmax(logits, dim=-1).gather(1, torch.tensor(completion_ids)[:, None])[:, 0]
 
 
 @pytest.mark.parametrize("four_bit", [False, True])  # LoRA on an fp32 base, QLoRA on a 4-bit NF4 base
