@@ -71,7 +71,9 @@ def main() -> int:
         print(f"error: {e}", file=sys.stderr)
         return 2
     base = rows[0]["tokens_per_second"]
-    print(f"{'decoder/dtype':<22}{'seqs':>6}{'tokens':>8}{'seconds':>9}{'tok/s':>8}{'x':>7}{'truncated':>11}{'same':>7}")
+    print(
+        f"{'decoder/dtype':<22}{'seqs':>6}{'tokens':>8}{'seconds':>9}{'tok/s':>8}{'x':>7}{'truncated':>11}{'same':>7}"
+    )
     for r in rows:
         same = f"{r['same_as_first_of_dtype']}" if args.temperature == 0 else "-"
         print(f"{r['decoder'] + '/' + r['dtype']:<22}{r['sequences']:>6}{r['tokens']:>8}{r['seconds']:>9.1f}"
