@@ -365,6 +365,28 @@ def stage_model(
     return out
 
 
+def export_adapter(source: str | Path, out_dir: str | Path, dtype: str = "bfloat16") -> Path:
+    """Copy a LoRA adapter (a run folder or one of its ``checkpoint-N`` folders) into ``out_dir`` with its weights
+    cast to ``dtype`` (bf16 halves the fp32 file; LoRA deltas lose nothing that matters at inference), the base
+    model named by its Hub id. Returns the written weights file."""
+    import torch
+    from safetensors.torch import load_file, save_file
+
+    source, out = Path(source), Path(out_dir)
+    missing = [f for f in ADAPTER_FILES if not (source / f).is_file()]
+    if missing:
+        raise PublishError(f"{source} holds no adapter (missing {', '.join(missing)})")
+    if dtype not in ("bfloat16", "float16", "float32"):
+        raise PublishError(f"dtype must be bfloat16, float16 or float32, got {dtype!r}")
+    config = _read_json(source / "adapter_config.json")
+    config["base_model_name_or_path"] = hub_base_model(str(config.get("base_model_name_or_path", "")))
+    weights = {k: v.to(getattr(torch, dtype)) for k, v in load_file(source / "adapter_model.safetensors").items()}
+    out.mkdir(parents=True, exist_ok=True)
+    (out / "adapter_config.json").write_text(json.dumps(config, indent=2) + "\n", encoding="utf-8")
+    save_file(weights, out / "adapter_model.safetensors", metadata={"format": "pt"})
+    return out / "adapter_model.safetensors"
+
+
 def pool_rows(run_dir: str | Path) -> list[dict[str, Any]]:
     """The pool records as flat rows (one column per reward) that ``datasets`` loads with a stable schema."""
     rows = []

@@ -309,3 +309,24 @@ def test_dry_run_uploads_nothing(trained_run, tmp_path, monkeypatch, capsys):
         runpy.run_path(str(ROOT / "scripts" / "push_to_hub.py"), run_name="__main__")
     assert info.value.code == 0
     assert (tmp_path / "dry" / "model" / "README.md").is_file() and (tmp_path / "dry" / "pool" / "README.md").is_file()
+
+
+def test_export_adapter_in_bf16_reloads(trained_run, tmp_path, tiny_model_dir):
+    """A bf16 copy of the adapter: half the file, the same tensors up to bf16 rounding, loadable with PEFT, and a
+    folder without an adapter is refused in one line."""
+    from peft import PeftModel
+    from safetensors.torch import load_file
+    from transformers import AutoModelForCausalLM
+
+    from opensir_lite.hub import export_adapter
+
+    path = export_adapter(trained_run, tmp_path / "bf16")
+    saved, copied = load_file(trained_run / "adapter_model.safetensors"), load_file(path)
+    assert set(saved) == set(copied) and all(v.dtype == torch.bfloat16 for v in copied.values())
+    assert all(torch.allclose(saved[k], copied[k].float(), rtol=1e-2, atol=1e-3) for k in saved)
+    assert path.stat().st_size < 0.6 * (trained_run / "adapter_model.safetensors").stat().st_size
+    config = json.loads((tmp_path / "bf16" / "adapter_config.json").read_text())
+    assert config["base_model_name_or_path"] == hub_base_model(config["base_model_name_or_path"])
+    PeftModel.from_pretrained(AutoModelForCausalLM.from_pretrained(tiny_model_dir), tmp_path / "bf16")
+    with pytest.raises(PublishError, match="holds no adapter"):
+        export_adapter(tmp_path, tmp_path / "none")
