@@ -100,7 +100,7 @@ def test_unknown_decoder_is_refused(tiny_model_dir, tokenizer):
 
 def test_head_input_is_made_contiguous_once(tiny_model_dir, tokenizer):
     """generate registers one pre-hook on the output layer (torch's strided 3-D matmul with a frozen weight copies
-    the weight per row); the logits are unchanged by it."""
+    the weight per row); the logits are unchanged by it (to rounding)."""
     from opensir_lite.generation import contiguous_head_inputs
 
     model = AutoModelForCausalLM.from_pretrained(tiny_model_dir).requires_grad_(False)
@@ -111,4 +111,5 @@ def test_head_input_is_made_contiguous_once(tiny_model_dir, tokenizer):
     head = model.get_output_embeddings()
     assert len(head._forward_pre_hooks) == 1 and contiguous_head_inputs(model) is False  # registered once
     with torch.no_grad():
-        assert torch.equal(model(input_ids=ids, logits_to_keep=1).logits, before)
+        # equal up to float rounding: the contiguous copy takes another matmul kernel than the strided view
+        torch.testing.assert_close(model(input_ids=ids, logits_to_keep=1).logits, before, rtol=1e-5, atol=1e-6)

@@ -20,8 +20,10 @@ ROOT = Path(__file__).parents[1]
 def settings(**overrides) -> SeedSettings:
     args = dict(
         n_problems=1, num_generations=4, solve_rate_lower=0.0, solve_rate_upper=1.0, candidates_per_batch=2,
-        max_attempts=4, teacher=SamplingSettings(48, 1.0), student=SamplingSettings(48, 1.0), seed=0,
+        max_attempts=4, teacher=SamplingSettings(48, 0.0), student=SamplingSettings(48, 1.0), seed=0,
+        teacher_prefill="<problem>",
     )  # fmt: skip
+    # a greedy teacher after the "<problem>" prefill writes FIT_PROBLEM for either reference: no sampling luck
     args.update(overrides)
     return SeedSettings(**args)
 
