@@ -40,6 +40,12 @@ def step_breakdown(rows: list[dict[str, Any]], skip_first: int = 0) -> dict[str,
     }
 
 
+def without_probe_steps(rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """The training rows of a run's metrics whose step ran no label probe (a probe's seconds land in its step's
+    time), so that a finished run's steps can be timed like a benchmark's."""
+    return [r for r in rows if "time/step" in r and not r.get("time/probe")]
+
+
 def _mean_of(rows: list[dict[str, Any]], key: str) -> float | None:
     values = [r[key] for r in rows if r.get(key) is not None]
     return sum(values) / len(values) if values else None
