@@ -1,6 +1,6 @@
-"""The health of a self-play run: python scripts/learning_report.py RUN_DIR [RUN_DIR ...] [--json FILE]
+"""The health of a self-play run: python scripts/learning_report.py RUN_DIR [RUN_DIR ...] [--first 5 --last 10] [--json FILE]
 
-Reads metrics.jsonl and prints, per run, the legal ratio over the first 5 and last 10 steps, the student's valid
+Reads metrics.jsonl and prints, per run, the legal ratio over the first ``--first`` and last ``--last`` steps, the student's valid
 answer rate, the share of answered problems in the solvability gate, novelty, completion lengths, the label probe
 (pseudo-label quality on held-out GSM8K rows), the reward-hacking watch (most repeated problem and answer) and the
 distinct problems in the pool.
@@ -24,11 +24,16 @@ def main() -> int:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("runs", nargs="+", help="run folders (with metrics.jsonl)")
     p.add_argument("--json", default=None, help="write the summaries here as JSON")
+    p.add_argument("--first", type=int, default=5, help="steps averaged at the start (>= 1)")
+    p.add_argument("--last", type=int, default=10, help="steps averaged at the end (>= 1)")
     args = p.parse_args()
+    if args.first < 1 or args.last < 1:
+        print(f"error: --first {args.first} / --last {args.last} out of range: each must be >= 1", file=sys.stderr)
+        return 2
     summaries = {}
     try:
         for run in args.runs:
-            summaries[run] = learning_summary(read_metrics(find_metrics_file(run)))
+            summaries[run] = learning_summary(read_metrics(find_metrics_file(run)), args.first, args.last)
     except FileNotFoundError as e:
         print(f"error: {e}", file=sys.stderr)
         return 2
@@ -36,10 +41,10 @@ def main() -> int:
         print(
             f"== {run}: {s['steps']} steps, {s['step_seconds'] / 60:.1f} min of steps, probe {s['probe_seconds'] / 60:.1f} min"
         )
-        print(f"{'metric':<30}{'first 5':>9}{'last 10':>9}")
+        print(f"{'metric':<30}{f'first {args.first}':>9}{f'last {args.last}':>9}")
         for key in SUMMARY_KEYS:
             print(f"{key:<30}{fmt(s[key]['first']):>9}{fmt(s[key]['last']):>9}")
-        print(f"legal ratio gain (last 10 - first 5): {fmt(s['legal_ratio']['gain'])}")
+        print(f"legal ratio gain (last {args.last} - first {args.first}): {fmt(s['legal_ratio']['gain'])}")
         print(f"pool: {s['pool_size']} problems, {s['pool_distinct_problems']} distinct (cosine < 0.95)")
         print(f"largest share of one problem in a round: {fmt(s['max_top_problem_share'])}")
         for probe in s["probe"]:

@@ -158,6 +158,13 @@ def test_learning_report_cli(tmp_path, monkeypatch, capsys):
     assert "legal ratio gain (last 10 - first 5): 0.60" in out
     assert "rewards/solvability/mean" in out and "rewards/diversity/mean" in out
     assert json.loads((tmp_path / "s.json").read_text())[str(run)]["pool_size"] == 25
-    monkeypatch.setattr(sys, "argv", ["learning_report.py", str(tmp_path / "nowhere")])
-    assert main() == 2
-    assert capsys.readouterr().err.startswith("error:")  # one line naming the problem
+    # a short run reads its ends over fewer steps
+    monkeypatch.setattr(sys, "argv", ["learning_report.py", str(run), "--first", "2", "--last", "3"])
+    assert main() == 0
+    gain = learning_summary(_run_rows(), 2, 3)["legal_ratio"]["gain"]
+    assert f"legal ratio gain (last 3 - first 2): {gain:.2f}" in capsys.readouterr().out
+    for argv in ([str(tmp_path / "nowhere")], [str(run), "--first", "0"]):  # a missing run; an empty window
+        monkeypatch.setattr(sys, "argv", ["learning_report.py", *argv])
+        assert main() == 2
+        err = capsys.readouterr().err
+        assert err.startswith("error:") and err.count("\n") == 1  # one line naming the problem
