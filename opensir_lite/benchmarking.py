@@ -6,6 +6,8 @@ import json
 from pathlib import Path
 from typing import Any
 
+from opensir_lite.curves import finite_mean
+
 PARTS = ["teacher_generation", "student_generation", "grading", "embedding", "selfplay_other", "update"]
 
 
@@ -36,7 +38,7 @@ def step_breakdown(rows: list[dict[str, Any]], skip_first: int = 0) -> dict[str,
         "overhead_share": overhead / step if step else 0.0,
         "generated_tokens_per_step": tokens,
         "generation_tokens_per_second": tokens / generation if generation else 0.0,
-        "legal_ratio": _mean_of(rows, "legal_ratio"),  # None for the gold control (no teacher)
+        "legal_ratio": finite_mean(rows, "legal_ratio"),  # None for the gold control (no teacher)
     }
 
 
@@ -44,11 +46,6 @@ def without_probe_steps(rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
     """The training rows of a run's metrics whose step ran no label probe (a probe's seconds land in its step's
     time), so that a finished run's steps can be timed like a benchmark's."""
     return [r for r in rows if "time/step" in r and not r.get("time/probe")]
-
-
-def _mean_of(rows: list[dict[str, Any]], key: str) -> float | None:
-    values = [r[key] for r in rows if r.get(key) is not None]
-    return sum(values) / len(values) if values else None
 
 
 def seconds_per_token(b: dict[str, Any]) -> float | None:

@@ -190,7 +190,8 @@ def write_run_plots(run_dir: str | Path, lower: float = GATE_LOWER, upper: float
     return written
 
 
-def _mean(rows: list[dict[str, Any]], key: str) -> float | None:
+def finite_mean(rows: list[dict[str, Any]], key: str) -> float | None:
+    """The mean of ``key`` over the rows that hold a finite number there (None when none does)."""
     values = [float(r[key]) for r in rows if isinstance(r.get(key), int | float) and np.isfinite(r[key])]
     return float(np.mean(values)) if values else None
 
@@ -213,7 +214,7 @@ def learning_summary(rows: list[dict[str, Any]], first: int = 5, last: int = 10)
     probes = [r for r in rows if isinstance(r.get("probe/majority_correct"), int | float)]
     out: dict[str, Any] = {"steps": len(rows)}
     for key in SUMMARY_KEYS:
-        out[key] = {"first": _mean(head, key), "last": _mean(tail, key)}
+        out[key] = {"first": finite_mean(head, key), "last": finite_mean(tail, key)}
     out["legal_ratio"]["gain"] = (
         out["legal_ratio"]["last"] - out["legal_ratio"]["first"]
         if None not in (out["legal_ratio"]["first"], out["legal_ratio"]["last"])

@@ -5,6 +5,8 @@ python scripts/evaluate.py --model <hub id|path|embedded> [--adapter DIR_OR_HUB_
     [--n 1 --temperature 0 --max_new_tokens 320]      # sampling overrides (default: the protocol's)
 python scripts/evaluate.py --compare base/results.json adapter/results.json
 python scripts/evaluate.py --regrade RUN_DIR [--data_dir ../shared/benchmarks]   # grade samples.jsonl again
+python scripts/evaluate.py --truncation RUN_DIR   # completions at the token budget, and how many are repetition loops
+python scripts/evaluate.py --regrade RUN_DIR --limit 250 --seed 0 --output_dir OUT   # its 250-row subset, graded in OUT
 """
 
 from __future__ import annotations
@@ -29,7 +31,9 @@ from opensir_lite.evaluation import (
     regrade,
     setting_help,
     subset,
+    subset_run,
     transformers_sampler,
+    truncation_report,
     vllm_sampler,
     write_outputs,
 )
@@ -77,6 +81,7 @@ def parse_args(argv=None) -> argparse.Namespace:
     p.add_argument("--no_system_prompt", action="store_true", help="fold the instructions into the user turn")
     p.add_argument("--output_dir", default="eval_results", help="results.json and samples.jsonl go here")
     p.add_argument("--compare", nargs=2, metavar=("BASE_JSON", "OTHER_JSON"), help="print deltas and exit")
+    p.add_argument("--truncation", metavar="RUN_DIR", help="count RUN_DIR's completions at the budget and the loops")
     p.add_argument("--regrade", metavar="RUN_DIR", help="grade RUN_DIR/samples.jsonl again, rewrite results.json")
     return p.parse_args(argv)
 
@@ -88,6 +93,15 @@ def main() -> int:
             base, other = (load_results(f) for f in args.compare)
             base_samples, other_samples = (load_samples(f) for f in args.compare)
             print(compare_results(base, other, base_samples, other_samples))
+            return 0
+        if args.truncation:
+            for bench, r in truncation_report(args.truncation).items():
+                print(f"{bench}: {r['truncated']} of {r['completions']} completions reached the token budget, "
+                      f"{r['loops']} of them in a repetition loop")  # fmt: skip
+            return 0
+        if args.regrade and args.limit is not None:
+            path = subset_run(args.regrade, args.output_dir, args.limit, args.seed, args.data_dir)
+            print(format_results(json.loads(path.read_text())))
             return 0
         if args.regrade:
             path = regrade(args.regrade, args.data_dir, args.protocol)

@@ -225,6 +225,56 @@ def test_end_to_end_forced_correct_and_wrong(tmp_path, fitted_model_dir, tokeniz
     assert "-100.0" in table  # 100% -> 0%
 
 
+LOOP = "Step 1: x = 2.\n" + "\\[ x = \\frac{2 \\pm \\sqrt{4}}{2} \\]\n" * 12  # one line written over and over
+LOOPS = [
+    (LOOP, True),  # the same 30-character line 12 times: its last 60 characters recur
+    ("".join(f"line {i}: {i * i}\n" for i in range(200)), False),  # long, but every line differs
+    ("ab" * 20, False),  # shorter than three tails: too short to call
+    ("Therefore, the final answer is: $\\boxed{4}$", False),  # a normal ending
+]
+
+
+@pytest.mark.parametrize("text,expected", LOOPS)
+def test_repetition_loop(text, expected):
+    from opensir_lite.evaluation import repetition_loop
+
+    assert repetition_loop(text) is expected
+
+
+def test_truncation_report_counts_budget_hits_and_loops(tmp_path):
+    """Completions at the token budget, and those of them that loop; one below the budget never counts."""
+    from opensir_lite.evaluation import grade_benchmark, truncation_report
+
+    path = _write(tmp_path, "three.jsonl", [{"question": f"q{i}", "answer": "1"} for i in range(3)])
+    name, items, _ = load_items(path)
+    settings = EvalSettings(n=1, temperature=0.0, max_new_tokens=100)
+    texts = [[LOOP], [LOOPS[1][0]], [LOOP]]
+    result = grade_benchmark(name, items, texts, settings, source=path, token_counts=[[100], [100], [40]])
+    write_outputs([result], tmp_path / "run", model="m", adapter=None)
+    assert truncation_report(tmp_path / "run") == {name: {"completions": 3, "truncated": 2, "loops": 1}}
+
+
+def test_subset_of_a_run_is_graded_without_generating(tmp_path):
+    """--regrade RUN --limit k: the seed's k-row subset of a larger run (a prefix of the same permutation) is copied
+    and graded in another folder; rows the run lacks, or writing over the run, are one error."""
+    from opensir_lite.evaluation import BenchmarkError, grade_benchmark, load_samples, subset, subset_run
+
+    path = _write(tmp_path, "six.jsonl", [{"question": f"q{i}", "answer": str(i)} for i in range(6)])
+    name, items, _ = load_items(path)
+    picked = subset(items, 4, 0)
+    texts = [[f"Therefore, the final answer is: $\\boxed{{{it.index % 2 * it.index}}}$"] for it in picked]
+    settings = EvalSettings(n=1, temperature=0.0, protocol="strict", limit=4, seed=0)
+    run = tmp_path / "run"
+    write_outputs([grade_benchmark(name, picked, texts, settings, source=path)], run, model="m", adapter=None)
+    out = subset_run(run, tmp_path / "sub", 2, 0)
+    assert sorted(load_samples(out)[name]) == [it.index for it in subset(items, 2, 0)]  # the 2-row subset's rows
+    graded = json.loads(out.read_text())[name]
+    assert graded["rows"] == 2 and graded["settings"]["limit"] == 2
+    for limit, target, message in [(5, tmp_path / "sub5", "subset are not in"), (2, run, "another folder")]:
+        with pytest.raises(BenchmarkError, match=message):  # a row never evaluated; the run itself as the target
+            subset_run(run, target, limit, 0)
+
+
 def test_regrade_rewrites_results_from_samples(tmp_path):
     """A run graded strictly, graded again: the opensir protocol reads the prose answer."""
     from opensir_lite.evaluation import grade_benchmark, regrade
