@@ -48,6 +48,12 @@ def without_probe_steps(rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
     return [r for r in rows if "time/step" in r and not r.get("time/probe")]
 
 
+def steps_between(rows: list[dict[str, Any]], first: int, last: int) -> list[dict[str, Any]]:
+    """The rows of steps ``first`` to ``last`` (inclusive): the same steps of two runs, or the part of a resumed
+    run that ran in one sitting, when the machine's speed changed between sittings."""
+    return [r for r in rows if isinstance(r.get("step"), int) and first <= r["step"] <= last]
+
+
 def seconds_per_token(b: dict[str, Any]) -> float | None:
     """Seconds of a whole step per generated token (None when a step generated nothing)."""
     tokens = b.get("generated_tokens_per_step") or 0

@@ -2,13 +2,15 @@
 
 python scripts/benchmark_overhead.py --recipe learn-cpu-qwen --baseline grpo-gold [--steps 4] [--skip_first 1]
     [--json docs/benchmark_overhead_qwen.json] [--field value ...]
-python scripts/benchmark_overhead.py --from_runs runs/qwen-seed42 runs/qwen-gold [--skip_first 1] [--json ...]
+python scripts/benchmark_overhead.py --from_runs runs/qwen-seed42 runs/qwen-gold [--skip_first 1] [--steps_between 1 6]
+    [--json ...]
 
 Each recipe trains ``steps`` steps in its own process (``scripts/benchmark_step.py``, so that each peak memory is
 its own), the same overrides for both; the table shows seconds per step, generated tokens per step, seconds per
 1,000 generated tokens, the update's share and the peak memory, and the ratio of self-play's seconds per generated
 token to the control's (target: at most 1.10). ``--from_runs`` times two finished runs of the same machine
-instead, from their ``metrics.jsonl`` (steps that ran a label probe are left out; no peak memory).
+instead, from their ``metrics.jsonl`` (steps that ran a label probe are left out; no peak memory);
+``--steps_between FIRST LAST`` keeps only those steps of both runs (before ``--skip_first``).
 """
 
 from __future__ import annotations
@@ -25,6 +27,7 @@ from opensir_lite.benchmarking import (
     overhead_ratio,
     read_metrics,
     step_breakdown,
+    steps_between,
     without_probe_steps,
 )
 from opensir_lite.checkpointing import METRICS_FILE
@@ -41,6 +44,8 @@ def main() -> int:
     p.add_argument("--json", default=None, help="write both breakdowns and the ratio here")
     p.add_argument("--from_runs", nargs=2, metavar=("SELFPLAY_RUN", "CONTROL_RUN"), default=None,
                    help="time two finished runs from their metrics.jsonl instead of training new steps")  # fmt: skip
+    p.add_argument("--steps_between", nargs=2, type=int, metavar=("FIRST", "LAST"), default=None,
+                   help="with --from_runs: time only steps FIRST..LAST (inclusive) of both runs")  # fmt: skip
     args, overrides = p.parse_known_args()
     if args.from_runs:
         return from_runs(args)
@@ -76,12 +81,15 @@ def from_runs(args) -> int:
             print(f"error: {path} not found: --from_runs takes two run folders", file=sys.stderr)
             return 2
         steps = without_probe_steps(read_metrics(path))
+        if args.steps_between:
+            steps = steps_between(steps, *args.steps_between)
         if len(steps) <= args.skip_first:
             print(f"error: {path} has {len(steps)} steps without a probe, need more than --skip_first", file=sys.stderr)
             return 2
         rows[Path(folder).name] = step_breakdown(steps, skip_first=args.skip_first)
     a, b = rows
-    record = {"recipe": a, "baseline": b, "from_runs": args.from_runs, "skip_first": args.skip_first, "rows": rows,
+    record = {"recipe": a, "baseline": b, "from_runs": args.from_runs, "skip_first": args.skip_first,
+              "steps_between": args.steps_between, "rows": rows,
               "ratio_seconds_per_token": overhead_ratio(rows[a], rows[b])}  # fmt: skip
     print(format_overhead(record))
     if args.json:

@@ -44,7 +44,7 @@ def test_overhead_ratio_per_generated_token():
 
 def test_overhead_from_two_finished_runs(tmp_path):
     """--from_runs times two runs' metrics.jsonl: probe steps (their probe time sits in the step) and the warm-up
-    step are left out; a missing run is one error line."""
+    step are left out, --steps_between keeps a step range of both; a missing run is one error line."""
     import json
     import subprocess
     import sys
@@ -53,18 +53,27 @@ def test_overhead_from_two_finished_runs(tmp_path):
     runs = {"sp": [row(99, 99, 0, 0, 0, 99, 1), row(30, 35, 0, 0, 0, 75, 4000), {**row(30, 35, 0, 0, 0, 275, 4000),
             "time/probe": 200.0}, row(30, 35, 0, 0, 0, 75, 4000)],  # warm-up, step, probe step, step
             "gold": [row(99, 99, 0, 0, 0, 99, 1), {**row(0, 40, 0, 0, 0, 60, 3000), "legal_ratio": None}]}  # fmt: skip
+    runs["sp"].append(row(30, 35, 0, 0, 0, 275, 4000))  # step 5: a slower sitting, left out by --steps_between 1 4
     for name, rows in runs.items():
         (tmp_path / name).mkdir()
-        (tmp_path / name / "metrics.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rows))
+        (tmp_path / name / "metrics.jsonl").write_text(
+            "".join(json.dumps({"step": i + 1, **r}) + "\n" for i, r in enumerate(rows))
+        )
     script = [sys.executable, str(root / "scripts" / "benchmark_overhead.py"), "--from_runs"]
     out = tmp_path / "o.json"
-    proc = subprocess.run([*script, str(tmp_path / "sp"), str(tmp_path / "gold"), "--json", str(out)],
-                          capture_output=True, text=True, timeout=120)  # fmt: skip
-    assert proc.returncode == 0, proc.stderr
-    record = json.loads(out.read_text())
-    assert record["rows"]["sp"]["steps"] == 2 and record["rows"]["sp"]["step_seconds"] == pytest.approx(140)
-    assert record["ratio_seconds_per_token"] == pytest.approx(1.05)  # (140/4000) / (100/3000)
-    assert "1.05x" in proc.stdout
+    cases = [  # (extra arguments, self-play steps timed, self-play s/step, ratio)
+        ([], 3, 620 / 3, (620 / 3 / 4000) / (100 / 3000)),  # steps 2, 4, 5 (140, 140, 340 s): the slow step 5 is in
+        (["--steps_between", "1", "4"], 2, 140, 1.05),  # steps 2 and 4: (140/4000) / (100/3000)
+    ]
+    for extra, steps, seconds, ratio in cases:
+        proc = subprocess.run([*script, str(tmp_path / "sp"), str(tmp_path / "gold"), "--json", str(out), *extra],
+                              capture_output=True, text=True, timeout=120)  # fmt: skip
+        assert proc.returncode == 0, proc.stderr
+        record = json.loads(out.read_text())
+        assert record["rows"]["sp"]["steps"] == steps
+        assert record["rows"]["sp"]["step_seconds"] == pytest.approx(seconds)
+        assert record["ratio_seconds_per_token"] == pytest.approx(ratio)
+        assert f"{ratio:.2f}x" in proc.stdout
     proc = subprocess.run([*script, str(tmp_path / "sp"), str(tmp_path / "nope")], capture_output=True, text=True)
     assert proc.returncode == 2 and proc.stderr.count("\n") == 1 and "nope/metrics.jsonl not found" in proc.stderr
 
