@@ -28,7 +28,7 @@ from typing import Any
 
 import numpy as np
 
-from opensir_lite.generation import SamplingSettings, generate
+from opensir_lite.generation import SamplingSettings, generate, sequence_seed
 from opensir_lite.grading import majority_vote
 from opensir_lite.parsing import (
     clean_text,
@@ -431,7 +431,12 @@ class EvalSettings:
     limit: int | None = field(
         default=None, metadata={"help": ranged(at_least(1), "Evaluate a fixed random subset of this many rows.")}
     )
+    sampling_seed: int | None = field(
+        default=None,
+        metadata={"help": ranged(at_least(0), "Seed of the sampling streams alone (default: seed); the rows stay.")},
+    )
     use_system_prompt: bool = True
+    common_random_numbers: bool = True  # sampled rows draw from per-(row, sample) streams (paired comparisons)
     protocol: str = "opensir"  # the headline protocol of results.json (both are always reported)
     dtype: str = "auto"  # the model's dtype: auto (by hardware: fp32 on a CPU) or one of EVAL_DTYPES
 
@@ -487,17 +492,28 @@ class BenchmarkResult:
     truncated: int | None = None  # completions that used the whole token budget (None: lengths unknown)
 
 
-SampleFn = Callable[[list[str], int, SamplingSettings], list[list[tuple[str, int]]]]
+SampleFn = Callable[..., list[list[tuple[str, int]]]]  # (prompts, n, sampling, seeds=None) -> per prompt n pairs
 
 
 def transformers_sampler(model, tokenizer) -> SampleFn:
-    """A sampler on transformers ``generate``: prompts -> per prompt, n (text, token count) pairs."""
+    """A sampler on the package's decoder: prompts -> per prompt, n (text, token count) pairs. ``seeds`` (per prompt,
+    n sequence seeds) samples with common random numbers (:mod:`opensir_lite.generation`)."""
 
-    def sample(prompts: list[str], n: int, sampling: SamplingSettings) -> list[list[tuple[str, int]]]:
-        out = generate(model, tokenizer, prompts, n, sampling)
+    def sample(
+        prompts: list[str], n: int, sampling: SamplingSettings, seeds: list[list[int]] | None = None
+    ) -> list[list[tuple[str, int]]]:
+        flat = None if seeds is None else [s for row in seeds for s in row]
+        out = generate(model, tokenizer, prompts, n, sampling, sample_seeds=flat)
         return [[(c.text, c.num_tokens) for c in out[i * n : (i + 1) * n]] for i in range(len(prompts))]
 
     return sample
+
+
+def crn_seeds(items: list[Item], n: int, seed: int) -> list[list[int]]:
+    """Common random numbers: for each item, the stream seeds of its n samples, fixed by (seed, row index, sample
+    number). Two models evaluated with the same seed on the same rows sample from the same streams, so their samples
+    differ only where the models do; a different seed gives independent samples (the placebo's other half)."""
+    return [[sequence_seed(seed, it.index, j) for j in range(n)] for it in items]
 
 
 def vllm_sampler(model_path: str, adapter: str | None, seed: int) -> tuple[SampleFn, Any]:
@@ -520,11 +536,18 @@ def vllm_sampler(model_path: str, adapter: str | None, seed: int) -> tuple[Sampl
 
         lora = LoRARequest("adapter", 1, adapter)
 
-    def sample(prompts: list[str], n: int, sampling: SamplingSettings) -> list[list[tuple[str, int]]]:
-        params = SamplingParams(
-            n=n, temperature=sampling.temperature, top_p=sampling.top_p, max_tokens=sampling.max_new_tokens, seed=seed
-        )
-        outputs = llm.generate(prompts, params, lora_request=lora)
+    def sample(
+        prompts: list[str], n: int, sampling: SamplingSettings, seeds: list[list[int]] | None = None
+    ) -> list[list[tuple[str, int]]]:
+        def params(row_seed: int) -> SamplingParams:
+            return SamplingParams(
+                n=n, temperature=sampling.temperature, top_p=sampling.top_p, max_tokens=sampling.max_new_tokens,
+                seed=row_seed,
+            )  # fmt: skip
+
+        # per-row seeds: the same row is sampled from the same vLLM stream by base and adapter (not token-coupled)
+        per_prompt = [params(s[0] % 2**31) for s in seeds] if seeds is not None else params(seed)
+        outputs = llm.generate(prompts, per_prompt, lora_request=lora)
         return [[(o.text, len(o.token_ids)) for o in req.outputs] for req in outputs]
 
     return sample, llm.get_tokenizer()
@@ -546,12 +569,17 @@ def evaluate_items(
     n = settings.n
     sampling = SamplingSettings(settings.max_new_tokens, settings.temperature, settings.top_p)
     prompts = [render(tokenizer, student_messages(it.question, settings.use_system_prompt)) for it in items]
+    stream_seed = settings.seed if settings.sampling_seed is None else settings.sampling_seed
+    seeds = crn_seeds(items, n, stream_seed) if settings.common_random_numbers and settings.temperature > 0 else None
     completions: list[list[tuple[str, int]]] = []
     t0 = time.perf_counter()
     bar = tqdm(total=len(items), desc=bench, disable=not progress)
     for start in range(0, len(prompts), settings.batch_size):
         chunk = prompts[start : start + settings.batch_size]
-        completions.extend(sample(chunk, n, sampling))
+        if seeds is None:
+            completions.extend(sample(chunk, n, sampling))
+        else:
+            completions.extend(sample(chunk, n, sampling, seeds[start : start + settings.batch_size]))
         bar.update(len(chunk))
     bar.close()
     t_gen = time.perf_counter() - t0

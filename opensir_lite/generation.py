@@ -9,6 +9,13 @@ Two decoders share those settings: transformers' ``generate`` (``decoder="genera
 the rows that have finished from the batch (``Cache.batch_select_indices``). ``generate`` keeps computing every row
 until the longest one ends; with G samples of varied length (and a 151k-token vocabulary) most of a batch is often
 already finished, and on a CPU a smaller batch decodes each step faster. Greedy outputs are the same (tested).
+
+Common random numbers (``sample_seeds``, compacting decoder only): each sequence then draws its tokens by inverse
+CDF from its own stream of uniforms, seeded per sequence, instead of from the global generator. The t-th token of a
+sequence uses the t-th number of its stream whatever else is in the batch, so two nearly identical models given the
+same seeds sample nearly identical completions (a base and its adapter differ only where their distributions do),
+which is what makes a paired comparison of sampled evaluations tight. The decoder also measures each sequence's
+mean sampling entropy (nats per token of the distribution it sampled from), which training logs for the student.
 """
 
 from __future__ import annotations
@@ -28,6 +35,7 @@ class Completion:
     prompt_ids: list[int]
     completion_ids: list[int]
     text: str
+    entropy: float | None = None  # mean entropy (nats) of the sampled distributions; None when not measured
 
     @property
     def num_tokens(self) -> int:
@@ -105,7 +113,13 @@ def logits_processors(sampling: SamplingSettings):
 
 @torch.no_grad()
 def decode_compacting(
-    model, input_ids: torch.Tensor, attention_mask: torch.Tensor, sampling: SamplingSettings, eos_ids: set[int]
+    model,
+    input_ids: torch.Tensor,
+    attention_mask: torch.Tensor,
+    sampling: SamplingSettings,
+    eos_ids: set[int],
+    sample_seeds: Sequence[int] | None = None,
+    entropies: list[float | None] | None = None,
 ) -> list[list[int]]:
     """Sample up to ``sampling.max_new_tokens`` tokens for each row of a left-padded batch, dropping finished rows.
 
@@ -113,7 +127,11 @@ def decode_compacting(
     from the attention mask as ``generate`` makes them, transformers' logits processors, multinomial sampling or
     argmax), except that rows which have produced an EOS token leave the batch: once at least an eighth of the
     rows still decoded are finished, the cache, mask and positions keep only the running rows. Returns each row's
-    new tokens, through its EOS token when it has one."""
+    new tokens, through its EOS token when it has one.
+
+    ``sample_seeds`` (one per row): sample row i by inverse CDF from its own uniform stream (common random numbers,
+    see the module docstring) instead of ``torch.multinomial``. ``entropies``: a list that receives each row's mean
+    entropy of the distributions it sampled from (None for greedy decoding)."""
     from transformers import DynamicCache
 
     procs = logits_processors(sampling)
@@ -132,15 +150,31 @@ def decode_compacting(
     next_position = positions[:, -1] + 1
     generated: list[list[int]] = [[] for _ in range(n_rows)]
     finished = torch.zeros(n_rows, dtype=torch.bool, device=input_ids.device)
+    uniforms = None
+    if sample_seeds is not None and not greedy:
+        if len(sample_seeds) != n_rows:
+            raise ValueError(f"{len(sample_seeds)} sample seeds for {n_rows} rows")
+        uniforms = torch.stack([row_uniforms(seed, sampling.max_new_tokens) for seed in sample_seeds])
+        uniforms = uniforms.to(input_ids.device)
+    entropy_sum = [0.0] * n_rows
     for step in range(sampling.max_new_tokens):
         scores = procs(history, out.logits[:, -1, :].float())
+        step_entropy = None
         if greedy:
             token = scores.argmax(dim=-1)
         else:
-            token = torch.multinomial(torch.softmax(scores, dim=-1), num_samples=1).squeeze(1)
-        for row, t, done in zip(rows.tolist(), token.tolist(), finished.tolist(), strict=True):
+            probs = torch.softmax(scores, dim=-1)
+            if entropies is not None:
+                step_entropy = torch.special.entr(probs).sum(dim=-1).tolist()
+            if uniforms is not None:
+                token = inverse_cdf_sample(probs, uniforms[rows, step])
+            else:
+                token = torch.multinomial(probs, num_samples=1).squeeze(1)
+        for k, (row, t, done) in enumerate(zip(rows.tolist(), token.tolist(), finished.tolist(), strict=True)):
             if not done:
                 generated[row].append(t)
+                if step_entropy is not None:
+                    entropy_sum[row] += step_entropy[k]
         finished |= torch.isin(token, eos)
         if bool(finished.all()) or step + 1 == sampling.max_new_tokens:
             break
@@ -156,7 +190,35 @@ def decode_compacting(
             past_key_values=cache, use_cache=True,
         )  # fmt: skip
         next_position = next_position + 1
+    if entropies is not None:  # None for greedy rows: nothing was sampled
+        entropies.extend(
+            None if greedy else (entropy_sum[r] / len(generated[r]) if generated[r] else 0.0) for r in range(n_rows)
+        )
     return generated
+
+
+def row_uniforms(seed: int, length: int) -> torch.Tensor:
+    """The uniform stream of one sequence: ``length`` numbers in [0, 1) from a generator seeded with ``seed``."""
+    generator = torch.Generator().manual_seed(int(seed) % 2**63)
+    return torch.rand(length, generator=generator, dtype=torch.float64)
+
+
+def inverse_cdf_sample(probs: torch.Tensor, uniforms: torch.Tensor) -> torch.Tensor:
+    """Per row, the first token (in vocabulary order) whose cumulative probability exceeds the row's uniform: a
+    draw from ``probs`` that moves only where the distribution moves (the coupling of common random numbers)."""
+    cdf = probs.double().cumsum(dim=-1)
+    cdf = cdf / cdf[:, -1:].clamp_min(1e-300)  # exactly 1 at the end, whatever the float sums
+    token = torch.searchsorted(cdf, uniforms[:, None].to(cdf.dtype), right=True).squeeze(1)
+    return token.clamp_max(probs.shape[-1] - 1)
+
+
+def sequence_seed(seed: int, *keys: int) -> int:
+    """A 63-bit seed for one sequence's stream from a run seed and integer keys (row index, sample number):
+    independent streams for different keys, the same stream for the same keys in every run."""
+    import numpy as np
+
+    state = np.random.SeedSequence([int(seed), *(int(k) for k in keys)]).generate_state(1, np.uint64)[0]
+    return int(state) % 2**63
 
 
 def _contiguous_input(module, args):
@@ -198,6 +260,7 @@ def generate(
     max_batch: int = 0,
     max_prompt_tokens: int | None = None,
     decoder: str = "compacting",
+    sample_seeds: Sequence[int] | None = None,
 ) -> list[Completion]:
     """Sample ``num_samples`` completions for each prompt text (already chat-templated).
 
@@ -205,12 +268,19 @@ def generate(
     in one batch unless ``max_batch`` (sequences per call, 0 = no limit) splits them. With ``max_prompt_tokens``
     only the last that many prompt tokens are kept (the completion's ``prompt_ids`` too). ``decoder``: one of
     :data:`DECODERS` (``compacting``: :func:`decode_compacting`; ``generate``: transformers' ``generate``).
+    ``sample_seeds``: one seed per completion (``len(prompts) * num_samples``, in output order) for common random
+    numbers (compacting decoder only). Compacting completions carry their mean sampling ``entropy``.
     """
     if decoder not in DECODERS:
         raise ValueError(f"decoder must be one of {', '.join(DECODERS)}, got {decoder!r}")
     if not prompts or num_samples <= 0:
         return []
     expanded = [p for p in prompts for _ in range(num_samples)]
+    if sample_seeds is not None:
+        if decoder != "compacting":
+            raise ValueError("sample_seeds (common random numbers) need the compacting decoder")
+        if len(sample_seeds) != len(expanded):
+            raise ValueError(f"{len(sample_seeds)} sample seeds for {len(expanded)} completions")
     encoded = tokenizer(expanded, add_special_tokens=False)["input_ids"]
     if max_prompt_tokens:
         encoded = [ids[-max_prompt_tokens:] for ids in encoded]
@@ -240,8 +310,12 @@ def generate(
             for row, ids in enumerate(chunk):
                 input_ids[row, width - len(ids) :] = torch.tensor(ids, dtype=torch.long)
                 attention[row, width - len(ids) :] = 1
+            entropies: list[float | None] = []
             if decoder == "compacting":
-                generated = decode_compacting(model, input_ids.to(device), attention.to(device), sampling, eos_ids)
+                seeds = None if sample_seeds is None else sample_seeds[start : start + step]
+                generated = decode_compacting(
+                    model, input_ids.to(device), attention.to(device), sampling, eos_ids, seeds, entropies
+                )
             else:
                 kwargs = dict(max_new_tokens=sampling.max_new_tokens, pad_token_id=pad_id, eos_token_id=sorted(eos_ids))
                 kwargs.update(sampling.generate_kwargs())
@@ -249,9 +323,10 @@ def generate(
                     input_ids=input_ids.to(device), attention_mask=attention.to(device), use_cache=True, **kwargs
                 )
                 generated = sequences[:, width:].tolist()
-            for ids, gen in zip(chunk, generated, strict=True):
+                entropies = [None] * len(generated)
+            for ids, gen, ent in zip(chunk, generated, entropies, strict=True):
                 gen = _trim(gen, eos_ids, pad_id)
-                out.append(Completion(list(ids), gen, tokenizer.decode(gen, skip_special_tokens=True)))
+                out.append(Completion(list(ids), gen, tokenizer.decode(gen, skip_special_tokens=True), ent))
     finally:
         hf_model.generation_config = shipped
         model.train(was_training)

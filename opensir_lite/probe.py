@@ -5,6 +5,10 @@ Self-play trains the student towards its own majority answer; nothing in the loo
 right. Every ``probe_every`` steps the probe samples G answers per probe question with the rollout model at the
 training settings, votes as training does, and logs how often the majority answer equals the gold answer, the
 solve rate (the majority's share of valid answers), the valid-answer rate and the accuracy of single samples.
+
+Every reading samples with common random numbers: sample j of probe row i always draws from the stream seeded by
+(run seed, row, j), so two readings (steps of one run, or two runs with one seed) differ only where the policies do,
+and a checkpoint is chosen on the policy's change rather than on sampling luck.
 """
 
 from __future__ import annotations
@@ -15,11 +19,13 @@ from typing import Any
 import numpy as np
 
 from opensir_lite.evaluation import Item, probe_items
-from opensir_lite.generation import generate
+from opensir_lite.generation import generate, sequence_seed
 from opensir_lite.grading import majority_vote
 from opensir_lite.parsing import extract_answer, normalise_answer, verify_parsed
 from opensir_lite.prompts import render, student_messages
 from opensir_lite.selfplay import sampling_settings
+
+PROBE_STREAM = 1  # the probe's key in sequence seeds (evaluation streams have none), so the two never coincide
 
 
 class LabelProbe:
@@ -31,6 +37,7 @@ class LabelProbe:
         self.items = items if items is not None else probe_items(rows=args.probe_rows)
         self.every = every if every is not None else args.probe_every
         self.last_step = last_step if last_step is not None else args.max_steps
+        self.last_rows: list[dict[str, Any]] = []  # the last reading per probe row (answers, right, majority)
 
     def due(self, step: int) -> bool:
         return self.every > 0 and (step == 1 or step % self.every == 0 or step == self.last_step)
@@ -42,11 +49,14 @@ class LabelProbe:
         start = time.perf_counter()
         G = a.probe_samples or a.num_generations
         prompts = [render(tokenizer, student_messages(it.question, use_system_prompt)) for it in self.items]
+        seed = int(getattr(a, "seed", 0) or 0)
         outs = generate(
             model, tokenizer, prompts, G, sampling_settings(a, "student"), a.max_generate_batch,
             max_prompt_tokens=a.max_prompt_length,
+            sample_seeds=[sequence_seed(seed, PROBE_STREAM, it.index, j) for it in self.items for j in range(G)],
         )  # fmt: skip
         majority_right, rates, valid, sample_right = [], [], [], []
+        self.last_rows = []
         for q, item in enumerate(self.items):
             answers = [extract_answer(c.text, a.answer_extraction) for c in outs[q * G : (q + 1) * G]]
             vote = majority_vote(answers, by=a.answer_vote)
@@ -57,6 +67,9 @@ class LabelProbe:
                 rates.append(vote.solve_rate)
             valid.append(vote.n_valid / G)
             sample_right.append(float(np.mean(right)))
+            self.last_rows.append({"row": item.index, "answers": answers, "right": right,
+                                   "majority_right": bool(majority_right[-1]),
+                                   "tokens": [c.num_tokens for c in outs[q * G : (q + 1) * G]]})  # fmt: skip
         return {
             "probe/majority_correct": float(np.mean(majority_right)),
             "probe/solve_rate": float(np.mean(rates)) if rates else None,

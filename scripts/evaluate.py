@@ -3,6 +3,8 @@
 python scripts/evaluate.py --model <hub id|path|embedded> [--adapter DIR_OR_HUB_ID] --benchmarks gsm8k,college_math
     [--data_dir ../shared/benchmarks] [--limit 250 --seed 0] [--protocol opensir|strict]
     [--n 1 --temperature 0 --max_new_tokens 320]      # sampling overrides (default: the protocol's)
+    [--n 4 --temperature 0.7 --max_new_tokens 512]    # avg@4 with common random numbers (paired with the base)
+    [--sampling_seed 1]                               # the same rows, other streams (the placebo's second half)
 python scripts/evaluate.py --compare base/results.json adapter/results.json
 python scripts/evaluate.py --regrade RUN_DIR [--data_dir ../shared/benchmarks]   # grade samples.jsonl again
 python scripts/evaluate.py --truncation RUN_DIR   # completions at the token budget, and how many are repetition loops
@@ -69,6 +71,12 @@ def parse_args(argv=None) -> argparse.Namespace:
     p.add_argument("--batch_size", type=int, default=64, help=setting_help("batch_size"))
     p.add_argument("--limit", type=int, default=None, help=setting_help("limit"))
     p.add_argument("--seed", type=int, default=0, help=setting_help("seed"))
+    p.add_argument("--sampling_seed", type=int, default=None, help=setting_help("sampling_seed"))
+    p.add_argument(
+        "--independent_sampling", action="store_true",
+        help="sample from the global random stream instead of common random numbers (one stream per row and sample, "
+        "fixed by the sampling seed, so that two models evaluated alike sample alike where they agree)",
+    )  # fmt: skip
     p.add_argument(
         "--dtype",
         choices=EVAL_DTYPES,
@@ -111,6 +119,7 @@ def main() -> int:
             args.protocol, n=args.n, temperature=args.temperature, top_p=args.top_p,
             max_new_tokens=args.max_new_tokens, k=args.k, batch_size=args.batch_size, seed=args.seed,
             limit=args.limit, use_system_prompt=not args.no_system_prompt, dtype=args.dtype,
+            sampling_seed=args.sampling_seed, common_random_numbers=not args.independent_sampling,
         )  # fmt: skip
         benches = []
         for name in [b.strip() for b in args.benchmarks.split(",") if b.strip()]:

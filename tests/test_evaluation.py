@@ -6,6 +6,7 @@ import sys
 from pathlib import Path
 
 import pytest
+import torch
 from conftest import FIT_PROBLEM
 
 from opensir_lite.evaluation import (
@@ -368,3 +369,28 @@ def test_compare_cli_refuses_to_pair_other_rows_in_one_line(tmp_path):
     )  # fmt: skip
     assert proc.returncode == 2 and proc.stderr.count("\n") == 1
     assert proc.stderr.startswith("error: cannot pair gsm8k: the two evaluations graded different rows")
+
+
+def test_common_random_numbers_make_a_placebo_zero(tmp_path, tiny_model_dir, tokenizer):
+    """The placebo of a paired sampled evaluation: the same model twice with the same sampling seed gives the same
+    completions row for row (whatever the batch size), so the paired difference is exactly 0; another sampling
+    seed on the same rows gives other completions; independent sampling follows the global generator instead."""
+    from opensir_lite.models import load_for_inference
+
+    model, tok = load_for_inference(str(tiny_model_dir))
+    sample = transformers_sampler(model, tok)
+    path = _write(
+        tmp_path, "rows.jsonl", [{"question": f"What is {i}+1?", "answer": f"#### {i + 1}"} for i in range(3)]
+    )
+    name, items, _ = load_items(path)
+
+    def texts(**overrides):
+        settings = EvalSettings(**{"n": 2, "temperature": 1.0, "max_new_tokens": 12, "batch_size": 3, **overrides})
+        torch.manual_seed(0)
+        return [s["completions"] for s in evaluate_items(name, items, sample, tok, settings, progress=False).samples]
+
+    base = texts()
+    assert texts(batch_size=1) == base  # the same streams: the same samples in any batch
+    assert texts(sampling_seed=1) != base  # the placebo's other half: other streams, the same rows
+    assert texts(sampling_seed=0) == base  # the default sampling seed is the seed
+    assert texts(common_random_numbers=False) != base  # the global generator draws differently from the streams

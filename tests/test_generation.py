@@ -113,3 +113,69 @@ def test_head_input_is_made_contiguous_once(tiny_model_dir, tokenizer):
     with torch.no_grad():
         # equal up to float rounding: the contiguous copy takes another matmul kernel than the strided view
         torch.testing.assert_close(model(input_ids=ids, logits_to_keep=1).logits, before, rtol=1e-5, atol=1e-6)
+
+
+@pytest.mark.parametrize(
+    "probs,u,token",
+    [
+        ([0.2, 0.5, 0.3], 0.0, 0),  # the lowest uniform takes the first token with mass
+        ([0.2, 0.5, 0.3], 0.1999, 0),  # still inside the first token's 0.2
+        ([0.2, 0.5, 0.3], 0.2, 1),  # the boundary belongs to the next token
+        ([0.2, 0.5, 0.3], 0.6999, 1),
+        ([0.2, 0.5, 0.3], 0.9999, 2),  # the top of the stream takes the last token
+        ([0.0, 1.0, 0.0], 0.9999, 1),  # zero-mass tokens (top-p cut) are never drawn
+        ([0.5, 0.5, 0.0], 0.9999, 1),  # nor a zero-mass last token
+    ],
+)
+def test_inverse_cdf_sample(probs, u, token):
+    from opensir_lite.generation import inverse_cdf_sample
+
+    assert inverse_cdf_sample(torch.tensor([probs]), torch.tensor([u], dtype=torch.float64)).tolist() == [token]
+
+
+def test_inverse_cdf_sample_has_the_distribution():
+    from opensir_lite.generation import inverse_cdf_sample
+
+    probs = torch.tensor([[0.1, 0.6, 0.3]]).expand(20000, 3)
+    tokens = inverse_cdf_sample(
+        probs, torch.rand(20000, generator=torch.Generator().manual_seed(0), dtype=torch.float64)
+    )
+    freq = torch.bincount(tokens, minlength=3).float() / 20000
+    assert torch.allclose(freq, probs[0], atol=0.015)
+
+
+def test_sequence_seeds_are_stable_and_distinct():
+    from opensir_lite.generation import sequence_seed
+
+    assert sequence_seed(0, 5, 1) == sequence_seed(0, 5, 1)  # the same keys: the same stream in every run
+    seeds = {sequence_seed(s, row, j) for s in (0, 1) for row in range(20) for j in range(4)}
+    assert len(seeds) == 160 and all(0 <= x < 2**63 for x in seeds)  # other seed, row or sample: another stream
+
+
+def test_common_random_numbers_do_not_depend_on_the_batch(tiny_model_dir, tokenizer):
+    """A sequence's sample depends on its seed only: alone or beside other prompts, first or last in the batch,
+    whatever the global generator holds; other seeds give other samples."""
+    model = AutoModelForCausalLM.from_pretrained(tiny_model_dir)
+    other = "<|im_start|>user\nHi<|im_end|>\n<|im_start|>assistant\n"
+    settings = SamplingSettings(max_new_tokens=24, temperature=1.0, top_p=0.95)
+
+    def ids(prompts, seeds, torch_seed):
+        torch.manual_seed(torch_seed)
+        return [c.completion_ids for c in generate(model, tokenizer, prompts, 2, settings, sample_seeds=seeds)]
+
+    alone = ids([PROMPT], [11, 12], 0)
+    together = ids([other, PROMPT], [21, 22, 11, 12], 1)
+    assert together[2:] == alone  # the same streams, the same samples
+    assert ids([PROMPT], [13, 14], 0) != alone  # other streams
+    with pytest.raises(ValueError, match="sample seeds"):
+        ids([PROMPT], [1], 0)
+
+
+def test_compacting_completions_carry_their_sampling_entropy(tiny_model_dir, tokenizer):
+    model = AutoModelForCausalLM.from_pretrained(tiny_model_dir)
+    hot = generate(model, tokenizer, [PROMPT], 2, SamplingSettings(16, 1.0))
+    cold = generate(model, tokenizer, [PROMPT], 2, SamplingSettings(16, 0.3))
+    greedy = generate(model, tokenizer, [PROMPT], 1, SamplingSettings(16, 0.0))
+    assert all(c.entropy > 1.0 for c in hot)  # a random model over a 49k vocabulary: several nats
+    assert max(c.entropy for c in cold) < min(c.entropy for c in hot)  # a lower temperature, a sharper distribution
+    assert greedy[0].entropy is None  # nothing was sampled

@@ -51,7 +51,7 @@ def test_probe_scores_the_majority_against_gold(monkeypatch, tokenizer):
 
     said = [["12", "12", "12", "5"], ["7", "7", "9", "I cannot tell"]]
 
-    def fake_generate(model, tok, prompts, n, sampling, max_batch=0, max_prompt_tokens=None):
+    def fake_generate(model, tok, prompts, n, sampling, max_batch=0, max_prompt_tokens=None, sample_seeds=None):
         texts = [f"The answer is {a}." for group in said for a in group]
         return [Completion([1], [2, 3], t) for t in texts]
 
