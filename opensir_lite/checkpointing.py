@@ -22,6 +22,7 @@ from opensir_lite.pool import POOL_FILE, ProblemPool, atomic_write_text, embeddi
 logger = logging.getLogger(__name__)
 
 METRICS_FILE = "metrics.jsonl"
+STOP_RULE_FILE = "stop_rule.json"  # written when the pre-registered stop rule ends a run: its step and reason
 EVIDENCE_FILE = "round_evidence.jsonl"  # per legal problem: its students' answers, vote classes and rewards
 SELFPLAY_STATE_FILE = "selfplay_state.json"
 RUN_CONFIG_FILE = "run_config.json"  # the resolved configuration, written when a run starts

@@ -5,6 +5,7 @@ YAML recipe (a packaged recipe name or a path) plus command-line overrides, as o
 from __future__ import annotations
 
 import enum
+import logging
 import os
 import sys
 import types
@@ -18,17 +19,26 @@ from trl import GRPOConfig, ModelConfig, TrlParser
 from opensir_lite.parsing import ANSWER_EXTRACTIONS, ANSWER_VOTES
 from opensir_lite.prompts import SEED_PROBLEM, TEACHER_FORMAT_HINTS
 from opensir_lite.ranges import Range, RangeError, above, at_least, between, check_ranges, ranged
-from opensir_lite.rewards import FORMAT_CREDITS, GATE_LOWER, GATE_UPPER
+from opensir_lite.rewards import FORMAT_CREDITS, GATE_LOWER, GATE_UPPER, STUDENT_FORMAT_GATES
 from opensir_lite.selfplay import parse_append_strategy
 
 RECIPES_DIR = Path(__file__).parent / "recipes"
 GENERATION_BACKENDS = ("transformers", "vllm")
+logger = logging.getLogger(__name__)
+
 ROLLOUT_DTYPES = ("auto", "bfloat16", "float32")
 METHODS = ("selfplay", "gold")
+STOP_RULE_METRICS = ("student_mean_tokens", "student_mean_entropy")  # round metrics a stop rule may watch
 
 
 class ConfigError(ValueError):
     """A configuration that cannot run; the message names the field."""
+
+
+def _gpu_available() -> bool:
+    import torch
+
+    return torch.cuda.is_available()
 
 
 @dataclass
@@ -49,6 +59,17 @@ class SelfPlayConfig(GRPOConfig):
     gold_data_dir: str | None = field(
         default=None, metadata={"help": "method gold: folder of the benchmark's JSONL file (None: the Hub)."}
     )
+    gold_candidates: int = field(
+        default=0,
+        metadata={
+            "help": ranged(
+                at_least(0),
+                "method gold: labelled problems sampled per step, of which the num_student_groups whose groups have "
+                "accuracy variance are trained (then the rest in order), as self-play trains in-gate problems. "
+                "0: num_student_groups (every sampled problem is trained).",
+            )
+        },
+    )
     gold_holdout: int = field(
         default=500,
         metadata={
@@ -62,7 +83,11 @@ class SelfPlayConfig(GRPOConfig):
     # ---- pool ----
     seed_problem: str = field(default=SEED_PROBLEM, metadata={"help": "The single seed problem of a new pool."})
     initial_pool_path: str | None = field(
-        default=None, metadata={"help": "JSONL pool to start from (pool.jsonl of a run, or seed_pool.py output)."}
+        default=None,
+        metadata={
+            "help": "JSONL pool to start from (pool.jsonl of a run, or seed_pool.py output), or the name of a pool "
+            "shipped in opensir_lite/data/pools (e.g. qwen0.5b-official)."
+        },
     )
     pool_append_strategy: str = field(
         default="all_legal", metadata={"help": "Which new problems join the pool: all_legal, top-<x> or never."}
@@ -165,6 +190,14 @@ class SelfPlayConfig(GRPOConfig):
         default_factory=lambda: [1.0, 0.1],
         metadata={"help": ranged(at_least(0), "Weights of accuracy and student_format (paper).")},
     )
+    student_format_gate: str = field(
+        default="none",
+        metadata={
+            "help": "When student_format scores a row: 'none' (paper: always) or 'accuracy_variance' (only in groups "
+            "whose accuracy reward varies; elsewhere it is None, so a group that agrees on its accuracy gets no "
+            "format-only advantage from the std-normalised 0.1 format reward)."
+        },
+    )
     # ---- scores ----
     solve_rate_lower: float = field(
         default=GATE_LOWER,
@@ -228,6 +261,14 @@ class SelfPlayConfig(GRPOConfig):
             "'float32'."
         },
     )
+    bf16_when_native: bool = field(
+        default=False,
+        metadata={
+            "help": "On a CPU without native bf16 (AVX512-BF16 or AMX), turn bf16 autocast (bf16) and bf16 rollouts "
+            "(rollout_dtype bfloat16) into fp32: torch emulates bf16 there, several times slower. The choice is "
+            "logged and written to run_config.json. Where bf16 is native (or on a GPU) nothing changes."
+        },
+    )
     probe_every: int = field(
         default=0,
         metadata={
@@ -243,6 +284,17 @@ class SelfPlayConfig(GRPOConfig):
     )
     probe_samples: int = field(
         default=0, metadata={"help": ranged(at_least(0), "Answers per probe question. 0: num_generations.")}
+    )
+    stop_rule_metrics: list[str] = field(
+        default_factory=list,
+        metadata={
+            "help": "Pre-registered stop rule: end the run (with a checkpoint) once any of these round metrics falls "
+            "below stop_rule_ratio x its value at step 1, e.g. [student_mean_tokens, student_mean_entropy]. "
+            "Empty: off."
+        },
+    )
+    stop_rule_ratio: float = field(
+        default=0.5, metadata={"help": ranged(between(0, 1, low_open=True), "The stop rule's fraction of step 1.")}
     )
     evidence_completion_chars: int = field(
         default=300,
@@ -332,6 +384,13 @@ class SelfPlayConfig(GRPOConfig):
                 f"per_device_train_batch_size ({self.per_device_train_batch_size}) must divide the rows of one "
                 f"round ({self.rows_per_round} = (num_teacher_groups + num_student_groups) x num_generations)"
             )
+        if self.student_format_gate not in STUDENT_FORMAT_GATES:
+            errors.append(f"student_format_gate must be one of {', '.join(STUDENT_FORMAT_GATES)}")
+        unknown = [m for m in self.stop_rule_metrics if m not in STOP_RULE_METRICS]
+        if unknown:
+            errors.append(f"stop_rule_metrics: unknown {unknown[0]!r}; choose from {', '.join(STOP_RULE_METRICS)}")
+        if self.method == "gold" and 0 < self.gold_candidates < self.num_student_groups:
+            errors.append("gold_candidates must be 0 or at least num_student_groups")
         if self.student_selection not in ("top", "random"):
             errors.append(f"student_selection must be 'top' or 'random', got {self.student_selection!r}")
         if len(self.teacher_reward_weights) != 4 or len(self.student_reward_weights) != 2:
@@ -355,6 +414,17 @@ class SelfPlayConfig(GRPOConfig):
             # One round per generation on every process: TRL's global generation batch is then
             # rows_per_round x processes, and each micro-step of per_device_train_batch_size rows takes its slice.
             self.steps_per_generation = self.rows_per_round // self.per_device_train_batch_size
+        if self.bf16_when_native and not _gpu_available():
+            from opensir_lite.models import cpu_has_native_bf16
+
+            if not cpu_has_native_bf16() and (self.bf16 or self.rollout_dtype == "bfloat16"):
+                logger.warning(
+                    "this CPU has no native bf16 (AVX512-BF16/AMX): bf16 autocast and bf16 rollouts run in fp32 "
+                    "instead (bf16_when_native)"
+                )
+                self.bf16 = False
+                if self.rollout_dtype == "bfloat16":
+                    self.rollout_dtype = "float32"
         if self.bf16 is None and not self.fp16:
             from opensir_lite.models import current_device_dtype
 

@@ -1,9 +1,11 @@
 """The gold-label control of a self-play run: plain GRPO on labelled problems, as TRL's ``rollout_func``.
 
-Each round takes the next ``num_student_groups`` problems of a labelled training set (rows no evaluation subset and
+Each round takes the next ``gold_candidates`` problems of a labelled training set (rows no evaluation subset and
 no probe contains, :func:`opensir_lite.evaluation.training_items`), samples G student solutions for each with the
-same prompt, sampler and budget as a self-play student, and grades every answer against the gold one
-(``correct``, read by the ``gold_accuracy`` reward). There is no teacher and no pool to grow: the "pool" of a
+same prompt, sampler and budget as a self-play student, grades every answer against the gold one (``correct``,
+read by the ``gold_accuracy`` reward) and trains ``num_student_groups`` of them: those whose accuracy varies
+first (the only groups with a gold-reward advantage, as self-play trains the problems inside its gate), then the
+rest in order. With ``gold_candidates`` 0 every sampled problem is trained. There is no teacher and no pool to grow: the "pool" of a
 control run is the list of labelled problems it trained on, with their accuracy (so checkpoints, resume and the
 run's files work as for self-play). Its steps are the yardstick of self-play's cost per generated token.
 """
@@ -23,7 +25,15 @@ from opensir_lite.parsing import extract_answer, normalise_answer, verify_parsed
 from opensir_lite.pool import ProblemPool, ProblemRecord
 from opensir_lite.prompts import render, student_messages, supports_system_prompt
 from opensir_lite.rewards import STUDENT
-from opensir_lite.selfplay import _tail, sampling_settings
+from opensir_lite.selfplay import _tail, advantage_metrics, sampling_settings, student_advantage_stats
+
+
+def trained_groups(accuracies: list[float], n: int) -> list[int]:
+    """Which of the sampled groups train: the first ``n`` whose accuracy varies (strictly between 0 and 1), then
+    the others in sampling order until there are ``n``; returned in sampling order."""
+    varied = [k for k, acc in enumerate(accuracies) if 0.0 < acc < 1.0]
+    rest = [k for k in range(len(accuracies)) if k not in varied]
+    return sorted((varied + rest)[:n])
 
 
 def grade_against_gold(answers: list[str | None], item: Item) -> list[bool]:
@@ -61,7 +71,8 @@ class GoldControl:
         return rows
 
     def next_items(self) -> list[Item]:
-        n = self.args.num_student_groups
+        """The next ``gold_candidates`` rows (``num_student_groups`` when 0), in the training order."""
+        n = max(self.args.num_student_groups, getattr(self.args, "gold_candidates", 0) or 0)
         picked = [self.items[(self.cursor + i) % len(self.items)] for i in range(n)]
         self.cursor += n
         return picked
@@ -100,7 +111,7 @@ class GoldControl:
             votes.append(majority_vote(answers[k * G : (k + 1) * G], by=a.answer_vote))
         t_grading = time.perf_counter() - t0
         rows: dict[str, list] = {k: [] for k in ("prompt_ids", "completion_ids", "env_mask", "role", "correct",
-                                                 "answer", "problem_id")}  # fmt: skip
+                                                 "answer", "problem_id", "format_scored")}  # fmt: skip
         records, accuracies, majority_right = [], [], []
         for k, (item, vote) in enumerate(zip(items, votes, strict=True)):
             group = range(k * G, (k + 1) * G)
@@ -108,39 +119,56 @@ class GoldControl:
             first = next((j for j in group if vote.agrees(j - k * G)), None)
             majority_right.append(float(first is not None and correct[first]))
             accuracies.append(accuracy)
-            record = ProblemRecord(
-                id=self.pool.next_id + k, problem=item.question, step=step, legal=True, in_pool=True, source="gold",
+            records.append(ProblemRecord(
+                id=self.pool.next_id + k, problem=item.question, step=step, legal=True, in_pool=False, source="gold",
                 reference_id=item.index, solve_rate=accuracy, majority_answer=vote.majority,
                 n_valid_answers=vote.n_valid, mean_student_tokens=float(np.mean([out[j].num_tokens for j in group])),
-            )  # fmt: skip
-            records.append(record)
-            for j in group:
+            ))  # fmt: skip
+        trained = trained_groups(accuracies, a.num_student_groups)
+        for k in trained:
+            records[k].in_pool = True  # the "pool" of a control run: the labelled problems it trained on
+            for j in range(k * G, (k + 1) * G):
                 rows["prompt_ids"].append(list(out[j].prompt_ids))
                 rows["completion_ids"].append(list(out[j].completion_ids))
                 rows["env_mask"].append([1] * len(out[j].completion_ids))
                 rows["role"].append(STUDENT)
                 rows["correct"].append(correct[j])
                 rows["answer"].append(answers[j])
-                rows["problem_id"].append(record.id)
-            cap = getattr(a, "evidence_completion_chars", 300)
-            if cap is not None and cap >= 0:
+                rows["problem_id"].append(records[k].id)
+        for record in records:
+            if not record.in_pool:
+                record.reason = "not_trained"  # sampled, but other candidates' accuracy varied
+        adv = student_advantage_stats(
+            a, [float(c) for c in rows["correct"]], [out[j].text for k in trained for j in range(k * G, (k + 1) * G)]
+        )
+        rows["format_scored"] = adv.pop("format_scored")
+        cap = getattr(a, "evidence_completion_chars", 300)
+        if cap is not None and cap >= 0:
+            for k, (item, vote) in enumerate(zip(items, votes, strict=True)):
+                group = range(k * G, (k + 1) * G)
                 students = [{"answer": answers[j], "correct": correct[j], "tokens": out[j].num_tokens,
                              **({"completion": _tail(out[j].text, cap)} if cap > 0 else {})} for j in group]  # fmt: skip
-                self._evidence.append({"id": record.id, "step": step, "gold_row": item.index, "gold": item.gold,
-                                       "students": students, "accuracy": accuracy,
+                self._evidence.append({"id": records[k].id, "step": step, "gold_row": item.index, "gold": item.gold,
+                                       "students": students, "accuracy": accuracies[k], "trained": k in trained,
                                        "majority_answer": vote.majority})  # fmt: skip
         self.pool.add(records)
         tokens = sum(c.num_tokens for c in out)
+        entropies = [c.entropy for c in out if c.entropy is not None]
         valid = sum(v.n_valid for v in votes)
         rollout = time.perf_counter() - t_start
         stats: dict[str, Any] = {
             "teacher_outputs": 0, "legal_problems": 0, "legal_ratio": None, "answered_problems": len(items),
             "solve_rate_mean": float(np.mean(accuracies)), "novelty_mean": None, "pool_size": len(self.pool),
             "teacher_tokens": 0, "student_tokens": tokens, "tokens_generated": tokens,
-            "student_groups": len(items), "filler_groups": 0,
+            "student_groups": len(trained), "filler_groups": 0,
             "gold/accuracy": float(np.mean(correct)) if correct else 0.0,
             "gold/majority_correct": float(np.mean(majority_right)),
             "gold/zero_variance_groups": sum(1 for acc in accuracies if acc in (0.0, 1.0)),
+            "gold/candidates": len(items),
+            "gold/trained_accuracy": float(np.mean([accuracies[k] for k in trained])) if trained else None,
+            "gold/trained_variance_groups": sum(1 for k in trained if accuracies[k] not in (0.0, 1.0)),
+            **advantage_metrics({**adv, "student_entropy_sum": float(sum(entropies)),
+                                 "student_entropy_count": len(entropies)}),
             "student_valid_rate": valid / len(out) if out else None,
             "student_mean_tokens": tokens / len(out) if out else None,
             "student_truncated_share": float(np.mean([c.num_tokens >= a.student_max_new_tokens for c in out])),

@@ -14,7 +14,15 @@ import numpy as np
 from transformers import TrainerCallback
 
 from opensir_lite.checkpointing import METRICS_FILE, find_run_file
-from opensir_lite.rewards import GATE_LOWER, GATE_UPPER, STUDENT_REWARD_NAMES, TEACHER_REWARD_NAMES
+from opensir_lite.parsing import has_final_answer_line
+from opensir_lite.rewards import (
+    GATE_LOWER,
+    GATE_UPPER,
+    STUDENT_REWARD_NAMES,
+    TEACHER_REWARD_NAMES,
+    format_advantage_share,
+    format_scored_column,
+)
 
 logger = logging.getLogger(__name__)
 
@@ -204,6 +212,19 @@ SUMMARY_KEYS = (
 )  # fmt: skip
 
 
+def probe_choice(readings: list[dict[str, Any]]) -> dict[str, Any] | None:
+    """The checkpoint the label probe picks: the reading with the highest majority = gold (ties: the one-sample
+    accuracy, then the earlier step). The reading of step k measured the weights after k - 1 updates, so it names
+    ``checkpoint-(k-1)``; step 1's reading is the base (no checkpoint)."""
+    scored = [r for r in readings if isinstance(r.get("majority_correct"), int | float)]
+    if not scored:
+        return None
+    best = max(scored, key=lambda r: (r["majority_correct"], r.get("sample_accuracy") or 0.0, -r["step"]))
+    step = int(best["step"])
+    return {"step": step, "checkpoint": f"checkpoint-{step - 1}" if step > 1 else None,
+            "majority_correct": best["majority_correct"]}  # fmt: skip
+
+
 def learning_summary(rows: list[dict[str, Any]], first: int = 5, last: int = 10) -> dict[str, Any]:
     """The health of a run from its ``metrics.jsonl`` rows: the legal ratio over the first ``first`` and the last
     ``last`` steps, the valid-answer rate, share in the gate, novelty and lengths at both ends, the label probe at
@@ -227,6 +248,55 @@ def learning_summary(rows: list[dict[str, Any]], first: int = 5, last: int = 10)
         {"step": r["step"], **{k.split("/", 1)[1]: r.get(k) for k in PROBE}, "seconds": r.get("time/probe")}
         for r in probes
     ]
+    out["probe_choice"] = probe_choice(out["probe"])
     out["probe_seconds"] = sum(r.get("time/probe") or 0.0 for r in probes)
     out["step_seconds"] = sum(r.get("time/step") or 0.0 for r in rows)
     return out
+
+
+ADVANTAGE_SCHEMES = {  # (scale_rewards, student_format_gate) replayed by evidence_format_shares
+    "group std (paper)": ("group", "none"),
+    "scale none (dr_grpo)": ("none", "none"),
+    "group std + format gate": ("group", "accuracy_variance"),
+    "scale none + format gate": ("none", "accuracy_variance"),
+}
+
+
+def evidence_accuracy(row: dict[str, Any]) -> list[float]:
+    """A round-evidence row's student accuracy rewards: agreement with the majority class (self-play) or the
+    gold grade (the control's ``correct``)."""
+    students = row.get("students") or []
+    if students and "correct" in students[0]:
+        return [float(bool(s.get("correct"))) for s in students]
+    majority = row.get("majority_class")
+    return [float(majority is not None and s.get("class") == majority) for s in students]
+
+
+def evidence_format_shares(
+    evidence: list[dict[str, Any]],
+    scale: str = "group",
+    gate: str = "none",
+    weights: tuple[float, float] = (1.0, 0.1),
+    trained_only: bool = True,
+) -> dict[int, dict[str, Any]]:
+    """Per step, the format share of the student |advantage| that TRL's group advantages would give the groups of
+    ``round_evidence.jsonl`` under a scale (``group`` or ``none``) and a student format gate, with the format read
+    from each completion's stored tail (the final-answer line is its end). Self-play evidence holds every answered
+    problem (not only the trained ones); control evidence marks ``trained`` (older runs: every row trained)."""
+    by_step: dict[int, tuple[list[float], list[float | None]]] = {}
+    for row in evidence:
+        students = row.get("students") or []
+        if not students or (trained_only and row.get("trained") is False):
+            continue
+        acc = evidence_accuracy(row)
+        scored = format_scored_column(acc, len(acc), gate)
+        tails = [s.get("completion", "") for s in students]
+        fmt = [float(has_final_answer_line(t)) if ok else None for t, ok in zip(tails, scored, strict=True)]
+        a, f = by_step.setdefault(int(row["step"]), ([], []))
+        a.extend(acc)
+        f.extend(fmt)
+    G = next((len(r["students"]) for r in evidence if r.get("students")), 1)
+    return {
+        step: format_advantage_share(a, f, G, weights, scale=scale != "none")
+        for step, (a, f) in sorted(by_step.items())
+    }

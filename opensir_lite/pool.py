@@ -105,6 +105,26 @@ def atomic_write_text(path: Path, text: str) -> None:
     os.replace(tmp, path)
 
 
+SHIPPED_POOLS = Path(__file__).parent / "data" / "pools"  # initial pools shipped as package data (README there)
+
+
+def shipped_pool_names() -> list[str]:
+    return sorted(p.stem for p in SHIPPED_POOLS.glob("*.jsonl"))
+
+
+def resolve_pool_path(path: str | Path) -> Path:
+    """A pool file's path: ``path`` itself when it is a file, else the shipped pool of that name
+    (``opensir_lite/data/pools/<name>.jsonl``, with or without the suffix), else ``path`` unchanged (the caller
+    reports it missing)."""
+    candidate = Path(path)
+    if candidate.is_file():
+        return candidate
+    name = candidate.name if candidate.suffix == ".jsonl" else candidate.name + ".jsonl"
+    if str(candidate.parent) in ("", ".") and (SHIPPED_POOLS / name).is_file():
+        return SHIPPED_POOLS / name
+    return candidate
+
+
 class ProblemPool:
     """Pool entries (oldest first), the history of every generated problem, and cached embeddings."""
 
@@ -122,8 +142,9 @@ class ProblemPool:
 
     @classmethod
     def from_jsonl(cls, path: str | Path, max_size: int | None = None) -> ProblemPool:
-        """Read a pool file (ours, or any JSONL with a ``problem`` or ``question`` field per line)."""
-        path = Path(path)
+        """Read a pool file (ours, or any JSONL with a ``problem`` or ``question`` field per line), or a pool
+        shipped with the package, by name (:func:`resolve_pool_path`)."""
+        path = resolve_pool_path(path)
         if not path.is_file():
             raise PoolFileError(f"pool file not found: {path}")
         records: list[ProblemRecord] = []

@@ -23,6 +23,7 @@ RewardFunc = Callable[..., list[float | None]]
 FORMAT_CREDITS = ("official", "partial")  # teacher_format: the official all-or-nothing, or a third per tag pair
 GATE_LOWER = 0.5  # the paper's solvability gate: lowest rewarded solve rate
 GATE_UPPER = 0.9  # the paper's solvability gate: highest rewarded solve rate
+STUDENT_FORMAT_GATES = ("none", "accuracy_variance")  # student_format: always (paper), or where accuracy varies
 
 
 # ---- scalar formulas --------------------------------------------------------------------------------------
@@ -151,13 +152,29 @@ def accuracy(completions, role=None, in_majority=None, **_) -> list[float | None
     return [float(bool(a)) if r == STUDENT else None for r, a in zip(roles, agrees, strict=True)]
 
 
-def student_format(completions, role=None, **_) -> list[float | None]:
-    """Student: 1 when the completion has the boxed final-answer line."""
+def student_format(completions, role=None, format_scored=None, **_) -> list[float | None]:
+    """Student: 1 when the completion has the boxed final-answer line. None (no score) where the column
+    ``format_scored`` is False: with ``student_format_gate: accuracy_variance`` the rollout sets it False for every
+    row of a group whose accuracy reward does not vary, so the format reward never makes an advantage alone."""
     roles = _col(completions, role)
+    scored = _col(completions, True) if format_scored is None else _col(completions, format_scored)
     return [
-        float(has_final_answer_line(_text(c))) if r == STUDENT else None
-        for c, r in zip(completions, roles, strict=True)
+        float(has_final_answer_line(_text(c))) if r == STUDENT and s is not False else None
+        for c, r, s in zip(completions, roles, scored, strict=True)
     ]
+
+
+def format_scored_column(accuracy: Sequence[float], num_generations: int, gate: str) -> list[bool]:
+    """The ``format_scored`` column of student rows (consecutive groups of ``num_generations``): True everywhere
+    for gate 'none'; for 'accuracy_variance' True only in groups whose accuracy values are not all equal."""
+    if gate not in STUDENT_FORMAT_GATES:
+        raise ValueError(f"student_format_gate must be one of {', '.join(STUDENT_FORMAT_GATES)}, got {gate!r}")
+    out: list[bool] = []
+    for start in range(0, len(accuracy), num_generations):
+        group = [float(a) for a in accuracy[start : start + num_generations]]
+        varies = max(group) != min(group) if group else False
+        out += [gate == "none" or varies] * len(group)
+    return out
 
 
 def gold_accuracy(completions, role=None, correct=None, **_) -> list[float | None]:
@@ -216,3 +233,46 @@ def group_advantages(
             adv = adv / (std + 1e-4)
         advantages[start : start + num_generations] = np.where(np.isnan(group), 0.0, adv)
     return [float(a) for a in advantages]
+
+
+def format_advantage_share(
+    accuracy: Sequence[float],
+    fmt: Sequence[float | None],
+    num_generations: int,
+    weights: Sequence[float] = (1.0, 0.1),
+    scale: bool = True,
+) -> dict[str, float | int | None]:
+    """How much of the student rows' |advantage| the format reward makes, under TRL's group advantages.
+
+    Per group of ``num_generations`` rows the advantage of a row is ``(w_a (a - mean a) + w_f (f - mean f)) / d``
+    with ``d`` the std of the weighted totals plus 1e-4 (``scale``, TRL's ``scale_rewards: group``) or 1
+    (``none``); a format value of None (the gate) counts as no format term. Returns the format share of
+    sum |format term| + sum |accuracy term| (None when no group has an advantage), the number of groups whose only
+    variance is the format reward (``format_only_groups``) and of groups whose accuracy varies, and the two sums
+    (``format_abs``, ``accuracy_abs``: shares of several rounds or ranks combine through them)."""
+    import numpy as np
+
+    w_a, w_f = float(weights[0]), float(weights[1])
+    fmt_abs = acc_abs = 0.0
+    format_only = acc_groups = 0
+    for start in range(0, len(accuracy), num_generations):
+        a = np.asarray(accuracy[start : start + num_generations], dtype=float)
+        f = np.asarray([0.0 if v is None else float(v) for v in fmt[start : start + num_generations]], dtype=float)
+        has_f = any(v is not None for v in fmt[start : start + num_generations])
+        a_term = w_a * (a - a.mean())
+        f_term = w_f * (f - f.mean()) if has_f else np.zeros_like(f)
+        total = w_a * a + (w_f * f if has_f else 0.0)
+        d = (total.std(ddof=1) if len(total) > 1 else 0.0) + 1e-4 if scale else 1.0
+        acc_varies = bool(np.ptp(a) > 0)
+        acc_groups += acc_varies
+        format_only += (not acc_varies) and bool(np.ptp(f_term) > 0)
+        fmt_abs += float(np.abs(f_term / d).sum())
+        acc_abs += float(np.abs(a_term / d).sum())
+    whole = fmt_abs + acc_abs
+    return {
+        "format_share": fmt_abs / whole if whole > 1e-9 else None,
+        "format_only_groups": format_only,
+        "accuracy_variance_groups": acc_groups,
+        "format_abs": fmt_abs,
+        "accuracy_abs": acc_abs,
+    }

@@ -8,8 +8,10 @@ same output resumes and appends until N problems are accepted (the paper's run u
 
 from __future__ import annotations
 
+import time
+from collections import Counter
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
@@ -63,6 +65,7 @@ class SeedSettings:
     solve_rate_upper: float = GATE_UPPER
     candidates_per_batch: int = 16  # teacher prompts per batch (one sample each)
     max_attempts: int = 512  # candidates tried in this invocation before giving up
+    max_seconds: float = 0.0  # time box of this invocation (0: none); a batch under way finishes
     teacher: SamplingSettings | None = None
     student: SamplingSettings | None = None
     seed: int = 0
@@ -80,6 +83,13 @@ class SeedReport:
     tried: int  # candidates tried in this invocation
     reached: bool  # N reached
     path: Path
+    seconds: float = 0.0  # wall time of this invocation
+    accepted_now: int = 0  # accepted in this invocation
+    outcomes: dict[str, int] = field(default_factory=dict)  # this invocation's candidates by outcome (reason)
+
+    @property
+    def accepted_per_minute(self) -> float:
+        return self.accepted_now / (self.seconds / 60) if self.seconds > 0 else 0.0
 
 
 def accepted_count(pool: ProblemPool) -> int:
@@ -110,13 +120,19 @@ def seed_pool(
     student = settings.student or SamplingSettings(1024, 1.0, 1.0)
     seen = {r.problem.strip().lower() for r in pool.entries}
     tried = 0
+    start, before = time.perf_counter(), accepted_count(pool)
+    outcomes: Counter = Counter()
     bar = tqdm(
         total=settings.n_problems,
         initial=min(accepted_count(pool), settings.n_problems),
         disable=not progress,
         desc="accepted",
     )
-    while accepted_count(pool) < settings.n_problems and tried < settings.max_attempts:
+
+    def out_of_time() -> bool:
+        return settings.max_seconds > 0 and time.perf_counter() - start >= settings.max_seconds
+
+    while accepted_count(pool) < settings.n_problems and tried < settings.max_attempts and not out_of_time():
         batch = min(settings.candidates_per_batch, settings.max_attempts - tried)
         references = pool.sample_references(batch, rng)
         prompts = [
@@ -161,6 +177,7 @@ def seed_pool(
             if record.in_pool and accepted_count(pool) + sum(r.in_pool for r in records) >= settings.n_problems:
                 record.in_pool, record.reason = False, "over_target"  # N reached within this batch
             records.append(record)
+            outcomes["accepted" if record.in_pool else (record.reason or "unknown")] += 1
         embeddings = {}
         new_entries = [r for r in records if r.in_pool]
         if embedder is not None and new_entries:
@@ -173,4 +190,23 @@ def seed_pool(
         bar.set_postfix(tried=tried)
     bar.close()
     accepted = accepted_count(pool)
-    return SeedReport(accepted=accepted, tried=tried, reached=accepted >= settings.n_problems, path=output)
+    return SeedReport(
+        accepted=accepted, tried=tried, reached=accepted >= settings.n_problems, path=output,
+        seconds=time.perf_counter() - start, accepted_now=accepted - before, outcomes=dict(outcomes),
+    )  # fmt: skip
+
+
+QUESTION_SOURCE = "question"  # a pool entry that is a human-written question (no answer was read)
+
+
+def pool_from_questions(questions: list[tuple[int, str]], benchmark: str) -> ProblemPool:
+    """An initial pool of human-written questions, answers never read: one entry per (row index, question), in
+    the given order, ``source`` ``question`` and the benchmark row as ``reference_id`` (provenance). The variant
+    pool of the Qwen recipes uses GSM8K rows that no evaluation subset and no probe contains."""
+    records = [
+        ProblemRecord(id=k, problem=q.strip(), in_pool=True, source=QUESTION_SOURCE, reference_id=row,
+                      concepts=[benchmark])
+        for k, (row, q) in enumerate(questions)
+        if q.strip()
+    ]  # fmt: skip
+    return ProblemPool(records)

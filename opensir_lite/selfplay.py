@@ -31,7 +31,13 @@ import numpy as np
 from opensir_lite.embedding import max_similarities, novelty_scores
 from opensir_lite.generation import Completion, SamplingSettings, generate, generate_with_vllm
 from opensir_lite.grading import Vote, majority_vote
-from opensir_lite.parsing import TeacherParse, extract_answer, find_concepts_span, parse_teacher_output
+from opensir_lite.parsing import (
+    TeacherParse,
+    extract_answer,
+    find_concepts_span,
+    has_final_answer_line,
+    parse_teacher_output,
+)
 from opensir_lite.pool import ProblemPool, ProblemRecord
 from opensir_lite.prompts import (
     EXAMPLE_REPLY,
@@ -48,6 +54,8 @@ from opensir_lite.rewards import (
     TEACHER_REWARD_NAMES,
     combined_score,
     finite_or_none,
+    format_advantage_share,
+    format_scored_column,
     make_teacher_rewards,
 )
 
@@ -138,6 +146,32 @@ def distinct_count(pool: ProblemPool, include_seed: bool = False, threshold: flo
         if not kept or float(sims[i, kept].max()) < threshold:
             kept.append(i)
     return count + len(kept)
+
+
+def student_advantage_stats(args, accuracy: list[float], texts: list[str]) -> dict[str, Any]:
+    """For the trained student rows (consecutive groups of G): the ``format_scored`` column of the recipe's
+    ``student_format_gate`` and how much of their |advantage| the format reward makes (TRL's group advantages
+    with the recipe's student weights and ``scale_rewards``). Shared by self-play and the gold control."""
+    G = args.num_generations
+    scored = format_scored_column(accuracy, G, getattr(args, "student_format_gate", "none"))
+    fmt = [float(has_final_answer_line(t)) if ok else None for t, ok in zip(texts, scored, strict=True)]
+    weights = list(getattr(args, "student_reward_weights", [1.0, 0.1]))
+    share = format_advantage_share(accuracy, fmt, G, weights, scale=getattr(args, "scale_rewards", "group") != "none")
+    return {**share, "format_scored": scored}
+
+
+def advantage_metrics(total: dict[str, Any]) -> dict[str, Any]:
+    """Round metrics from the summed local numbers: the format share of the student |advantage|, the groups
+    whose only variance is the format reward, and the student's mean sampling entropy."""
+    whole = total["format_abs"] + total["accuracy_abs"]
+    return {
+        "advantage/format_share": total["format_abs"] / whole if whole > 1e-9 else None,
+        "advantage/format_only_groups": total["format_only_groups"],
+        "advantage/accuracy_variance_groups": total["accuracy_variance_groups"],
+        "student_mean_entropy": (
+            total["student_entropy_sum"] / total["student_entropy_count"] if total["student_entropy_count"] else None
+        ),
+    }
 
 
 def sampling_settings(args, role: str) -> SamplingSettings:
@@ -243,6 +277,7 @@ class SelfPlay:
         self._example_vector: np.ndarray | None = None  # embedding of the worked example's problem
         self._evidence: list[dict[str, Any]] = []  # round evidence rows not yet written (take_evidence)
         self._trainer = None  # set by __call__ (TRL's rollout hook)
+        self._student_advantages: dict[str, Any] = {}  # the trained student rows' advantage split (_build_rows)
 
     # ---- checkpoint state ---------------------------------------------------------------------------------
     def state_dict(self) -> dict[str, Any]:
@@ -534,7 +569,7 @@ class SelfPlay:
             k: []
             for k in ("prompt_ids", "completion_ids", "env_mask", "role", "legal", "solve_rate", "novelty",
                       "mean_student_tokens", "answer", "majority_answer", "in_majority", "problem_id",
-                      "teacher_prefill", "near_duplicate")
+                      "teacher_prefill", "near_duplicate", "format_scored")
         }  # fmt: skip
 
         def add(prompt_ids, completion_ids, env_mask, role, record, answer=None, majority=None, in_majority=None):
@@ -552,6 +587,7 @@ class SelfPlay:
             rows["problem_id"].append(record.id)
             rows["near_duplicate"].append(record.near_duplicate)
             rows["teacher_prefill"].append(self.args.teacher_prefill or "")
+            rows["format_scored"].append(True)
 
         for g in teacher_groups:
             for i in range(g * G, (g + 1) * G):
@@ -559,12 +595,18 @@ class SelfPlay:
                 add(
                     c.prompt_ids, c.completion_ids, concepts_loss_mask(tokenizer, c.completion_ids), TEACHER, records[i]
                 )
+        first_student = len(rows["role"])
         for i in student_problems:
             k = cand_pos[i]
             for j in range(k * G, (k + 1) * G):
                 c = student_out[j]
                 add(c.prompt_ids, c.completion_ids, [1] * len(c.completion_ids), STUDENT, records[i],
                     answer=answers[j], majority=votes[k].majority, in_majority=votes[k].agrees(j - k * G))  # fmt: skip
+        self._student_advantages = student_advantage_stats(
+            self.args, [float(bool(v)) for v in rows["in_majority"][first_student:]],
+            [student_out[j].text for i in student_problems for j in range(cand_pos[i] * G, (cand_pos[i] + 1) * G)],
+        )  # fmt: skip
+        rows["format_scored"][first_student:] = self._student_advantages.pop("format_scored")
         # Filler groups when fewer legal problems than student groups: zero loss weight, every reward None.
         filler = teacher_out[teacher_groups[0] * G]
         for _ in range(self.args.num_student_groups - len(student_problems)):
@@ -581,7 +623,15 @@ class SelfPlay:
         for g in teacher_groups:
             values = [records[i].combined_score or 0.0 for i in range(g * G, (g + 1) * G)]
             zero_var += int(np.var(values) == 0.0)
+        entropies = [c.entropy for c in student_out if c.entropy is not None]
+        adv = getattr(self, "_student_advantages", None) or {}
         return {
+            "format_abs": adv.get("format_abs", 0.0),
+            "accuracy_abs": adv.get("accuracy_abs", 0.0),
+            "format_only_groups": adv.get("format_only_groups", 0),
+            "accuracy_variance_groups": adv.get("accuracy_variance_groups", 0),
+            "student_entropy_sum": float(sum(entropies)),
+            "student_entropy_count": len(entropies),
             "teacher_tokens": sum(c.num_tokens for c in teacher_out),
             "student_tokens": sum(c.num_tokens for c in student_out),
             "teacher_sequences": len(teacher_out),
@@ -658,6 +708,7 @@ class SelfPlay:
             "pool_distinct_problems": distinct_count(self.pool),
         }
         stats["tokens_generated"] = stats["teacher_tokens"] + stats["student_tokens"]
+        stats.update(advantage_metrics(total))
         for reason, n in sorted(reasons.items()):
             stats[f"illegal/{reason}"] = n
         for name in TEACHER_REWARD_NAMES:

@@ -22,6 +22,7 @@ from opensir_lite.checkpointing import (
     EVIDENCE_FILE,
     METRICS_FILE,
     SELFPLAY_STATE_FILE,
+    STOP_RULE_FILE,
     RunFolderError,
     checkpoint_step,
     load_checkpoint_state,
@@ -33,6 +34,7 @@ from opensir_lite.checkpointing import (
 )
 from opensir_lite.config import PolicyModelConfig, SelfPlayConfig
 from opensir_lite.control import GoldControl
+from opensir_lite.curves import read_metrics
 from opensir_lite.embedding import Embedder
 from opensir_lite.models import (
     ModelLoadError,
@@ -246,7 +248,11 @@ class MergedRolloutModel:
 class SelfPlayCallback(TrainerCallback):
     """Per step: time the update, save the pool, print a one-line summary; per log: a ``metrics.jsonl`` line;
     per checkpoint: the pool and the self-play state inside the checkpoint folder, written *before* the trainer
-    writes its own files there (so a checkpoint pushed to the Hub by ``hub_strategy`` carries the pool too)."""
+    writes its own files there (so a checkpoint pushed to the Hub by ``hub_strategy`` carries the pool too).
+
+    The label probe of step k reads the weights after k - 1 updates, so the step before a probe step is always
+    checkpointed: the probe reading of step k chooses ``checkpoint-(k-1)`` (step 1's reading is the base). The
+    pre-registered stop rule (``stop_rule_metrics``) ends the run with a checkpoint of the step that broke it."""
 
     def __init__(self, selfplay: SelfPlay, output_dir: str | Path, quiet: bool = False):
         self.selfplay = selfplay
@@ -255,8 +261,13 @@ class SelfPlayCallback(TrainerCallback):
         self._step_start = 0.0
         self._pending: list[dict[str, Any]] = []
         self._state: dict[str, Any] | None = None  # the self-play state gathered at the last save decision
+        self._first: dict[str, Any] | None = None  # step 1's round metrics: the stop rule's reference
 
     def on_train_begin(self, args, state, control, **kwargs):
+        metrics = self.output_dir / METRICS_FILE
+        if state.global_step > 0 and metrics.is_file():  # a resumed run keeps its step 1 as the reference
+            first = next((r for r in read_metrics(metrics) if r.get("step") == 1), None)
+            self._first = first
         if state.is_world_process_zero:  # every rank holds the same pool; rank 0 writes the files
             self.output_dir.mkdir(parents=True, exist_ok=True)
             self.selfplay.pool.save(self.output_dir)
@@ -275,6 +286,28 @@ class SelfPlayCallback(TrainerCallback):
             r["time/step"] = step_time / len(rounds)
         self._pending.extend(rounds)
         evidence = self.selfplay.take_evidence()
+        probe = getattr(self.selfplay, "before_round", None)
+        if (
+            callable(getattr(probe, "due", None))
+            and state.global_step < state.max_steps
+            and probe.due(state.global_step + 1)
+            and args.save_strategy != "no"
+        ):
+            control.should_save = True  # the next step's probe reads these weights: keep them as a checkpoint
+        reason = self._stop_rule(args, state, rounds)
+        if reason:  # the pre-registered stop rule: a checkpoint of this step, then the end of the run
+            control.should_training_stop = True
+            control.should_save = args.save_strategy != "no"
+            for r in rounds:
+                r["stop_rule_fired"] = 1
+            if state.is_world_process_zero:
+                (self.output_dir / STOP_RULE_FILE).write_text(
+                    json.dumps({"step": state.global_step, "reason": reason}, indent=2) + "\n"
+                )
+            if not self.quiet:
+                from tqdm.auto import tqdm
+
+                tqdm.write(f"stop rule at step {state.global_step}: {reason}")
         if control.should_save:  # DefaultFlowCallback decided; the trainer saves next. A collective on all ranks:
             self._state = self.selfplay.state_dict()
         if state.is_world_process_zero:
@@ -287,6 +320,16 @@ class SelfPlayCallback(TrainerCallback):
             from tqdm.auto import tqdm
 
             tqdm.write(format_step_summary(state.global_step, state.max_steps, merge_round_stats(rounds)))
+
+    def _stop_rule(self, args, state, rounds: list[dict[str, Any]]) -> str | None:
+        metrics = list(getattr(args, "stop_rule_metrics", None) or [])
+        if not rounds or not metrics:
+            return None
+        merged = merge_round_stats(rounds)
+        if self._first is None:
+            self._first = merged
+            return None
+        return stop_rule_reason(self._first, merged, metrics, getattr(args, "stop_rule_ratio", 0.5))
 
     def on_log(self, args, state, control, logs=None, **kwargs):
         if not state.is_world_process_zero or not self._pending:
@@ -309,6 +352,18 @@ class SelfPlayCallback(TrainerCallback):
         if self._state is None:  # one process: no collective to fear
             self._state = self.selfplay.state_dict()
         save_selfplay_checkpoint(checkpoint, self.selfplay.pool, self._state)
+
+
+def stop_rule_reason(first: dict[str, Any], current: dict[str, Any], metrics: list[str], ratio: float) -> str | None:
+    """Why the stop rule fires (a metric below ``ratio`` x its step-1 value), or None. A metric missing or not
+    finite in either step (no student answer at all, greedy rollouts without an entropy) does not fire."""
+    for name in metrics:
+        ref, now = first.get(name), current.get(name)
+        if not all(isinstance(v, int | float) and math.isfinite(v) for v in (ref, now)):
+            continue
+        if ref > 0 and now < ratio * ref:
+            return f"{name} {now:.3g} < {ratio:g} x {ref:.3g} (step 1)"
+    return None
 
 
 def append_jsonl(path: Path, rows: list[dict[str, Any]]) -> None:

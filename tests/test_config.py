@@ -206,3 +206,22 @@ def test_smoke_is_the_first_steps_of_learn_cpu():
     }
     assert {k: v for k, v in smoke.items() if k not in own} == {k: v for k, v in learn.items() if k not in own}
     assert smoke["max_steps"] < learn["max_steps"]
+
+
+@pytest.mark.parametrize(
+    "native,bf16,rollout_dtype",
+    [
+        (True, True, "bfloat16"),  # native bf16: the recipe's choice stands
+        (False, False, "float32"),  # emulated bf16: fp32 update and rollouts
+    ],
+)
+def test_bf16_when_native(monkeypatch, tmp_path, native, bf16, rollout_dtype):
+    import torch
+
+    import opensir_lite.models as models
+
+    if torch.cuda.is_available():
+        pytest.skip("bf16_when_native only acts on a CPU")
+    monkeypatch.setattr(models, "cpu_has_native_bf16", lambda cpuinfo=None: native)
+    train_args, _ = parse_config(["--config", "learn-cpu-qwen", "--output_dir", str(tmp_path / "run")])
+    assert train_args.bf16 is bf16 and train_args.rollout_dtype == rollout_dtype

@@ -50,9 +50,9 @@ def test_gold_accuracy_reward(role, correct, expected):
 
 
 def test_gold_control_trains_two_steps(tmp_path, fitted_model_dir):
-    """Two GRPO steps of the control on the fitted tiny model: the rows are the labelled problems in order, the
-    reward is gold accuracy (the fitted model answers 11 or 14; the gold is 11), the adapter moves, and a
-    checkpoint holds the position in the rows."""
+    """Two GRPO steps of the control on the fitted tiny model: 3 labelled problems sampled per step in order, the 2
+    with accuracy variance trained, the reward is gold accuracy (the fitted model answers 11 or 14; the gold is 11)
+    with the format gate on, the adapter moves, and a checkpoint holds the position in the rows."""
     from opensir_lite.checkpointing import SELFPLAY_STATE_FILE
     from opensir_lite.config import PolicyModelConfig, SelfPlayConfig
     from opensir_lite.training import METRICS_FILE, build_trainer, run_training
@@ -64,7 +64,7 @@ def test_gold_control_trains_two_steps(tmp_path, fitted_model_dir):
         output_dir=str(tmp_path / "run"), method="gold", gold_benchmark=str(data), gold_holdout=0, max_steps=2,
         num_generations=4, num_student_groups=2, per_device_train_batch_size=8, student_max_new_tokens=48,
         learning_rate=5e-3, beta=0.0, save_steps=1, report_to="none", disable_tqdm=True, temperature=1.0, seed=0,
-        probe_every=1, probe_rows=2, probe_samples=2,
+        probe_every=1, probe_rows=2, probe_samples=2, gold_candidates=3, student_format_gate="accuracy_variance",
     )  # fmt: skip
     assert args.rows_per_round == 8 and args.reward_weights == [1.0, 0.1]
     model_args = PolicyModelConfig(model_name_or_path=str(fitted_model_dir), load_in_4bit=False, lora_r=8)
@@ -75,9 +75,27 @@ def test_gold_control_trains_two_steps(tmp_path, fitted_model_dir):
     assert [m["step"] for m in metrics] == [1, 2]
     for m in metrics:
         assert m["student_groups"] == 2 and m["teacher_tokens"] == 0 and m["tokens_generated"] > 0
-        assert "rewards/gold_accuracy/mean" in m and 0.0 <= m["gold/accuracy"] <= 1.0
-        assert m["rewards/gold_accuracy/mean"] == pytest.approx(m["gold/accuracy"])  # the reward is the grade
+        assert "rewards/gold_accuracy/mean" in m and 0.0 <= m["gold/accuracy"] <= 1.0 and m["gold/candidates"] == 3
+        assert m["rewards/gold_accuracy/mean"] == pytest.approx(m["gold/trained_accuracy"])  # the reward is the grade
+        assert m["student_mean_entropy"] > 0 and "advantage/format_share" in m
         assert "probe/majority_correct" in m and math.isfinite(m["loss"])
     assert any(not torch.equal(before[n], p) for n, p in trainer.model.named_parameters() if n in before)
-    assert [r.source for r in control.pool.history] == ["gold"] * 4  # 2 problems a step, each a labelled row
-    assert json.loads((tmp_path / "run" / "checkpoint-2" / SELFPLAY_STATE_FILE).read_text())["cursor"] == 4
+    assert [r.source for r in control.pool.history] == ["gold"] * 6  # 3 problems a step, each a labelled row
+    assert sum(r.in_pool for r in control.pool.history) == 4  # 2 of them trained a step
+    assert json.loads((tmp_path / "run" / "checkpoint-2" / SELFPLAY_STATE_FILE).read_text())["cursor"] == 6
+
+
+@pytest.mark.parametrize(
+    "accuracies,n,trained",
+    [
+        ([0.5, 0.25, 0.0, 1.0], 2, [0, 1]),  # the first two vary
+        ([0.0, 0.5, 1.0, 0.75], 2, [1, 3]),  # the varied ones, wherever they are
+        ([0.0, 0.5, 1.0, 0.0], 2, [0, 1]),  # one varies: topped up with the first other one
+        ([0.0, 0.0, 0.0], 2, [0, 1]),  # none varies: the first n in order
+        ([0.5, 0.5], 2, [0, 1]),  # as many as trained (gold_candidates 0)
+    ],
+)
+def test_trained_groups(accuracies, n, trained):
+    from opensir_lite.control import trained_groups
+
+    assert trained_groups(accuracies, n) == trained

@@ -168,3 +168,74 @@ def test_learning_report_cli(tmp_path, monkeypatch, capsys):
         assert main() == 2
         err = capsys.readouterr().err
         assert err.startswith("error:") and err.count("\n") == 1  # one line naming the problem
+
+
+def _evidence(step, classes, majority, tails):
+    students = [
+        {"answer": str(c), "class": c, "tokens": 10, "completion": t} for c, t in zip(classes, tails, strict=True)
+    ]
+    return {"step": step, "students": students, "majority_class": majority}
+
+
+BOX = "Therefore, the final answer is: $\\boxed{4}$"
+
+
+@pytest.mark.parametrize(
+    "scale,gate,share1,share2",
+    [
+        ("group", "none", 1.0, None),  # step 1: the group agrees, only the format varies -> all format
+        ("none", "none", 1.0, None),
+        ("group", "accuracy_variance", None, None),  # the gate: no advantage left in step 1
+    ],
+)
+def test_evidence_format_shares(scale, gate, share1, share2):
+    """Replaying round evidence: step 1 is a format-only group, step 2 a group whose accuracy varies with a constant
+    format (share 0)."""
+    from opensir_lite.curves import evidence_format_shares
+
+    rows = [
+        _evidence(1, [0, 0, 0, 0], 0, [BOX, "x", "x", "x"]),
+        _evidence(2, [0, 1, 0, 0], 0, [BOX] * 4),
+        {"step": 3, "students": [{"correct": True, "completion": BOX}, {"correct": False, "completion": BOX}],
+         "trained": False},  # a control candidate that did not train: left out
+    ]  # fmt: skip
+    shares = evidence_format_shares(rows, scale, gate)
+    assert sorted(shares) == [1, 2]
+    assert shares[1]["format_share"] == (None if share1 is None else pytest.approx(share1))
+    assert shares[1]["format_only_groups"] == (0 if gate != "none" else 1)
+    assert shares[2]["format_share"] == pytest.approx(0.0) and shares[2]["accuracy_variance_groups"] == 1
+
+
+def test_learning_report_advantage_table(tmp_path, monkeypatch, capsys):
+    run = tmp_path / "run"
+    run.mkdir()
+    _write(run / "metrics.jsonl", [json.dumps(r) for r in _run_rows()])
+    _write(run / "round_evidence.jsonl", [json.dumps(_evidence(1, [0, 0, 0, 0], 0, [BOX, "x", "x", "x"]))])
+    main = runpy.run_path(str(ROOT / "scripts" / "learning_report.py"))["main"]
+    monkeypatch.setattr(
+        sys, "argv", ["learning_report.py", str(run), "--advantage", "--json", str(tmp_path / "s.json")]
+    )
+    assert main() == 0
+    out = capsys.readouterr().out
+    assert "all steps, group std (paper): format share 1.00, format-only groups 1" in out
+    assert "all steps, group std + format gate: format share -, format-only groups 0" in out
+    table = json.loads((tmp_path / "s.json").read_text())[str(run)]["advantage"]
+    assert table["1"]["group std (paper)"] == pytest.approx(1.0)
+
+
+@pytest.mark.parametrize(
+    "readings,choice",
+    [
+        ([], None),  # no probe
+        ([{"step": 1, "majority_correct": 0.2}], (1, None)),  # only the base was read
+        ([{"step": 1, "majority_correct": 0.19}, {"step": 11, "majority_correct": 0.25}], (11, "checkpoint-10")),
+        ([{"step": 1, "majority_correct": 0.25}, {"step": 11, "majority_correct": 0.25}], (1, None)),  # tie: earlier
+        ([{"step": 1, "majority_correct": 0.2, "sample_accuracy": 0.1},
+          {"step": 10, "majority_correct": 0.2, "sample_accuracy": 0.2}], (10, "checkpoint-9")),  # tie: one sample
+    ],
+)  # fmt: skip
+def test_probe_choice(readings, choice):
+    from opensir_lite.curves import probe_choice
+
+    got = probe_choice(readings)
+    assert (None if got is None else (got["step"], got["checkpoint"])) == choice

@@ -176,3 +176,18 @@ def test_embedded_qwen_tokenizer_and_chat_template(qwen_dir):
     assert "You are Qwen" not in student + teacher and student.endswith("<|im_start|>assistant\n")
     folded = render(tok, student_messages("What is 2+3?", use_system_prompt=False))
     assert "You are Qwen, created by Alibaba Cloud" in folded  # use_system_prompt false: Qwen's own prompt returns
+
+
+@pytest.mark.parametrize(
+    "cpuinfo,native",
+    [
+        ("processor\t: 0\nflags\t\t: fpu sse2 avx2 fma\n", False),  # an AVX2 EPYC: bf16 is emulated
+        ("flags\t\t: avx2 avx512f avx512_bf16\n", True),  # AVX512-BF16
+        ("flags\t\t: avx2 amx_bf16 amx_tile\n", True),  # AMX
+        ("", False),  # no flags line (not Linux)
+    ],
+)
+def test_cpu_has_native_bf16(cpuinfo, native):
+    from opensir_lite.models import cpu_has_native_bf16
+
+    assert cpu_has_native_bf16(cpuinfo) is native

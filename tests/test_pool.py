@@ -85,6 +85,23 @@ def test_bad_pool_files(tmp_path, content, message):
 def test_missing_pool_file(tmp_path):
     with pytest.raises(PoolFileError, match="not found"):
         ProblemPool.from_jsonl(tmp_path / "nope.jsonl")
+    with pytest.raises(PoolFileError, match="not found: no-such-pool"):
+        ProblemPool.from_jsonl("no-such-pool")  # neither a file nor a shipped pool
+
+
+def test_shipped_pools_resolve_by_name(tmp_path, monkeypatch):
+    from opensir_lite.pool import SHIPPED_POOLS, resolve_pool_path, shipped_pool_names
+
+    names = shipped_pool_names()
+    assert names, "the package ships at least one initial pool"
+    for name in names:
+        path = SHIPPED_POOLS / f"{name}.jsonl"
+        assert resolve_pool_path(name) == path == resolve_pool_path(f"{name}.jsonl")  # with or without the suffix
+        pool = ProblemPool.from_jsonl(name)
+        assert len(pool.entries) > 1 and all(r.problem.strip() for r in pool.entries)
+    monkeypatch.chdir(tmp_path)
+    (tmp_path / f"{names[0]}.jsonl").write_text('{"problem": "a local file wins"}\n')
+    assert ProblemPool.from_jsonl(f"{names[0]}.jsonl").entries[0].problem == "a local file wins"
 
 
 def test_saved_lines_parse(tmp_path):

@@ -193,3 +193,70 @@ def test_near_duplicate_rows_earn_no_solvability():
     cols = dict(role=[TEACHER, TEACHER], legal=[True, True], solve_rate=[0.7, 0.7], near_duplicate=[False, True])
     assert solvability(["a", "b"], **cols) == [1.0, 0.0]
     assert solvability(["a", "b"], **{**cols, "near_duplicate": None}) == [1.0, 1.0]  # the column absent: official
+
+
+BOXED = "so 4.\nTherefore, the final answer is: $\\boxed{4}$"  # the student format line
+PLAIN = "so the answer is 4"
+
+
+@pytest.mark.parametrize(
+    "accuracy,gate,expected",
+    [
+        ([1, 0, 1, 1], "none", [True] * 4),  # the paper: format always scored
+        ([1, 1, 1, 1], "none", [True] * 4),
+        ([1, 0, 1, 1], "accuracy_variance", [True] * 4),  # accuracy varies: format scored
+        ([1, 1, 1, 1], "accuracy_variance", [False] * 4),  # the group agrees: no format-only advantage
+        ([0, 0, 0, 0, 1, 0, 0, 0], "accuracy_variance", [False] * 4 + [True] * 4),  # per group of G=4
+    ],
+)
+def test_format_scored_column(accuracy, gate, expected):
+    from opensir_lite.rewards import format_scored_column
+
+    assert format_scored_column(accuracy, 4, gate) == expected
+
+
+def test_student_format_respects_the_gate_column():
+    from opensir_lite.rewards import student_format
+
+    texts = [BOXED, PLAIN, BOXED]
+    roles = [STUDENT, STUDENT, TEACHER]
+    assert student_format(texts, role=roles) == [1.0, 0.0, None]  # no column: always scored (older rows)
+    assert student_format(texts, role=roles, format_scored=[True, False, True]) == [1.0, None, None]
+
+
+@pytest.mark.parametrize(
+    "accuracy,fmt,scale,share,format_only,acc_groups",
+    [
+        ([1, 1, 1, 1], [1, 0, 0, 0], True, 1.0, 1, 0),  # accuracy agrees: all of |advantage| is format (std-scaled)
+        ([1, 1, 1, 1], [None] * 4, True, None, 0, 0),  # gated: no advantage at all
+        ([1, 0, 0, 0], [0, 0, 0, 0], True, 0.0, 0, 1),  # only accuracy varies
+        # both vary, unscaled: |format terms| 0.1 x (0.5 x 4) = 0.2 against |accuracy terms| 0.75 + 3 x 0.25 = 1.5
+        ([1, 0, 0, 0], [1, 1, 0, 0], False, 0.2 / 1.7, 0, 1),
+        # two groups: a format-only group and an accuracy group, std-scaled (each group's terms over its std)
+        ([1, 1, 1, 1, 1, 0, 0, 0], [1, 0, 0, 0, 0, 0, 0, 0], True, None, 1, 1),
+    ],
+)
+def test_format_advantage_share(accuracy, fmt, scale, share, format_only, acc_groups):
+    from opensir_lite.rewards import format_advantage_share
+
+    out = format_advantage_share(accuracy, fmt, 4, (1.0, 0.1), scale=scale)
+    assert out["format_only_groups"] == format_only and out["accuracy_variance_groups"] == acc_groups
+    if share is not None:
+        assert out["format_share"] == pytest.approx(share, abs=1e-3)
+    elif len(accuracy) == 8:  # each group's |terms| sum to about the same after scaling: about half is format
+        assert 0.4 < out["format_share"] < 0.6
+    else:
+        assert out["format_share"] is None
+
+
+def test_format_advantage_share_matches_group_advantages():
+    """The format and accuracy terms add up to the advantages TRL computes (group_advantages)."""
+    from opensir_lite.rewards import format_advantage_share, group_advantages
+
+    acc, fmt = [1, 0, 0, 1], [1, 1, 0, 0]
+    adv = group_advantages([[a, f] for a, f in zip(acc, fmt, strict=True)], 4, [1.0, 0.1], scale=False)
+    out = format_advantage_share(acc, fmt, 4, (1.0, 0.1), scale=False)
+    assert out["format_abs"] + out["accuracy_abs"] == pytest.approx(
+        sum(abs(1.0 * (a - 0.5)) + abs(0.1 * (f - 0.5)) for a, f in zip(acc, fmt, strict=True))
+    )
+    assert sum(abs(x) for x in adv) <= out["format_abs"] + out["accuracy_abs"] + 1e-9  # terms may cancel per row

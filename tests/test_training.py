@@ -200,7 +200,8 @@ def test_filler_row_warning_is_silenced(caplog):
 @pytest.mark.slow
 def test_embedded_qwen_self_play_step_under_qlora(tmp_path, qwen_dir, embedder):
     """One real self-play step of learn-cpu-qwen on the embedded Qwen2.5-Coder-0.5B-Instruct (small budgets): the
-    4-bit NF4 policy with LoRA, the bf16 merged rollout copy, sdpa_grouped attention, a round and a GRPO update."""
+    4-bit NF4 policy with LoRA, the merged rollout copy, sdpa_grouped attention, the shipped initial pool, a round with
+    the gated format reward, and a GRPO update with the KL anchor."""
     import bitsandbytes as bnb
 
     from opensir_lite.config import parse_config
@@ -214,15 +215,67 @@ def test_embedded_qwen_self_play_step_under_qlora(tmp_path, qwen_dir, embedder):
     trainer, selfplay = build_trainer(train_args, model_args, embedder=embedder, quiet=True)
     policy = trainer.accelerator.unwrap_model(trainer.model)
     assert sum(isinstance(m, bnb.nn.Linear4bit) for m in policy.modules()) == 24 * 7  # every projection, 24 blocks
-    copy = selfplay.rollout_model.model
-    assert copy.dtype == torch.bfloat16 and copy.config._attn_implementation == "sdpa_grouped"
+    from opensir_lite.models import cpu_has_native_bf16
+
+    copy = selfplay.rollout_model.model  # bf16 where the CPU computes it natively, else fp32 (bf16_when_native)
+    assert copy.dtype == (torch.bfloat16 if cpu_has_native_bf16() else torch.float32)
+    assert copy.config._attn_implementation == "sdpa_grouped"
     before = snapshot(trainer.model)
     run_training(trainer, selfplay, train_args)
     after = snapshot(trainer.model)
     (m,) = read_jsonl(tmp_path / "run" / METRICS_FILE)
     # one teacher group of G=4, upscaled 2x by the recipe (the most varied group is trained)
     assert m["teacher_outputs"] == 4 * 2 and m["teacher_tokens"] > 0 and math.isfinite(m["loss"])
+    assert m["pool_size"] >= 512 and "advantage/format_share" in m and "student_mean_entropy" in m
     assert selfplay.rollout_model.syncs >= 1
     changed = [n for n in before if "lora_" in n and not torch.equal(before[n], after[n])]
     assert changed or m["grad_norm"] == 0.0  # the adapter moved unless every advantage was zero
     assert (tmp_path / "run" / "adapter_model.safetensors").is_file()
+
+
+@pytest.mark.parametrize(
+    "first,current,metrics,fired",
+    [
+        ({"student_mean_tokens": 100}, {"student_mean_tokens": 49}, ["student_mean_tokens"], True),  # under half
+        ({"student_mean_tokens": 100}, {"student_mean_tokens": 50}, ["student_mean_tokens"], False),  # exactly half
+        ({"student_mean_entropy": 0.34}, {"student_mean_entropy": 0.14}, ["student_mean_entropy"], True),  # issue 29
+        ({"student_mean_tokens": 100}, {"student_mean_tokens": 10}, [], False),  # no rule
+        ({"student_mean_tokens": None}, {"student_mean_tokens": 10}, ["student_mean_tokens"], False),  # no reference
+        ({"student_mean_tokens": 100}, {}, ["student_mean_tokens"], False),  # no student answer this step
+        ({"student_mean_tokens": 100, "student_mean_entropy": 0.3}, {"student_mean_tokens": 90,
+         "student_mean_entropy": float("nan")}, ["student_mean_tokens", "student_mean_entropy"], False),  # not finite
+    ],
+)  # fmt: skip
+def test_stop_rule_reason(first, current, metrics, fired):
+    from opensir_lite.training import stop_rule_reason
+
+    reason = stop_rule_reason(first, current, metrics, 0.5)
+    assert (reason is not None) == fired
+    if fired:
+        assert metrics[0] in reason and "step 1" in reason
+
+
+def test_stop_rule_ends_the_run_with_a_checkpoint(tmp_path):
+    """The callback keeps step 1 as the reference, and at the first step under half of it asks the trainer for a
+    checkpoint and the end of training, marks the step's metrics and writes stop_rule.json."""
+    from types import SimpleNamespace
+
+    from opensir_lite.checkpointing import STOP_RULE_FILE
+    from opensir_lite.pool import ProblemPool
+    from opensir_lite.training import SelfPlayCallback
+
+    selfplay = SimpleNamespace(round_stats=[], pool=ProblemPool.from_seed("What is 1+1?"), take_evidence=list,
+                               state_dict=lambda: {"rng": 0})  # fmt: skip
+    callback = SelfPlayCallback(selfplay, tmp_path, quiet=True)
+    args = SimpleNamespace(stop_rule_metrics=["student_mean_tokens"], stop_rule_ratio=0.5, save_strategy="steps",
+                           output_dir=str(tmp_path))  # fmt: skip
+    state = SimpleNamespace(global_step=0, is_world_process_zero=True, max_steps=10)
+    for step, tokens in [(1, 120.0), (2, 70.0), (3, 59.0)]:
+        state.global_step = step
+        control = SimpleNamespace(should_save=False, should_training_stop=False)
+        callback.on_step_begin(args, state, control)
+        selfplay.round_stats.append({"student_mean_tokens": tokens, "time/rollout": 0.0})
+        callback.on_step_end(args, state, control)
+        assert control.should_training_stop == (step == 3) and control.should_save == (step == 3)
+    assert json.loads((tmp_path / STOP_RULE_FILE).read_text())["step"] == 3
+    assert callback._pending[-1]["stop_rule_fired"] == 1
