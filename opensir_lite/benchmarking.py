@@ -120,11 +120,12 @@ def time_decoding(model, input_ids, attention_mask, max_new_tokens: int, pad_tok
 
 
 def format_decoding(rows: list[dict[str, Any]]) -> str:
-    lines = [f"{'attention':<16}{'seconds':>10}{'tokens/s':>10}{'speed-up':>10}  same tokens as the first"]
+    width = max([16, *(len(r["attention"]) + 2 for r in rows)])
+    lines = [f"{'attention':<{width}}{'seconds':>10}{'tokens/s':>10}{'speed-up':>10}  same tokens as the first"]
     base = rows[0]["seconds"] if rows else 1.0
     for r in rows:
         lines.append(
-            f"{r['attention']:<16}{r['seconds']:>10.1f}{r['tokens_per_second']:>10.1f}"
+            f"{r['attention']:<{width}}{r['seconds']:>10.1f}{r['tokens_per_second']:>10.1f}"
             f"{base / r['seconds']:>9.2f}x  {r['same_tokens']}"
         )
     return "\n".join(lines)
