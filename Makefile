@@ -33,15 +33,15 @@ test-fast: setup
 	$(BIN)/python -m pytest -q -m "not slow"
 
 lint: setup
-	$(BIN)/ruff check opensir_lite scripts tests
-	$(BIN)/ruff format --check opensir_lite scripts tests
+	$(BIN)/ruff check opensir_lite scripts benchmarks tests
+	$(BIN)/ruff format --check opensir_lite scripts benchmarks tests
 
 format: setup
-	$(BIN)/ruff format opensir_lite scripts tests
-	$(BIN)/ruff check --fix opensir_lite scripts tests
+	$(BIN)/ruff format opensir_lite scripts benchmarks tests
+	$(BIN)/ruff check --fix opensir_lite scripts benchmarks tests
 
 benchmark: setup
-	$(BIN)/python scripts/benchmark_step.py --recipe smoke
+	$(BIN)/python benchmarks/step.py --recipe smoke
 
 notebooks: setup  ## re-execute the notebooks in SMOKE mode and store their outputs (what is committed)
 	$(BIN)/python scripts/run_notebooks.py --inplace

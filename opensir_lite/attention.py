@@ -3,7 +3,7 @@
 With a padding mask (every batched generation has one) transformers' ``sdpa`` path repeats the key and value cache
 of each KV head for its query heads (``repeat_kv``) at every decoding step. On a CPU that copy, not the
 matrix products, dominates decoding (SmolLM2-135M has 9 query heads on 3 KV heads; without the copy decoding is
-about twice as fast, ``scripts/benchmark_decoding.py`` and docs/benchmarks.md). For a single query token this
+about twice as fast, ``benchmarks/decoding.py`` and docs/benchmarks.md). For a single query token this
 module instead folds the query heads of each KV head into the query length, ``[batch, kv_heads, heads_per_kv,
 dim]``, so one SDPA call reads each cached key and value once. Prefill and training (more than one query token) go
 through transformers' own ``sdpa`` unchanged, and masks are built exactly as for ``sdpa``. The result is the same

@@ -18,7 +18,7 @@ from typing import Any
 
 import numpy as np
 
-from opensir_lite.evaluation import Item
+from opensir_lite.evaluation.benchmarks import Item
 from opensir_lite.generation import generate
 from opensir_lite.grading import majority_vote
 from opensir_lite.parsing import extract_answer, normalise_answer, verify_parsed

@@ -15,7 +15,8 @@ from typing import Any
 
 from opensir_lite.checkpointing import METRICS_FILE, RUN_CONFIG_FILE
 from opensir_lite.curves import CURVES_FILE, write_run_plots
-from opensir_lite.evaluation import BENCHMARKS, MACRO
+from opensir_lite.evaluation.benchmarks import BENCHMARKS
+from opensir_lite.evaluation.runner import MACRO
 from opensir_lite.exploration import (
     EXPLORE_DIRNAME,
     EXPLORER_FILE,

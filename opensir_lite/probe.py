@@ -18,7 +18,7 @@ from typing import Any
 
 import numpy as np
 
-from opensir_lite.evaluation import Item, probe_items
+from opensir_lite.evaluation.benchmarks import Item, probe_items
 from opensir_lite.generation import generate, sequence_seed
 from opensir_lite.grading import majority_vote
 from opensir_lite.parsing import extract_answer, normalise_answer, verify_parsed

@@ -486,7 +486,7 @@ def rollout_dtype(name: str | None) -> torch.dtype | None:
 def build_gold_control(train_args: SelfPlayConfig, pool: ProblemPool | None = None) -> GoldControl:
     """The gold-label control's rollout: the labelled training rows of ``gold_benchmark`` (outside every seed-0
     evaluation subset of up to ``gold_holdout`` rows and outside the probe), and the problems of a resumed run."""
-    from opensir_lite.evaluation import BenchmarkError, load_items, training_items
+    from opensir_lite.evaluation.benchmarks import BenchmarkError, load_items, training_items
 
     try:
         bench, items, _ = load_items(train_args.gold_benchmark, train_args.gold_data_dir)

@@ -19,23 +19,19 @@ import sys
 
 import torch
 
-from opensir_lite.evaluation import (
+from opensir_lite.evaluation.benchmarks import BenchmarkError, load_items, subset
+from opensir_lite.evaluation.compare import compare_results
+from opensir_lite.evaluation.protocols import PROTOCOLS
+from opensir_lite.evaluation.regrade import regrade, subset_run, truncation_report
+from opensir_lite.evaluation.runner import (
     EVAL_DTYPES,
-    PROTOCOLS,
-    BenchmarkError,
     EvalSettings,
-    compare_results,
     evaluate_items,
     format_results,
-    load_items,
     load_results,
     load_samples,
-    regrade,
     setting_help,
-    subset,
-    subset_run,
     transformers_sampler,
-    truncation_report,
     vllm_sampler,
     write_outputs,
 )

@@ -23,7 +23,7 @@ import torch
 
 from opensir_lite.config import ConfigError, parse_config
 from opensir_lite.embedding import Embedder
-from opensir_lite.evaluation import BenchmarkError, load_items, training_items
+from opensir_lite.evaluation.benchmarks import BenchmarkError, load_items, training_items
 from opensir_lite.models import ModelLoadError, load_for_inference
 from opensir_lite.pool import PoolFileError, embeddings_path
 from opensir_lite.seeding import SeedSettings, pool_from_questions, seed_pool

@@ -59,7 +59,7 @@ def test_overhead_from_two_finished_runs(tmp_path):
         (tmp_path / name / "metrics.jsonl").write_text(
             "".join(json.dumps({"step": i + 1, **r}) + "\n" for i, r in enumerate(rows))
         )
-    script = [sys.executable, str(root / "scripts" / "benchmark_overhead.py"), "--from_runs"]
+    script = [sys.executable, str(root / "benchmarks" / "overhead.py"), "--from_runs"]
     out = tmp_path / "o.json"
     cases = [  # (extra arguments, self-play steps timed, self-play s/step, ratio)
         ([], 3, 620 / 3, (620 / 3 / 4000) / (100 / 3000)),  # steps 2, 4, 5 (140, 140, 340 s): the slow step 5 is in
@@ -86,7 +86,7 @@ def test_benchmark_decoding_script(tiny_model_dir, tmp_path):
     root = Path(__file__).resolve().parents[1]
     out = tmp_path / "decoding.json"
     proc = subprocess.run(
-        [sys.executable, str(root / "scripts" / "benchmark_decoding.py"), "--model", str(tiny_model_dir),
+        [sys.executable, str(root / "benchmarks" / "decoding.py"), "--model", str(tiny_model_dir),
          "--batch", "4", "--max_new_tokens", "8", "--json", str(out)],
         capture_output=True, text=True, timeout=600, cwd=root,
     )  # fmt: skip

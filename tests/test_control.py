@@ -8,7 +8,7 @@ import pytest
 import torch
 from conftest import FIT_PROBLEM
 
-from opensir_lite.evaluation import GOLD_HOLDOUT, PROBE_ROWS, Item, subset, training_items
+from opensir_lite.evaluation.benchmarks import GOLD_HOLDOUT, PROBE_ROWS, Item, subset, training_items
 from opensir_lite.rewards import STUDENT, gold_accuracy
 
 

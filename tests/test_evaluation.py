@@ -9,20 +9,16 @@ import pytest
 import torch
 from conftest import FIT_PROBLEM
 
-from opensir_lite.evaluation import (
-    BenchmarkError,
+from opensir_lite.evaluation.benchmarks import BenchmarkError, extract_gold, load_items, subset
+from opensir_lite.evaluation.compare import compare_results
+from opensir_lite.evaluation.runner import (
     EvalSettings,
-    compare_results,
     evaluate_items,
-    extract_gold,
     grade_benchmark,
-    load_items,
-    pass_at_k,
-    score_questions,
-    subset,
     transformers_sampler,
     write_outputs,
 )
+from opensir_lite.evaluation.stats import pass_at_k, score_questions
 
 FIXTURES = Path(__file__).parent / "fixtures" / "benchmarks"
 ROOT = Path(__file__).parents[1]
@@ -76,7 +72,7 @@ def test_official_gold_per_benchmark(bench, golds):
     ],
 )
 def test_protocols_grade_the_same_completion(tmp_path, completion, gold, opensir, strict):
-    from opensir_lite.evaluation import grade
+    from opensir_lite.evaluation.protocols import grade
 
     path = _write(tmp_path, "b.jsonl", [{"question": "q", "answer": gold}])
     _, items, _ = load_items(path)
@@ -94,7 +90,7 @@ def test_n_above_one_needs_a_temperature():
 
 
 def test_probe_rows_never_in_a_gsm8k_subset(tmp_path):
-    from opensir_lite.evaluation import PROBE_ROWS, probe_items
+    from opensir_lite.evaluation.benchmarks import PROBE_ROWS, probe_items
 
     rows = [{"question": f"q{i}", "answer": f"#### {i}"} for i in range(1, 1320)]
     (tmp_path / "gsm8k.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rows))
@@ -237,14 +233,15 @@ LOOPS = [
 
 @pytest.mark.parametrize("text,expected", LOOPS)
 def test_repetition_loop(text, expected):
-    from opensir_lite.evaluation import repetition_loop
+    from opensir_lite.evaluation.regrade import repetition_loop
 
     assert repetition_loop(text) is expected
 
 
 def test_truncation_report_counts_budget_hits_and_loops(tmp_path):
     """Completions at the token budget, and those of them that loop; one below the budget never counts."""
-    from opensir_lite.evaluation import grade_benchmark, truncation_report
+    from opensir_lite.evaluation.regrade import truncation_report
+    from opensir_lite.evaluation.runner import grade_benchmark
 
     path = _write(tmp_path, "three.jsonl", [{"question": f"q{i}", "answer": "1"} for i in range(3)])
     name, items, _ = load_items(path)
@@ -258,7 +255,9 @@ def test_truncation_report_counts_budget_hits_and_loops(tmp_path):
 def test_subset_of_a_run_is_graded_without_generating(tmp_path):
     """--regrade RUN --limit k: the seed's k-row subset of a larger run (a prefix of the same permutation) is copied
     and graded in another folder; rows the run lacks, or writing over the run, are one error."""
-    from opensir_lite.evaluation import BenchmarkError, grade_benchmark, load_samples, subset, subset_run
+    from opensir_lite.evaluation.benchmarks import BenchmarkError, subset
+    from opensir_lite.evaluation.regrade import subset_run
+    from opensir_lite.evaluation.runner import grade_benchmark, load_samples
 
     path = _write(tmp_path, "six.jsonl", [{"question": f"q{i}", "answer": str(i)} for i in range(6)])
     name, items, _ = load_items(path)
@@ -278,7 +277,8 @@ def test_subset_of_a_run_is_graded_without_generating(tmp_path):
 
 def test_regrade_rewrites_results_from_samples(tmp_path):
     """A run graded strictly, graded again: the opensir protocol reads the prose answer."""
-    from opensir_lite.evaluation import grade_benchmark, regrade
+    from opensir_lite.evaluation.regrade import regrade
+    from opensir_lite.evaluation.runner import grade_benchmark
 
     path = _write(tmp_path, "prose.jsonl", [{"question": "q1", "answer": "18"}, {"question": "q2", "answer": "5"}])
     name, items, _ = load_items(path)
@@ -308,7 +308,7 @@ def test_regrade_rewrites_results_from_samples(tmp_path):
     ],
 )
 def test_mcnemar_exact_p(b, c, p):
-    from opensir_lite.evaluation import mcnemar_exact_p
+    from opensir_lite.evaluation.stats import mcnemar_exact_p
 
     assert mcnemar_exact_p(b, c) == pytest.approx(p, abs=1e-12)
 
@@ -324,7 +324,7 @@ def test_mcnemar_exact_p(b, c, p):
     ],
 )
 def test_paired_difference_hand_computed(base, other, delta, se, b, c, p):
-    from opensir_lite.evaluation import paired_difference
+    from opensir_lite.evaluation.stats import paired_difference
 
     d = paired_difference([float(x) for x in base], [float(x) for x in other])
     assert d["delta"] == pytest.approx(delta) and d["se"] == pytest.approx(se)
@@ -334,7 +334,7 @@ def test_paired_difference_hand_computed(base, other, delta, se, b, c, p):
 
 def _graded_run(tmp_path, name, corrects, indices=None):
     """A results.json + samples.jsonl of one benchmark, graded by hand (strict protocol, greedy)."""
-    from opensir_lite.evaluation import Item
+    from opensir_lite.evaluation.benchmarks import Item
 
     indices = indices or list(range(1, len(corrects) + 1))
     items = [Item(f"q{i}", "7", i) for i in indices]
@@ -344,7 +344,7 @@ def _graded_run(tmp_path, name, corrects, indices=None):
 
 
 def test_compare_reports_paired_statistics_and_refuses_other_rows(tmp_path):
-    from opensir_lite.evaluation import load_results, load_samples
+    from opensir_lite.evaluation.runner import load_results, load_samples
 
     base = _graded_run(tmp_path, "base", [1, 1, 0, 0, 1, 0, 0, 0, 0, 0])
     other = _graded_run(tmp_path, "other", [1, 0, 1, 1, 1, 1, 1, 1, 0, 0])
@@ -358,6 +358,9 @@ def test_compare_reports_paired_statistics_and_refuses_other_rows(tmp_path):
     with pytest.raises(BenchmarkError, match=r"cannot pair gsm8k: .*1 only in the first, 1 only in the second"):
         compare_results(load_results(base), load_results(shifted), load_samples(base), load_samples(shifted))
     assert "McNemar" not in compare_results(load_results(base), load_results(other))  # unpaired only
+    # n = 1: avg@1, pass@1 and maj@1 are one number, so one row per benchmark and protocol
+    rows = [line.split()[:3] for line in table.splitlines()[1:]]
+    assert sorted(rows) == [["gsm8k", "opensir", "avg@1"], ["gsm8k", "strict", "avg@1"]]
 
 
 def test_compare_cli_refuses_to_pair_other_rows_in_one_line(tmp_path):

@@ -4,7 +4,7 @@ from types import SimpleNamespace
 
 import pytest
 
-from opensir_lite.evaluation import PROBE_ROWS, Item, official_gold, probe_items
+from opensir_lite.evaluation.benchmarks import PROBE_ROWS, Item, official_gold, probe_items
 from opensir_lite.generation import Completion
 from opensir_lite.probe import LabelProbe
 

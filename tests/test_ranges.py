@@ -12,7 +12,7 @@ import pytest
 import yaml
 
 from opensir_lite.config import TRL_RANGES, PolicyModelConfig, SelfPlayConfig, _field_types, list_recipes
-from opensir_lite.evaluation import EvalSettings
+from opensir_lite.evaluation.runner import EvalSettings
 from opensir_lite.ranges import Range, above, at_least, between, declared_ranges
 
 ROOT = Path(__file__).parents[1]

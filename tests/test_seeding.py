@@ -105,7 +105,7 @@ def test_shipped_question_pool_holds_no_evaluation_or_probe_row():
     subset() permutes the other 1287 (row numbers are 1-based, so the i-th of them is row i + 1)."""
     import numpy as np
 
-    from opensir_lite.evaluation import GOLD_HOLDOUT, PROBE_ROWS
+    from opensir_lite.evaluation.benchmarks import GOLD_HOLDOUT, PROBE_ROWS
     from opensir_lite.seeding import QUESTION_SOURCE
 
     pool = ProblemPool.from_jsonl("gsm8k-questions")

@@ -1,4 +1,4 @@
-"""The HTML explorer at scale: python scripts/benchmark_explorer.py [--sizes 1000,10000] [--json FILE]
+"""The HTML explorer at scale: python benchmarks/explorer.py [--sizes 1000,10000] [--json FILE]
 
 For each size, a synthetic run of that many generated problems (with embeddings and round evidence as a real run
 writes them) is turned into explorer.html; prints the build time, the file size and the page's load time in a

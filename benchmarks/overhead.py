@@ -1,11 +1,11 @@
 """Self-play's cost per generated token against the gold-label control's, from one benchmark run.
 
-python scripts/benchmark_overhead.py --recipe learn-cpu-qwen --baseline grpo-gold [--steps 4] [--skip_first 1]
+python benchmarks/overhead.py --recipe learn-cpu-qwen --baseline grpo-gold [--steps 4] [--skip_first 1]
     [--json docs/benchmark_overhead_qwen.json] [--field value ...]
-python scripts/benchmark_overhead.py --from_runs runs/qwen-seed42 runs/qwen-gold [--skip_first 1] [--steps_between 1 6]
+python benchmarks/overhead.py --from_runs runs/qwen-seed42 runs/qwen-gold [--skip_first 1] [--steps_between 1 6]
     [--json ...]
 
-Each recipe trains ``steps`` steps in its own process (``scripts/benchmark_step.py``, so that each peak memory is
+Each recipe trains ``steps`` steps in its own process (``benchmarks/step.py``, so that each peak memory is
 its own), the same overrides for both; the table shows seconds per step, generated tokens per step, seconds per
 1,000 generated tokens, the update's share and the peak memory, and the ratio of self-play's seconds per generated
 token to the control's (target: at most 1.10). ``--from_runs`` times two finished runs of the same machine
@@ -32,7 +32,7 @@ from opensir_lite.benchmarking import (
 )
 from opensir_lite.checkpointing import METRICS_FILE
 
-SCRIPT = Path(__file__).with_name("benchmark_step.py")
+SCRIPT = Path(__file__).with_name("step.py")
 
 
 def main() -> int:

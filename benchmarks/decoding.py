@@ -1,8 +1,8 @@
-"""Decoding speed of the attention implementations on real prompts: python scripts/benchmark_decoding.py
+"""Decoding speed of the attention implementations on real prompts: python benchmarks/decoding.py
 
-python scripts/benchmark_decoding.py [--model embedded] [--data ../shared/benchmarks/gsm8k.jsonl] [--batch 64]
+python benchmarks/decoding.py [--model embedded] [--data ../shared/benchmarks/gsm8k.jsonl] [--batch 64]
     [--max_new_tokens 128] [--attention sdpa,sdpa_grouped] [--dtype auto] [--json docs/benchmark_decoding.json]
-python scripts/benchmark_decoding.py --model embedded-qwen0.5b --attention sdpa_grouped --dtype float32,bfloat16 \
+python benchmarks/decoding.py --model embedded-qwen0.5b --attention sdpa_grouped --dtype float32,bfloat16 \
     --batch 16 --max_new_tokens 16    # does this CPU compute bf16 natively? (prefill included in the time)
 
 Greedy generation of exactly max_new_tokens for a batch of OpenSIR student prompts (left-padded), once per attention
@@ -20,7 +20,7 @@ from pathlib import Path
 import torch
 
 from opensir_lite.benchmarking import format_decoding, time_decoding
-from opensir_lite.evaluation import BenchmarkError, load_items
+from opensir_lite.evaluation.benchmarks import BenchmarkError, load_items
 from opensir_lite.models import ModelLoadError, cpu_has_native_bf16, cpu_model_name, load_for_inference
 from opensir_lite.prompts import render, student_messages
 

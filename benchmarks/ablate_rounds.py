@@ -1,6 +1,6 @@
 """Which deadlock breakers matter: self-play rounds of the untrained policy under recipe variants.
 
-python scripts/ablate_rounds.py --config learn-cpu --rounds 3 [--json docs/ablation_rounds.json]
+python benchmarks/ablate_rounds.py --config learn-cpu --rounds 3 [--json docs/ablation_rounds.json]
     [--variants "learn-cpu:;paper prompt:teacher_format_hint=none;..."]
 
 Each variant is the recipe with some fields changed (``name:field=value,field=value``; the default list turns off

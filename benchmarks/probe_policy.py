@@ -1,8 +1,8 @@
 """Pseudo-label quality of the untrained policy: one reading of the label probe, as training takes it at step 1.
 
-python scripts/probe_policy.py --config learn-cpu-qwen [--probe_rows 32 --probe_samples 8] [--temperature 0.7]
+python benchmarks/probe_policy.py --config learn-cpu-qwen [--probe_rows 32 --probe_samples 8] [--temperature 0.7]
     [--load_in_4bit false] [--json FILE]      # the JSON holds every row's answers, so two readings pair row by row
-python scripts/probe_policy.py --compare A.json B.json   # B - A per probe row: one-sample accuracy, majority = gold
+python benchmarks/probe_policy.py --compare A.json B.json   # B - A per probe row: one-sample accuracy, majority = gold
 
 The policy is loaded as the recipe trains it (4-bit QLoRA, a fresh adapter) and sampled as the recipe's rounds
 are (the merged rollout copy when rollout_model is merged), G answers per probe question at the recipe's
@@ -30,11 +30,14 @@ from opensir_lite.training import MergedRolloutModel, TrainingSetupError, load_p
 @dataclass
 class ProbeArguments:
     json: str | None = field(default=None, metadata={"help": "Write the reading here as JSON."})
+    compare: list[str] | None = field(
+        default=None, metadata={"help": "A.json B.json: pair two readings per probe row (B - A) instead of probing."}
+    )
 
 
 def compare(a_path: str, b_path: str) -> int:
     """Two readings of the same rows and streams, paired per row (``paired_difference``: B - A)."""
-    from opensir_lite.evaluation import paired_difference
+    from opensir_lite.evaluation.stats import paired_difference
 
     a, b = (json.loads(Path(p).read_text()) for p in (a_path, b_path))
     rows_a, rows_b = ({r["row"]: r for r in x.get("per_row", [])} for x in (a, b))

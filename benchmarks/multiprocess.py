@@ -1,6 +1,6 @@
-"""One process against two at the same global batch: python scripts/benchmark_multiprocess.py --config smoke
+"""One process against two at the same global batch: python benchmarks/multiprocess.py --config smoke
 
-python scripts/benchmark_multiprocess.py --config <recipe> [--steps 2] [--threads 2] [--json FILE] [--field value ...]
+python benchmarks/multiprocess.py --config <recipe> [--steps 2] [--threads 2] [--json FILE] [--field value ...]
 
 Runs ``scripts/train.py`` twice with the recipe (plus any ``--field value`` overrides): under
 ``torch.distributed.run`` as two processes (gloo on a CPU, NCCL on GPUs) with ``threads / 2`` torch threads each and the
@@ -26,6 +26,11 @@ from opensir_lite.config import ConfigError, parse_config
 
 ROOT = Path(__file__).resolve().parents[1]
 OPTIONS = {"--steps": 2, "--threads": 2, "--json": None}
+OPTIONS_HELP = """options of this benchmark (every other flag goes to scripts/train.py; its flags follow):
+  --steps STEPS      optimiser steps per run (default: 2)
+  --threads THREADS  CPU threads in all, split over the processes (default: 2, must be even)
+  --json JSON        write the table here as JSON (default: none)
+"""
 
 
 def split_options(argv: list[str]) -> tuple[dict, list[str]]:
@@ -96,6 +101,8 @@ def format_table(rows: list[dict]) -> str:
 
 def main() -> int:
     opts, train_argv = split_options(sys.argv[1:])
+    if {"-h", "--help"} & set(train_argv):
+        print(OPTIONS_HELP)
     try:
         steps, threads = int(opts["--steps"]), int(opts["--threads"])
         train_args, _ = parse_config(train_argv)  # a bad recipe fails here, in one line

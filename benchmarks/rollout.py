@@ -1,6 +1,6 @@
-"""Rollout sampling speed of a recipe's policy, three ways: python scripts/benchmark_rollout.py --config learn-cpu
+"""Rollout sampling speed of a recipe's policy, three ways: python benchmarks/rollout.py --config learn-cpu
 
-python scripts/benchmark_rollout.py --config <recipe> [--references 2] [--student_problems 6] [--json FILE]
+python benchmarks/rollout.py --config <recipe> [--references 2] [--student_problems 6] [--json FILE]
 
 One round's generation as the recipe makes it (teacher prompts for ``references`` pool problems x G, then student
 prompts for ``student_problems`` problems x G, each role at its token budget), sampled by:

@@ -1,7 +1,7 @@
 """Time self-play steps of a recipe and print where the time goes.
 
-python scripts/benchmark_step.py --recipe smoke [--steps 3] [--skip_first 1] [--json docs/bench.json] [--field value ...]
-python scripts/benchmark_step.py --metrics runs/smoke/metrics.jsonl   # summarise a finished run instead
+python benchmarks/step.py --recipe smoke [--steps 3] [--skip_first 1] [--json docs/bench.json] [--field value ...]
+python benchmarks/step.py --metrics runs/smoke/metrics.jsonl   # summarise a finished run instead
 """
 
 from __future__ import annotations

@@ -1,6 +1,6 @@
 """Decoders and dtypes on real prompts: transformers' generate against the compacting decoder, fp32 against bf16.
 
-python scripts/benchmark_decoders.py [--model embedded-qwen0.5b] [--data ../shared/benchmarks/gsm8k.jsonl]
+python benchmarks/decoders.py [--model embedded-qwen0.5b] [--data ../shared/benchmarks/gsm8k.jsonl]
     [--questions 32] [--samples 1] [--temperature 0] [--max_new_tokens 512]
     [--variants generate/float32,compacting/float32,generate/bfloat16,compacting/bfloat16] [--json FILE]
 
@@ -20,7 +20,7 @@ from pathlib import Path
 
 import torch
 
-from opensir_lite.evaluation import BenchmarkError, load_items, training_items
+from opensir_lite.evaluation.benchmarks import BenchmarkError, load_items, training_items
 from opensir_lite.generation import DECODERS, SamplingSettings, generate
 from opensir_lite.models import ModelLoadError, load_for_inference
 from opensir_lite.prompts import render, student_messages
