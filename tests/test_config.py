@@ -225,3 +225,38 @@ def test_bf16_when_native(monkeypatch, tmp_path, native, bf16, rollout_dtype):
     monkeypatch.setattr(models, "cpu_has_native_bf16", lambda cpuinfo=None: native)
     train_args, _ = parse_config(["--config", "learn-cpu-qwen", "--output_dir", str(tmp_path / "run")])
     assert train_args.bf16 is bf16 and train_args.rollout_dtype == rollout_dtype
+
+
+# What makes grpo-gold a fair control of learn-cpu-qwen (issue 29, item 5): every setting of the student's training
+# and of the run's length is the same; only the reward's source (gold labels against majority votes) differs.
+SHARED_WITH_THE_CONTROL = [
+    "max_steps",  # the same number of updates
+    "num_generations",  # G
+    "num_student_groups",  # student rows per step
+    "student_max_new_tokens",  # the student budget
+    "mask_truncated_completions",  # hygiene
+    "student_format_gate",  # no format-only advantage
+    "temperature",
+    "learning_rate",
+    "lr_scheduler_type",
+    "warmup_steps",
+    "max_grad_norm",
+    "beta",
+    "stop_rule_metrics",  # the same pre-registered stop rule
+    "stop_rule_ratio",
+    "probe_every",  # the same checkpoint choice
+    "probe_rows",
+    "probe_samples",
+    "seed",
+    "rollout_model",
+    "rollout_dtype",
+]
+
+
+def test_the_gold_control_shares_the_self_play_budget(tmp_path):
+    selfplay, sp_model = parse_config(["--config", "learn-cpu-qwen", "--output_dir", str(tmp_path / "a")])
+    control, c_model = parse_config(["--config", "grpo-gold", "--output_dir", str(tmp_path / "b")])
+    differ = [f for f in SHARED_WITH_THE_CONTROL if getattr(selfplay, f) != getattr(control, f)]
+    assert differ == []
+    for f in ["model_name_or_path", "load_in_4bit", "lora_r", "lora_alpha", "lora_target_modules"]:
+        assert getattr(sp_model, f) == getattr(c_model, f), f
