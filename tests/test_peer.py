@@ -13,7 +13,6 @@ import yaml
 
 from opensir_lite.evaluation.benchmarks import BenchmarkError, load_items, subset
 from opensir_lite.evaluation.peer import (
-    _doc_for,
     agreement,
     agreement_report,
     disagreement_class,
@@ -24,7 +23,7 @@ from opensir_lite.evaluation.peer import (
     task_config,
 )
 from opensir_lite.evaluation.protocols import grade
-from opensir_lite.peer_tasks import PEER_TASKS, PEER_TASKS_DIR, UPSTREAM_TASKS
+from opensir_lite.peer_tasks import PEER_TASKS, PEER_TASKS_DIR, UPSTREAM_TASKS, peer_doc
 
 ROOT = Path(__file__).parents[1]
 FIXTURE = ROOT / "tests" / "fixtures" / "peer"  # 8 GSM8K-style rows (3 evaluated, 5 few-shot) and 3 ASDiv rows
@@ -100,7 +99,7 @@ GRADER_TABLE = [
 @pytest.mark.parametrize("completion,row,expected", GRADER_TABLE)
 def test_our_grader_and_the_harness_on_fixed_answers(completion, row, expected):
     item = _gsm8k_item(row)
-    doc = _doc_for(item)
+    doc = peer_doc(item)
     got = (grade("opensir", completion, item)[1], grade("strict", completion, item)[1],
            peer_grade("opensir_gsm8k", "strict-match", completion, doc)[1],
            peer_grade("opensir_gsm8k", "flexible-extract", completion, doc)[1])  # fmt: skip

@@ -15,7 +15,6 @@ import re
 import shlex
 import subprocess
 import sys
-from collections import Counter
 from dataclasses import dataclass, field
 from functools import cache
 from pathlib import Path
@@ -26,7 +25,7 @@ import yaml
 from opensir_lite.attention import GROUPED_SDPA
 from opensir_lite.evaluation.benchmarks import BenchmarkError, Item, load_items
 from opensir_lite.evaluation.protocols import PROTOCOLS, grade
-from opensir_lite.peer_tasks import CHAT_TASKS, PEER_TASKS, PEER_TASKS_DIR
+from opensir_lite.peer_tasks import CHAT_TASKS, PEER_TASKS, PEER_TASKS_DIR, peer_doc
 
 PEER_REQUIREMENT = "lm_eval==0.4.13"  # requirements-peer.txt pins the same
 PEER_FALLBACK = "[invalid]"  # what the harness's regex filter returns when it finds no answer
@@ -174,10 +173,6 @@ def _items_by_index(benchmark: str, data_dir: str | Path | None) -> dict[int, It
     return {it.index: it for it in items}
 
 
-def _doc_for(item: Item) -> dict[str, Any]:
-    return {"question": item.question, "answer": str(item.raw_gold), "opensir_index": item.index}
-
-
 def read_peer_samples(path: str | Path, task: str, data_dir: str | Path | None = None) -> list[Graded]:
     """The harness's logged samples (one line per row and filter), one :class:`Graded` per row: the peer's own
     verdicts as logged, and our grader's under both protocols on the same completion."""
@@ -219,7 +214,7 @@ def read_our_samples(results_dir: str | Path, task: str, data_dir: str | Path | 
         completion = s["completions"][0]
         g = Graded(index, s["question"], completion)
         g.ours = {p: (v["answers"][0], bool(v["correct"][0])) for p, v in s["by_protocol"].items()}
-        doc = _doc_for(items[index])
+        doc = peer_doc(items[index])
         g.peer = {name: peer_grade(task, name, completion, doc) for name in filter_names(task)}
         out.append(g)
     return out
@@ -309,15 +304,6 @@ def format_agreement(report: dict[str, Any]) -> str:
         lines.append(f"| {p['ours']} | {p['peer']} | {p['ours_correct']:.3f} | {p['peer_correct']:.3f} | "
                      f"{p['agreement']:.3f} ({p['agree']}/{p['rows']}) | {kinds or '-'} |")  # fmt: skip
     return "\n".join(lines)
-
-
-def class_counts(report: dict[str, Any]) -> Counter:
-    """Disagreement rows per class over every pair of a report (for summaries)."""
-    out: Counter = Counter()
-    for p in report["pairs"]:
-        for k, v in p["disagreements"].items():
-            out[k] += v["rows"]
-    return out
 
 
 def identical_completions(peer_rows: list[Graded], our_rows: list[Graded]) -> dict[str, int]:

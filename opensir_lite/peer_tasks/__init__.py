@@ -19,6 +19,7 @@ The first three are the harness's standard readings; the last makes the harness 
 """
 
 from pathlib import Path
+from typing import Any
 
 PEER_TASKS_DIR = Path(__file__).parent  # what --include_path names
 PEER_TASKS = ("opensir_gsm8k", "opensir_gsm8k_cot", "opensir_asdiv_cot", "opensir_gsm8k_student")
@@ -26,3 +27,10 @@ CHAT_TASKS = ("opensir_gsm8k_student",)  # run with --apply_chat_template
 # The harness task each one copies (checked against the installed lm-eval by tests/test_peer.py); the student task
 # copies only gsm8k's grading.
 UPSTREAM_TASKS = {"opensir_gsm8k": "gsm8k", "opensir_gsm8k_cot": "gsm8k_cot", "opensir_asdiv_cot": "asdiv_cot_llama"}
+
+
+def peer_doc(item: Any) -> dict[str, Any]:
+    """The harness row of one benchmark item (an ``opensir_lite.evaluation.Item``): the question, the answer field as
+    stored, and ``opensir_index``, the row number ``scripts/evaluate.py`` reports. The task loaders and the regrader
+    build rows with it alike."""
+    return {"question": item.question, "answer": str(item.raw_gold), "opensir_index": item.index}

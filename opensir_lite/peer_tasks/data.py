@@ -21,10 +21,11 @@ from opensir_lite.evaluation.benchmarks import (
     subset,
     training_items,
 )
+from opensir_lite.peer_tasks import peer_doc
 
 
-def _rows(items: list[Item], question_key: str) -> list[dict[str, Any]]:
-    return [{question_key: it.question, "answer": str(it.raw_gold), "opensir_index": it.index} for it in items]
+def _rows(items: list[Item]) -> list[dict[str, Any]]:
+    return [peer_doc(it) for it in items]
 
 
 def _split(rows: list[dict[str, Any]]) -> datasets.Dataset:
@@ -46,7 +47,7 @@ def gsm8k(
     bench, test = _test_items("gsm8k", data_dir, limit, seed)
     _, items, _ = load_items("gsm8k", data_dir)
     shots = training_items(items, bench, holdout=int(holdout), seed=int(seed))
-    return datasets.DatasetDict({"test": _split(_rows(test, "question")), "train": _split(_rows(shots, "question"))})
+    return datasets.DatasetDict({"test": _split(_rows(test)), "train": _split(_rows(shots))})
 
 
 def gsm8k_test_only(
@@ -54,11 +55,11 @@ def gsm8k_test_only(
 ) -> datasets.DatasetDict:
     """GSM8K's evaluation subset alone (tasks whose exemplars are fixed in the YAML)."""
     _, test = _test_items("gsm8k", data_dir, limit, seed)
-    return datasets.DatasetDict({"test": _split(_rows(test, "question"))})
+    return datasets.DatasetDict({"test": _split(_rows(test))})
 
 
 def asdiv(data_dir: str | None = None, limit: int | None = None, seed: int = 0, **_: Any) -> datasets.DatasetDict:
     """ASDiv's evaluation subset. The offline copy joins body and question in ``question``; the harness's template
     reads ``body`` when it is defined, so it is left out and the joined text goes in whole."""
     _, test = _test_items("asdiv", data_dir, limit, seed)
-    return datasets.DatasetDict({"test": _split(_rows(test, "question"))})
+    return datasets.DatasetDict({"test": _split(_rows(test))})
