@@ -296,6 +296,25 @@ class SelfPlayConfig(GRPOConfig):
     stop_rule_ratio: float = field(
         default=0.5, metadata={"help": ranged(between(0, 1, low_open=True), "The stop rule's fraction of step 1.")}
     )
+    program_check: bool = field(
+        default=False,  # off: it costs one greedy program completion per legal problem (docs/programs.md)
+        metadata={
+            "help": "Per round, the policy writes a Python program for each legal problem with a majority answer; "
+            "the sandbox runs it and programs/... in metrics.jsonl (and the round evidence) say how often its "
+            "printed answer agrees with the student majority. Measurement only: no reward, no filter."
+        },
+    )
+    program_max_new_tokens: int = field(
+        default=384,  # the coder model's programs for pool problems are 60-200 tokens
+        metadata={"help": ranged(at_least(1), "Token budget of a program completion (program check).")},
+    )
+    allow_unisolated_sandbox: bool = field(
+        default=False,  # refuse where no network namespace can be made
+        metadata={
+            "help": "Run model-written programs even where the sandbox cannot make its namespaces (no network "
+            "or file-system isolation then; the limits, empty environment and empty folder still apply)."
+        },
+    )
     evidence_completion_chars: int = field(
         default=300,
         metadata={
@@ -379,6 +398,15 @@ class SelfPlayConfig(GRPOConfig):
             errors.append(f"answer_vote must be one of {', '.join(ANSWER_VOTES)}")
         if not self.num_generations:
             errors.append("num_generations (G) must be set")
+        if self.program_check and not self.allow_unisolated_sandbox:
+            from opensir_lite.sandbox import isolation_unavailable_reason
+
+            reason = isolation_unavailable_reason()
+            if reason is not None:
+                errors.append(
+                    f"program_check: the sandbox cannot isolate programs here ({reason}); "
+                    "set allow_unisolated_sandbox to run them without isolation"
+                )
         elif self.rows_per_round % self.per_device_train_batch_size:
             errors.append(
                 f"per_device_train_batch_size ({self.per_device_train_batch_size}) must divide the rows of one "

@@ -494,11 +494,36 @@ def load_evidence(run_dir: str | Path) -> dict[int, dict[str, Any]] | None:
     return evidence
 
 
+PROGRAM_FILTERS = ("any", "checked", "disagrees", "agrees", "failed", "unchecked")
+
+
+def program_status(row: dict[str, Any]) -> str:
+    """``disagrees`` / ``agrees`` (the program answer against the student majority), ``failed`` (checked, no
+    comparable answer) or ``unchecked``."""
+    if row.get("program_agrees") is True:
+        return "agrees"
+    if row.get("program_agrees") is False:
+        return "disagrees"
+    return "failed" if row.get("program_failure") else "unchecked"
+
+
+def load_program_checks(run_dir: str | Path) -> dict[int, dict[str, Any]]:
+    """The rows of a run's ``program_checks.jsonl`` (``scripts/check_programs.py``) keyed by id; {} without one."""
+    from opensir_lite.programs import PROGRAM_CHECKS_FILE, read_checks
+
+    run = Path(run_dir)
+    return read_checks((run if run.is_dir() else run.parent) / PROGRAM_CHECKS_FILE)
+
+
 def explorer_rows(
-    pool: ProblemPool, evidence: dict[int, dict[str, Any]] | None, method: str = "pca"
+    pool: ProblemPool,
+    evidence: dict[int, dict[str, Any]] | None,
+    method: str = "pca",
+    programs: dict[int, dict[str, Any]] | None = None,
 ) -> list[dict[str, Any]]:
     """One JSON-ready row per problem of the pool's history: its fields, the reference problem's text, map
-    coordinates (pool entries with an embedding), and its round evidence when kept."""
+    coordinates (pool entries with an embedding), its round evidence when kept, and its program check (from
+    ``programs``, the rows of ``program_checks.jsonl``, else from the evidence of a run with ``program_check``)."""
     emap = embedding_map(pool, method)
     coords = {i: (float(x), float(y)) for i, (x, y) in zip(emap.ids, emap.coords, strict=True)}
     texts = {r.id: r.problem for r in pool.history}
@@ -514,7 +539,14 @@ def explorer_rows(
             "novelty": r.novelty, "combined_score": r.combined_score, "rewards": dict(r.rewards),
             "teacher_output": (ev or {}).get("teacher_output") or r.teacher_output,
             "students": (ev or {}).get("students"), "majority_class": (ev or {}).get("majority_class"), "x": x, "y": y,
+            "program_answer": (ev or {}).get("program_answer"), "program_agrees": (ev or {}).get("program_agrees"),
+            "program_failure": (ev or {}).get("program_failure"), "program": (ev or {}).get("program"),
         })  # fmt: skip
+        check = (programs or {}).get(r.id)
+        if check is not None:
+            rows[-1].update(program_answer=check.get("program_answer"), program_agrees=check.get("agrees"),
+                            program_failure=check.get("failure"), program=check.get("program"))  # fmt: skip
+        rows[-1]["program_status"] = program_status(rows[-1])
     return rows
 
 
@@ -526,10 +558,14 @@ def filter_rows(
     concept: str | None = None,
     solve_rate: tuple[float, float] | None = None,
     search: str = "",
+    program: str = "any",
 ) -> list[dict[str, Any]]:
     """The explorer's filters (the HTML page applies the same rules in JavaScript): a step range, legal / illegal,
-    an illegal reason, a concept, a solve-rate range (rows without one are dropped when it is set) and a
-    case-insensitive text search over the problem and the teacher output."""
+    an illegal reason, a concept, a solve-rate range (rows without one are dropped when it is set), a
+    case-insensitive text search over the problem and the teacher output, and the program check (one of
+    :data:`PROGRAM_FILTERS`: ``disagrees`` keeps the problems whose program disagrees with the majority)."""
+    if program not in PROGRAM_FILTERS:
+        raise ValueError(f"program filter must be one of {', '.join(PROGRAM_FILTERS)}, got {program!r}")
     out = []
     needle = search.strip().lower()
     for row in rows:
@@ -544,6 +580,9 @@ def filter_rows(
         if solve_rate and (row["solve_rate"] is None or not solve_rate[0] <= row["solve_rate"] <= solve_rate[1]):
             continue
         if needle and needle not in (row["problem"] + " " + (row["teacher_output"] or "")).lower():
+            continue
+        status = row.get("program_status", "unchecked")
+        if program != "any" and not (status == program or (program == "checked" and status != "unchecked")):
             continue
         out.append(row)
     return out
@@ -612,6 +651,12 @@ def problem_detail(row: dict[str, Any]) -> str:
         f"solve rate {format_optional(row['solve_rate'], '.3f')}, majority answer {row['majority_answer']!r}, "
         f"{row['n_valid']} valid answers, novelty {format_optional(row['novelty'])}"
     )
+    if row.get("program_status", "unchecked") != "unchecked":
+        verdict = {"agrees": "agrees with the majority", "disagrees": "**disagrees** with the majority",
+                   "failed": f"failed ({row['program_failure']})"}[row["program_status"]]  # fmt: skip
+        lines += ["", f"**Program check**: answer {row['program_answer']!r}, {verdict}"]
+        if row.get("program"):
+            lines += ["", "```python", row["program"].rstrip(), "```"]
     if not row["legal"]:
         return "\n".join(lines)
     if row["students"] is None:
@@ -642,7 +687,7 @@ class PoolExplorer:
         import ipywidgets as w
 
         pool = load_run_pool(run_dir)
-        self.rows = explorer_rows(pool, load_evidence(run_dir), method)
+        self.rows = explorer_rows(pool, load_evidence(run_dir), method, load_program_checks(run_dir))
         self.by_id = {r["id"]: r for r in self.rows}
         self.page_size = page_size
         steps = [r["step"] for r in self.rows] or [0]
@@ -656,6 +701,7 @@ class PoolExplorer:
             "solve_rate": w.FloatRangeSlider(value=(0.0, 1.0), min=0.0, max=1.0, step=0.05, description="solve rate"),
             "any_rate": w.Checkbox(value=True, description="include rows without a solve rate"),
             "search": w.Text(value="", description="search"),
+            "program": w.Dropdown(options=list(PROGRAM_FILTERS), value="any", description="program"),
             "color": w.Dropdown(options=["step", "solve_rate", "concept"], value="step", description="colour"),
         }  # fmt: skip
         self.select = w.Select(options=[], rows=12, layout=w.Layout(width="100%"))
@@ -672,7 +718,7 @@ class PoolExplorer:
         rate = None if c["any_rate"].value and c["solve_rate"].value == (0.0, 1.0) else tuple(c["solve_rate"].value)
         return filter_rows(
             self.rows, tuple(c["steps"].value), c["legal"].value, None if c["reason"].value == "any" else c["reason"].value,
-            None if c["concept"].value == "any" else c["concept"].value, rate, c["search"].value,
+            None if c["concept"].value == "any" else c["concept"].value, rate, c["search"].value, c["program"].value,
         )  # fmt: skip
 
     def refresh(self) -> None:
@@ -702,11 +748,12 @@ def write_explorer_html(run_dir: str | Path, out: str | Path | None = None, meth
     from plotly.offline import get_plotlyjs
 
     pool = load_run_pool(run_dir)
-    rows = explorer_rows(pool, load_evidence(run_dir), method)
+    rows = explorer_rows(pool, load_evidence(run_dir), method, load_program_checks(run_dir))
     run = Path(run_dir)
     path = Path(out) if out else (run if run.is_dir() else run.parent) / EXPLORE_DIRNAME / EXPLORER_FILE
     path.parent.mkdir(parents=True, exist_ok=True)
     data = json.dumps({"rows": rows, "has_evidence": any(r["students"] is not None for r in rows),
+                       "has_programs": any(r["program_status"] != "unchecked" for r in rows),
                        "evidence_missing": EVIDENCE_MISSING, "summary": summarize_pool(pool.history),
                        "title": str(run.resolve().name)}, ensure_ascii=False)  # fmt: skip
     page = EXPLORER_TEMPLATE.read_text(encoding="utf-8")

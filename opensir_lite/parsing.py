@@ -2,7 +2,8 @@
 
 Every step is extract -> normalise -> compare, each a pure function that returns None (or an explanatory reason)
 instead of raising, because model text is untrusted input. Nothing here evaluates code: answers are parsed by
-math-verify's LaTeX grammar into sympy objects under a time limit.
+math-verify's LaTeX grammar into sympy objects under a time limit, and a program is only cut out of its text
+(:func:`extract_program`; :mod:`opensir_lite.sandbox` runs it).
 """
 
 from __future__ import annotations
@@ -11,7 +12,7 @@ import re
 from dataclasses import dataclass, field
 from functools import lru_cache
 
-from opensir_lite.prompts import CONCEPTS_TAG, FINAL_ANSWER_PREFIX, PROBLEM_TAG, THINK_TAG
+from opensir_lite.prompts import CONCEPTS_TAG, FINAL_ANSWER_PREFIX, PROBLEM_TAG, PROGRAM_FENCE, THINK_TAG
 
 MIN_PROBLEM_CHARS = 10  # OpenSIR: a problem shorter than this is illegal
 MAX_CONCEPTS = 3  # OpenSIR: more comma-separated concepts than this is illegal
@@ -386,3 +387,23 @@ def answer_in_problem(answer_key_text: str | None, problem: str | None) -> bool:
 def has_digit(text: str | None) -> bool:
     """True when the text contains a digit (the official seeding filter: answers without numbers are words)."""
     return bool(text) and any(ch.isdigit() for ch in str(text))
+
+
+MAX_PROGRAM_CHARS = 8000  # a longer "program" is not a short answer computation; refused unread
+_FENCE, _LANGUAGE = PROGRAM_FENCE[:3], PROGRAM_FENCE[3:]  # "```" and "python"
+_FENCE_RE = re.compile(
+    re.escape(_FENCE) + r"[ \t]*(?:" + re.escape(_LANGUAGE) + r"3?|py)?[ \t]*\n(.*?)" + re.escape(_FENCE),
+    re.DOTALL | re.IGNORECASE,
+)
+
+
+def extract_program(text: object) -> str | None:
+    """The program of a program-check completion: the last closed code block (``PROGRAM_FENCE`` or a bare fence)
+    that is not empty and not too long, or None (no block, an unclosed one, only whitespace)."""
+    text = clean_text(text)
+    if _FENCE not in text:
+        return None
+    blocks = [b for b in _FENCE_RE.findall(text) if b.strip()]
+    if not blocks or len(blocks[-1]) > MAX_PROGRAM_CHARS:
+        return None
+    return blocks[-1].strip("\n") + "\n"

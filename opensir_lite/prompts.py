@@ -50,6 +50,17 @@ STUDENT_SYSTEM_PROMPT = (
     "expression that solves the problem."
 )
 
+# The program check (opensir_lite.programs): the policy writes a program that prints a problem's answer. The fence
+# is defined once, for this prompt and for parsing.extract_program.
+PROGRAM_FENCE = "```python"
+PROGRAM_SYSTEM_PROMPT = "You are a helpful AI Assistant who solves math problems by writing Python programs."
+PROGRAM_USER_TEMPLATE = (
+    "Write a short Python 3 program that computes the answer to the math problem below and prints only the final "
+    "answer (a number or a mathematical expression) as its last line of output. Use only the standard library "
+    f"(math, fractions) or sympy; read no input. Put the whole program in one {PROGRAM_FENCE} ... ``` block.\n\n"
+    "Problem: {problem}"
+)
+
 Messages = list[dict[str, str]]
 
 
@@ -84,6 +95,11 @@ def teacher_messages(reference_problem: str, use_system_prompt: bool = True, for
 def student_messages(problem: str, use_system_prompt: bool = True) -> Messages:
     """Chat messages asking the student to solve ``problem`` and end with the boxed final-answer line."""
     return _messages(STUDENT_SYSTEM_PROMPT, problem, use_system_prompt)
+
+
+def program_messages(problem: str, use_system_prompt: bool = True) -> Messages:
+    """Chat messages asking for a program that prints the answer of ``problem`` (the program check)."""
+    return _messages(PROGRAM_SYSTEM_PROMPT, PROGRAM_USER_TEMPLATE.replace("{problem}", problem), use_system_prompt)
 
 
 def supports_system_prompt(tokenizer) -> bool:

@@ -5,6 +5,8 @@ times more groups than are trained) -> parse (a parsed problem is legal, as in t
 samples per legal problem -> answers, majority vote, solve rate (None when no student answer is valid) ->
 embeddings and novelty -> reward columns -> pick the teacher groups with the highest variance of the combined score
 and the student problems with the best combined score among those with a solve rate -> pool growth -> training rows.
+With ``program_check`` on, a measurement joins the round after grading: a program per legal problem, run in the
+sandbox, its answer held against the majority (:mod:`opensir_lite.programs`; it changes no reward and no row).
 
 The rows go back to TRL's ``GRPOTrainer``: G consecutive rows form a group (teacher and student groups never mix),
 ``env_mask`` removes the ``<concepts>`` span of teacher completions (and whole filler rows) from the loss, and
@@ -39,6 +41,7 @@ from opensir_lite.parsing import (
     parse_teacher_output,
 )
 from opensir_lite.pool import ProblemPool, ProblemRecord
+from opensir_lite.programs import timed_check
 from opensir_lite.prompts import (
     EXAMPLE_REPLY,
     SEED_PROBLEM,
@@ -365,6 +368,7 @@ class SelfPlay:
         records = self._records(step, references, teacher_out, parses, cand_pos, student_out, votes, novelty,
                                 duplicate, prefill)  # fmt: skip
         self._score_teacher(records, teacher_out, prefill)
+        program_fields, program_stats = self._program_check(model, tokenizer, records, votes, cand_pos)
         teacher_groups = self._select_teacher_groups(records, n_groups)
         student_problems = self._select_student_problems(records)
         round_records, added = self._grow_pool(records, candidates, cand_emb)
@@ -376,9 +380,12 @@ class SelfPlay:
                  "embedding": t_embedding, "rollout": time.perf_counter() - t_start}  # fmt: skip
         stats = self._stats(round_records, self._local_numbers(teacher_out, student_out, records, teacher_groups,
                                                                 student_problems, times), added)  # fmt: skip
+        stats.update(program_stats)
         cap = getattr(a, "evidence_completion_chars", 300)
         if cap is not None and cap >= 0:
             evidence = round_evidence(records, teacher_out, student_out, votes, answers, cand_pos, G, cap, prefill)
+            for row in evidence:
+                row.update(program_fields.get(row["id"], {}))
             self._evidence.extend(row for rank_rows in all_ranks(evidence) for row in rank_rows)
         result = RoundResult(records, rows, stats, teacher_out, student_out, votes)
         self.last_round = result
@@ -473,6 +480,36 @@ class SelfPlay:
                     r.rewards["solvability"], r.rewards["diversity"], a.difficulty_score_weight,
                     a.diversity_score_weight,
                 )  # fmt: skip
+
+    def _program_check(self, model, tokenizer, records, votes, cand_pos) -> tuple[dict[int, dict], dict[str, Any]]:
+        """The optional program check of the round's legal problems with a majority answer: per record id the
+        evidence fields, and the ``programs/...`` stats of the gathered round ({} and {} when off)."""
+        a = self.args
+        if not getattr(a, "program_check", False):
+            return {}, {}
+        items = [(r.id, r.problem, votes[cand_pos[i]].majority, None) for i, r in enumerate(records)
+                 if r.legal and i in cand_pos and votes[cand_pos[i]].majority is not None]  # fmt: skip
+        checks, seconds = timed_check(
+            model, tokenizer, items, a.program_max_new_tokens, a.max_generate_batch, bool(self._use_system_prompt),
+            allow_unisolated=a.allow_unisolated_sandbox, vote=a.answer_vote,
+        )  # fmt: skip
+        local = [len(checks), sum(c.agrees is not None for c in checks), sum(c.agrees is True for c in checks),
+                 sum(c.failure is not None for c in checks), sum(c.tokens for c in checks)]  # fmt: skip
+        n, both, agree, failed, tokens = (int(v) for v in np.sum(all_ranks(local), axis=0))
+        failures: Counter = Counter()
+        for rank_failures in all_ranks(dict(Counter(c.failure for c in checks if c.failure))):
+            failures.update(rank_failures)
+        stats: dict[str, Any] = {
+            "programs/checked": n,
+            "programs/agreement": agree / both if both else None,
+            "programs/failure_rate": failed / n if n else None,
+            "programs/tokens": tokens,
+            "time/programs": seconds,
+            **{f"programs/failure/{k}": v for k, v in sorted(failures.items())},
+        }
+        fields = {c.id: {"program_answer": c.program_answer, "program_agrees": c.agrees,
+                         "program_failure": c.failure, "program": c.program} for c in checks}  # fmt: skip
+        return fields, stats
 
     def take_evidence(self) -> list[dict[str, Any]]:
         """The round evidence rows played since the last call (the training callback appends them to

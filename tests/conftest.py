@@ -46,22 +46,15 @@ def tiny_model_dir(tmp_path_factory, embedded_dir) -> Path:
     return build_tiny_model(tmp_path_factory.mktemp("tiny"), tokenizer_source=str(embedded_dir))
 
 
-@pytest.fixture(scope="session")
-def fitted_model_dir(tmp_path_factory, embedded_dir, tokenizer) -> Path:
-    """A tiny Llama fitted for a few seconds to answer teacher prompts with the FIT texts (half with a think
-    block) and student prompts with two different answers, so rounds have legal problems and reward variance."""
+def fit_tiny_model(folder: Path, embedded_dir: Path, tokenizer, prompts: list[str], targets: list[str]) -> Path:
+    """A 2-layer random Llama in ``folder`` whose LM head is fitted for a few seconds to answer each prompt with its
+    target (greedy decoding then reproduces the targets)."""
     from transformers import AutoModelForCausalLM
 
     from opensir_lite.models import build_tiny_model
-    from opensir_lite.prompts import SEED_PROBLEM, render, student_messages, teacher_messages
 
-    path = build_tiny_model(tmp_path_factory.mktemp("fitted"), tokenizer_source=str(embedded_dir))
+    path = build_tiny_model(folder, tokenizer_source=str(embedded_dir))
     model = AutoModelForCausalLM.from_pretrained(path)
-    prompts = [
-        render(tokenizer, teacher_messages(ref)) for ref in (SEED_PROBLEM, FIT_PROBLEM) for _ in FIT_TEACHER_TEXTS
-    ]
-    prompts += [render(tokenizer, student_messages(FIT_PROBLEM))] * len(FIT_STUDENT_TEXTS)
-    targets = FIT_TEACHER_TEXTS * 2 + FIT_STUDENT_TEXTS
     rows = []
     for prompt, target in zip(prompts, targets, strict=True):
         p_ids = tokenizer(prompt, add_special_tokens=False)["input_ids"]
@@ -91,6 +84,38 @@ def fitted_model_dir(tmp_path_factory, embedded_dir, tokenizer) -> Path:
     assert loss.item() < 0.2, f"fitting the tiny model failed (loss {loss.item():.3f})"
     model.save_pretrained(path)
     return path
+
+
+@pytest.fixture(scope="session")
+def fitted_model_dir(tmp_path_factory, embedded_dir, tokenizer) -> Path:
+    """A tiny Llama fitted for a few seconds to answer teacher prompts with the FIT texts (half with a think
+    block) and student prompts with two different answers, so rounds have legal problems and reward variance."""
+    from opensir_lite.prompts import SEED_PROBLEM, render, student_messages, teacher_messages
+
+    prompts = [
+        render(tokenizer, teacher_messages(ref)) for ref in (SEED_PROBLEM, FIT_PROBLEM) for _ in FIT_TEACHER_TEXTS
+    ]
+    prompts += [render(tokenizer, student_messages(FIT_PROBLEM))] * len(FIT_STUDENT_TEXTS)
+    targets = FIT_TEACHER_TEXTS * 2 + FIT_STUDENT_TEXTS
+    return fit_tiny_model(tmp_path_factory.mktemp("fitted"), embedded_dir, tokenizer, prompts, targets)
+
+
+FIT_PROGRAM_TEXT = "```python\nprint(4 * 2 + 3)\n```"  # the program the program model writes for FIT_PROBLEM
+
+
+@pytest.fixture(scope="session")
+def program_model_dir(tmp_path_factory, embedded_dir, tokenizer) -> Path:
+    """The fitted model's teacher and student texts, plus a program for FIT_PROBLEM's program prompt (it prints
+    11, the first student answer): a tiny policy for the program check."""
+    from opensir_lite.prompts import SEED_PROBLEM, program_messages, render, student_messages, teacher_messages
+
+    prompts = [
+        render(tokenizer, teacher_messages(ref)) for ref in (SEED_PROBLEM, FIT_PROBLEM) for _ in FIT_TEACHER_TEXTS
+    ]
+    prompts += [render(tokenizer, student_messages(FIT_PROBLEM))] * len(FIT_STUDENT_TEXTS)
+    prompts += [render(tokenizer, program_messages(FIT_PROBLEM))]
+    targets = FIT_TEACHER_TEXTS * 2 + FIT_STUDENT_TEXTS + [FIT_PROGRAM_TEXT]
+    return fit_tiny_model(tmp_path_factory.mktemp("program"), embedded_dir, tokenizer, prompts, targets)
 
 
 @pytest.fixture(scope="session")

@@ -260,3 +260,17 @@ def test_the_gold_control_shares_the_self_play_budget(tmp_path):
     assert differ == []
     for f in ["model_name_or_path", "load_in_4bit", "lora_r", "lora_alpha", "lora_target_modules"]:
         assert getattr(sp_model, f) == getattr(c_model, f), f
+
+
+def test_program_check_refuses_without_isolation(tmp_path, monkeypatch):
+    """program_check where the sandbox cannot isolate: one error before any model loads, unless opted in."""
+    from opensir_lite import sandbox
+
+    monkeypatch.setattr(sandbox, "isolation_unavailable_reason", lambda: "unshare: Operation not permitted")
+    base = ["--config", "smoke", "--output_dir", str(tmp_path), "--program_check", "true"]
+    with pytest.raises(ConfigError, match="program_check: the sandbox cannot isolate.*allow_unisolated_sandbox"):
+        parse_config(base)
+    train_args, _ = parse_config([*base, "--allow_unisolated_sandbox", "true"])
+    assert train_args.program_check and train_args.allow_unisolated_sandbox
+    off, _ = parse_config(["--config", "smoke", "--output_dir", str(tmp_path)])
+    assert off.program_check is False  # off by default: a measurement with a cost

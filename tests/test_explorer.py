@@ -15,10 +15,12 @@ from opensir_lite.exploration import (
     explorer_rows,
     filter_rows,
     load_evidence,
+    load_program_checks,
     problem_detail,
     write_explorer_html,
 )
 from opensir_lite.pool import ProblemPool, ProblemRecord
+from opensir_lite.programs import PROGRAM_CHECKS_FILE, ProgramCheck, write_checks
 
 CONCEPTS = ["addition of numbers", "multiplication facts", "fractions of a whole", "geometry of circles"]
 
@@ -81,6 +83,41 @@ def test_rows_filters_and_detail(tmp_path):
     assert sum(len(t.x) for t in fig.data) == len(pool) - 1
 
 
+def write_program_checks(folder, pool):
+    """program_checks.jsonl for the legal problems: every third disagrees, every seventh failed."""
+    checks = []
+    for r in pool.history:
+        if r.legal and r.majority_answer is not None:
+            failed, disagree = r.id % 7 == 0, r.id % 3 == 0
+            checks.append(ProgramCheck(r.id, r.problem, r.majority_answer,
+                                       None if failed else ("999" if disagree else r.majority_answer),
+                                       None if failed else not disagree, failure="timeout" if failed else None,
+                                       program=None if failed else "print(999)\n"))  # fmt: skip
+    write_checks(folder / PROGRAM_CHECKS_FILE, checks)
+    return checks
+
+
+def test_program_column_and_filter(tmp_path):
+    """Rows carry the program check of program_checks.jsonl; the filter keeps each status; the detail shows it."""
+    pool = make_run(tmp_path)
+    checks = write_program_checks(tmp_path, pool)
+    rows = explorer_rows(pool, load_evidence(tmp_path), programs=load_program_checks(tmp_path))
+    cases = [
+        # (filter, expected ids)
+        ("disagrees", [c.id for c in checks if c.agrees is False]),  # program disagrees with the majority
+        ("agrees", [c.id for c in checks if c.agrees]),  # agrees
+        ("failed", [c.id for c in checks if c.failure]),  # checked, no answer
+        ("checked", [c.id for c in checks]),  # every checked problem
+        ("unchecked", [r["id"] for r in rows if r["id"] not in {c.id for c in checks}]),  # the rest (illegal, seed)
+    ]
+    for program, expected in cases:
+        assert [r["id"] for r in filter_rows(rows, program=program)] == expected, program
+    assert "**disagrees** with the majority" in problem_detail(next(r for r in rows if r["id"] == 3))
+    assert "failed (timeout)" in problem_detail(next(r for r in rows if r["id"] == 7))
+    with pytest.raises(ValueError, match="program filter"):
+        filter_rows(rows, program="maybe")
+
+
 def test_older_runs_without_evidence_still_open(tmp_path):
     pool = make_run(tmp_path, evidence=False)
     assert load_evidence(tmp_path) is None
@@ -115,6 +152,7 @@ def test_explorer_page_in_headless_chromium(tmp_path):
     from selenium.webdriver.support.ui import Select, WebDriverWait
 
     pool = make_run(tmp_path / "run", n=250)
+    checks = write_program_checks(tmp_path / "run", pool)
     page = write_explorer_html(tmp_path / "run")
     browser = chrome()
     try:
@@ -133,6 +171,14 @@ def test_explorer_page_in_headless_chromium(tmp_path):
         assert cells and all(concept in text for text in cells)
         browser.find_element(By.CSS_SELECTOR, "#table tbody tr.row").click()
         assert "Student answers by vote class" in browser.find_element(By.ID, "detail").text
+        Select(browser.find_element(By.ID, "concept")).select_by_value("")
+        Select(browser.find_element(By.ID, "program")).select_by_value("disagrees")
+        shown = browser.execute_script("return window.explorer.shown.map((r) => r.id)")
+        assert shown == [c.id for c in checks if c.agrees is False]
+        cells = browser.find_elements(By.CSS_SELECTOR, "#table tbody td.program-disagrees")
+        assert cells and all(td.text.startswith("≠ 999") for td in cells)
+        browser.find_element(By.CSS_SELECTOR, "#table tbody tr.row").click()
+        assert "disagrees with the majority" in browser.find_element(By.ID, "program-check").text
         errors = [e for e in browser.get_log("browser") if e["level"] == "SEVERE"]
         assert not errors, errors
     finally:

@@ -6,6 +6,7 @@ from opensir_lite.parsing import (
     answers_equal,
     extract_answer,
     extract_boxed_answer,
+    extract_program,
     find_concepts_span,
     has_final_answer_line,
     has_think_block,
@@ -282,3 +283,20 @@ def test_gold_matches(answer, gold, expected):
     from opensir_lite.parsing import gold_matches
 
     assert gold_matches(answer, gold) is expected
+
+
+@pytest.mark.parametrize(
+    "text, expected",
+    [
+        ("```python\nprint(1)\n```", "print(1)\n"),  # the fence the prompt asks for
+        ("Sure.\n```\nx = 2\nprint(x)\n```\nDone.", "x = 2\nprint(x)\n"),  # a bare fence
+        ("```py\nprint(1)\n```\nor\n```python\nprint(2)\n```", "print(2)\n"),  # the last block wins
+        ("```python\nprint(1)", None),  # unclosed (a truncated completion): not run
+        ("```python\n   \n```", None),  # empty
+        ("print(1)", None),  # no block at all
+        (None, None),  # garbage input
+        ("```python\n" + "x = 1\n" * 2000 + "```", None),  # too long to be an answer computation
+    ],
+)
+def test_extract_program(text, expected):
+    assert extract_program(text) == expected
