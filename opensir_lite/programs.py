@@ -82,11 +82,10 @@ def run_programs(
     return out
 
 
-def grade_program(
-    result: ProgramResult | None, majority: str | None, gold: str | None = None, vote: str = "equivalence"
-) -> dict[str, Any]:
+def grade_program(result: ProgramResult | None, majority: str | None, gold: str | None = None) -> dict[str, Any]:
     """The graded fields of one check: ``program_answer``, ``failure``, ``agrees`` and, with gold,
-    ``program_gold`` / ``majority_gold`` (the grader of training and evaluation: math-verify equivalence)."""
+    ``program_gold`` / ``majority_gold``. Always math-verify equivalence, the evaluation grader: a program prints
+    Python's float form (``15.0``), which the official vote's string rule would split from the student's ``15``."""
     fields: dict[str, Any] = {"program_answer": None, "failure": None, "agrees": None}
     if gold is not None:
         fields["majority_gold"] = gold_matches(majority, gold) if majority is not None else None
@@ -99,7 +98,7 @@ def grade_program(
     else:
         fields["program_answer"] = result.answer_line
         if majority is not None:
-            fields["agrees"] = answers_equal(result.answer_line, majority, vote)
+            fields["agrees"] = answers_equal(result.answer_line, majority, "equivalence")
         if gold is not None:
             fields["program_gold"] = gold_matches(result.answer_line, gold)
     return fields
@@ -114,7 +113,6 @@ def check_problems(
     use_system_prompt: bool = True,
     limits: SandboxLimits | None = None,
     allow_unisolated: bool = False,
-    vote: str = "equivalence",
 ) -> list[ProgramCheck]:
     """The whole check for ``(id, problem, majority answer, gold or None)`` items: write, run, grade."""
     if not items:
@@ -128,9 +126,24 @@ def check_problems(
             id=pid, problem=problem, majority_answer=majority, gold=gold, tokens=completion.num_tokens,
             seconds=result.seconds if result else 0.0,
             program=None if program is None else program[:MAX_STORED_PROGRAM_CHARS],
-            **grade_program(result, majority, gold, vote),
+            **grade_program(result, majority, gold),
         ))  # fmt: skip
     return checks
+
+
+def regrade(rows: Sequence[dict[str, Any]]) -> list[ProgramCheck]:
+    """Checks read back from a file, graded again from their stored program answers (no generation, no sandbox):
+    what ``scripts/check_programs.py --regrade_only`` does after a change of the grader."""
+    out = []
+    for row in rows:
+        fields = {k: row.get(k) for k in ProgramCheck.__dataclass_fields__}
+        line = row.get("program_answer")
+        failure = row.get("failure")
+        result = None if failure == "no_program" else ProgramResult(line, None if line else failure or "no_output",
+                                                                    0, row.get("seconds") or 0.0, "", True)  # fmt: skip
+        fields.update(grade_program(result, row.get("majority_answer"), row.get("gold")))
+        out.append(ProgramCheck(**fields))
+    return out
 
 
 def _share(values: Sequence[bool]) -> float | None:

@@ -491,7 +491,7 @@ class SelfPlay:
                  if r.legal and i in cand_pos and votes[cand_pos[i]].majority is not None]  # fmt: skip
         checks, seconds = timed_check(
             model, tokenizer, items, a.program_max_new_tokens, a.max_generate_batch, bool(self._use_system_prompt),
-            allow_unisolated=a.allow_unisolated_sandbox, vote=a.answer_vote,
+            allow_unisolated=a.allow_unisolated_sandbox,
         )  # fmt: skip
         local = [len(checks), sum(c.agrees is not None for c in checks), sum(c.agrees is True for c in checks),
                  sum(c.failure is not None for c in checks), sum(c.tokens for c in checks)]  # fmt: skip

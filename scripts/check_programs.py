@@ -32,7 +32,15 @@ from opensir_lite.grading import majority_vote
 from opensir_lite.models import ModelLoadError, load_for_inference
 from opensir_lite.pool import PoolFileError
 from opensir_lite.probe import LabelProbe
-from opensir_lite.programs import PROGRAM_CHECKS_FILE, check_problems, format_summary, summarize_checks, write_checks
+from opensir_lite.programs import (
+    PROGRAM_CHECKS_FILE,
+    check_problems,
+    format_summary,
+    read_checks,
+    regrade,
+    summarize_checks,
+    write_checks,
+)
 from opensir_lite.prompts import supports_system_prompt
 from opensir_lite.sandbox import SandboxUnavailable
 
@@ -45,6 +53,9 @@ class CheckArguments:
     limit: int = field(default=0, metadata={"help": "Check at most this many problems (0: all)."})
     output: str | None = field(default=None, metadata={"help": "program_checks.jsonl to write (default RUN_DIR's)."})
     json: str | None = field(default=None, metadata={"help": "Also write the summary here as JSON."})
+    regrade_only: bool = field(
+        default=False, metadata={"help": "Grade the checks already in the output file again; no model, no sandbox."}
+    )
 
 
 def pool_items(run_dir: str, limit: int) -> list[tuple[int, str, str | None, str | None]]:
@@ -75,8 +86,15 @@ def main() -> int:
             raise ConfigError("--probe needs --output FILE (there is no run folder to write into)")
         if args.run_dir:
             run = Path(args.run_dir)
-            items = pool_items(args.run_dir, args.limit)
             output = Path(args.output) if args.output else (run if run.is_dir() else run.parent) / PROGRAM_CHECKS_FILE
+            if not args.regrade_only:
+                items = pool_items(args.run_dir, args.limit)
+        else:
+            output = Path(args.output)
+        if args.regrade_only:
+            if not output.is_file():
+                raise FileNotFoundError(f"--regrade_only: no checks at {output}")
+            return report(regrade(list(read_checks(output).values())), output, args, model_args, None)
         torch.manual_seed(train_args.seed)
         model, tokenizer = load_for_inference(
             model_args.model_name_or_path, adapter=args.adapter, trust_remote_code=train_args.trust_remote_code
@@ -87,26 +105,30 @@ def main() -> int:
         start = time.perf_counter()
         if args.probe:
             items = probe_items(model, tokenizer, train_args, args.limit, use_system)
-            output = Path(args.output)
         t_programs = time.perf_counter()
         checks = check_problems(
             model, tokenizer, items, train_args.program_max_new_tokens, train_args.max_generate_batch, use_system,
-            allow_unisolated=train_args.allow_unisolated_sandbox, vote=train_args.answer_vote,
+            allow_unisolated=train_args.allow_unisolated_sandbox,
         )  # fmt: skip
         end = time.perf_counter()
     except (ConfigError, PoolFileError, ModelLoadError, FileNotFoundError, BenchmarkError, SandboxUnavailable) as e:
         print(f"error: {e}", file=sys.stderr)
         return 2
+    seconds = {"seconds_programs": round(end - t_programs, 1),
+               "seconds_probe": round(t_programs - start, 1) if args.probe else None,
+               "seconds_per_problem": round((end - t_programs) / len(checks), 2) if checks else None}  # fmt: skip
+    return report(checks, output, args, model_args, seconds)
+
+
+def report(checks, output: Path, args: CheckArguments, model_args, seconds: dict | None) -> int:
+    """Write the checks and print (and optionally write) their summary."""
     write_checks(output, checks)
     summary = summarize_checks(checks)
-    summary.update(
-        source="probe" if args.probe else str(args.run_dir), model=model_args.model_name_or_path,
-        adapter=args.adapter, seconds_programs=round(end - t_programs, 1),
-        seconds_probe=round(t_programs - start, 1) if args.probe else None,
-        seconds_per_problem=round((end - t_programs) / len(checks), 2) if checks else None,
-    )  # fmt: skip
+    summary.update(source="probe" if args.probe else str(args.run_dir), model=model_args.model_name_or_path,
+                   adapter=args.adapter, regraded=args.regrade_only, **(seconds or {}))  # fmt: skip
     print(format_summary(summary, title=f"program check of {summary['source']}"))
-    print(f"  {summary['seconds_programs']:.0f} s for programs ({summary['seconds_per_problem']} s per problem)")
+    if seconds:
+        print(f"  {seconds['seconds_programs']:.0f} s for programs ({seconds['seconds_per_problem']} s per problem)")
     print(f"checks: {output}")
     if args.json:
         Path(args.json).parent.mkdir(parents=True, exist_ok=True)

@@ -19,6 +19,7 @@ from opensir_lite.programs import (
     format_summary,
     grade_program,
     read_checks,
+    regrade,
     run_programs,
     summarize_checks,
     write_checks,
@@ -44,6 +45,8 @@ GRADES = [
     (ran("11.0"), "11", None, {"program_answer": "11.0", "agrees": True}),
     # a fraction against a decimal
     (ran("3/4"), "0.75", None, {"agrees": True}),
+    # Python's float form against the student's integer (the vote's string rule would split them)
+    (ran("15.0"), "15", None, {"agrees": True}),
     # a different answer: disagreement
     (ran("14"), "11", None, {"program_answer": "14", "agrees": False}),
     # no majority (no valid student answer): nothing to agree with
@@ -65,6 +68,20 @@ GRADES = [
 def test_grade_program(result, majority, gold, expected):
     fields = grade_program(result, majority, gold)
     assert {k: fields.get(k) for k in expected} == expected
+
+
+def test_regrade_from_stored_answers(tmp_path):
+    """--regrade_only: stored program answers graded again, failures kept, no generation and no sandbox."""
+    rows = [
+        {"id": 1, "problem": "p", "majority_answer": "15", "program_answer": "15.0", "agrees": False},  # stale verdict
+        {"id": 2, "problem": "p", "majority_answer": "15", "program_answer": None, "failure": "timeout"},
+        {"id": 3, "problem": "p", "majority_answer": "15", "program_answer": None, "failure": "no_program"},
+        {"id": 4, "problem": "p", "majority_answer": "7", "program_answer": "8", "gold": "8"},
+    ]
+    checks = regrade(rows)
+    assert [c.agrees for c in checks] == [True, None, None, False]
+    assert [c.failure for c in checks] == [None, "timeout", "no_program", None]
+    assert checks[3].program_gold is True and checks[3].majority_gold is False
 
 
 def test_summary_and_predictive_split():
@@ -143,7 +160,7 @@ def test_round_with_program_check(program_model_dir, tokenizer, embedder):
     for r in answered:
         row = by_id[r.id]
         assert row["program_answer"] == "11"
-        assert row["program_agrees"] == answers_equal("11", r.majority_answer, "string")
+        assert row["program_agrees"] == answers_equal("11", r.majority_answer, "equivalence")
     agree = sum(by_id[r.id]["program_agrees"] for r in answered)
     assert on.stats["programs/agreement"] == pytest.approx(agree / len(answered))
 
@@ -175,6 +192,8 @@ def test_script_over_a_run_then_explorer(program_model_dir, tmp_path):
     checks = load_program_checks(run)
     assert {i: c["agrees"] for i, c in checks.items()} == {1: True, 2: False}  # legal problems with a majority only
     assert json.loads(summary.read_text())["agreement"] == 0.5
+    again = subprocess.run([*cmd, "--regrade_only", "true"], capture_output=True, text=True, cwd=ROOT, timeout=600)
+    assert again.returncode == 0 and "program agrees with majority 50.0%" in again.stdout  # no model loaded
     rows = explorer_rows(ProblemPool.from_jsonl(run / "pool.jsonl"), None, programs=checks)
     assert [r["id"] for r in filter_rows(rows, program="disagrees")] == [2]
     assert [r["id"] for r in filter_rows(rows, program="checked")] == [1, 2]
