@@ -18,7 +18,7 @@ from typing import Any
 import numpy as np
 
 from opensir_lite.checkpointing import find_run_file
-from opensir_lite.pool import POOL_FILE, ProblemPool, ProblemRecord
+from opensir_lite.pool import POOL_FILE, ProblemPool, ProblemRecord, read_rows_by_id
 from opensir_lite.rewards import GATE_LOWER, GATE_UPPER
 
 logger = logging.getLogger(__name__)
@@ -480,18 +480,7 @@ def load_evidence(run_dir: str | Path) -> dict[int, dict[str, Any]] | None:
 
     run = Path(run_dir)
     path = (run if run.is_dir() else run.parent) / EVIDENCE_FILE
-    if not path.is_file():
-        return None
-    evidence: dict[int, dict[str, Any]] = {}
-    with open(path, encoding="utf-8", errors="replace") as f:
-        for line in f:
-            try:
-                row = json.loads(line)
-            except json.JSONDecodeError:
-                continue
-            if isinstance(row, dict) and isinstance(row.get("id"), int):
-                evidence[row["id"]] = row
-    return evidence
+    return read_rows_by_id(path) if path.is_file() else None
 
 
 PROGRAM_FILTERS = ("any", "checked", "disagrees", "agrees", "failed", "unchecked")

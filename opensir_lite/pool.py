@@ -71,6 +71,23 @@ class ProblemRecord:
         return cls(**known)
 
 
+def read_rows_by_id(path: Path) -> dict[int, dict]:
+    """The JSON objects of a per-problem side file (round evidence, program checks) keyed by their integer ``id``;
+    lines that do not parse (one cut by a crash) are skipped and the last row of an id wins. {} without the file."""
+    out: dict[int, dict] = {}
+    if not path.is_file():
+        return out
+    with open(path, encoding="utf-8", errors="replace") as f:
+        for line in f:
+            try:
+                row = json.loads(line)
+            except json.JSONDecodeError:
+                continue
+            if isinstance(row, dict) and isinstance(row.get("id"), int):
+                out[row["id"]] = row
+    return out
+
+
 def read_jsonl_objects(path: Path, error: type[Exception]) -> list[tuple[int, dict]]:
     """(line number, object) for every non-blank line; ``error`` names the file and line of a bad one."""
     if not path.is_file():

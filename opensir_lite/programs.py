@@ -14,7 +14,6 @@ optional per-round measurement (``program_check: true``) puts the same fields in
 from __future__ import annotations
 
 import json
-import time
 from collections import Counter
 from collections.abc import Sequence
 from dataclasses import asdict, dataclass
@@ -23,7 +22,7 @@ from typing import Any
 
 from opensir_lite.generation import Completion, SamplingSettings, generate
 from opensir_lite.parsing import answers_equal, extract_program, gold_matches, is_math_expression, normalise_answer
-from opensir_lite.pool import atomic_write_text
+from opensir_lite.pool import atomic_write_text, read_rows_by_id
 from opensir_lite.prompts import program_messages, render
 from opensir_lite.sandbox import FAILURES, ProgramResult, SandboxLimits, run_program
 
@@ -226,24 +225,4 @@ def read_checks(path: str | Path) -> dict[int, dict[str, Any]]:
     """The checks of a file keyed by id ({} when it does not exist; lines that do not parse are skipped, the
     last row of an id wins)."""
     path = Path(path)
-    if path.is_dir():
-        path = path / PROGRAM_CHECKS_FILE
-    if not path.is_file():
-        return {}
-    out: dict[int, dict[str, Any]] = {}
-    with open(path, encoding="utf-8", errors="replace") as f:
-        for line in f:
-            try:
-                row = json.loads(line)
-            except json.JSONDecodeError:
-                continue
-            if isinstance(row, dict) and isinstance(row.get("id"), int):
-                out[row["id"]] = row
-    return out
-
-
-def timed_check(*args, **kwargs) -> tuple[list[ProgramCheck], float]:
-    """:func:`check_problems` and its wall-clock seconds (generation included): the per-round cost."""
-    start = time.perf_counter()
-    checks = check_problems(*args, **kwargs)
-    return checks, time.perf_counter() - start
+    return read_rows_by_id(path / PROGRAM_CHECKS_FILE if path.is_dir() else path)

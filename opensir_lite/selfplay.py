@@ -41,7 +41,7 @@ from opensir_lite.parsing import (
     parse_teacher_output,
 )
 from opensir_lite.pool import ProblemPool, ProblemRecord
-from opensir_lite.programs import timed_check
+from opensir_lite.programs import check_problems
 from opensir_lite.prompts import (
     EXAMPLE_REPLY,
     SEED_PROBLEM,
@@ -489,10 +489,12 @@ class SelfPlay:
             return {}, {}
         items = [(r.id, r.problem, votes[cand_pos[i]].majority, None) for i, r in enumerate(records)
                  if r.legal and i in cand_pos and votes[cand_pos[i]].majority is not None]  # fmt: skip
-        checks, seconds = timed_check(
+        t0 = time.perf_counter()
+        checks = check_problems(
             model, tokenizer, items, a.program_max_new_tokens, a.max_generate_batch, bool(self._use_system_prompt),
             allow_unisolated=a.allow_unisolated_sandbox,
         )  # fmt: skip
+        seconds = time.perf_counter() - t0
         local = [len(checks), sum(c.agrees is not None for c in checks), sum(c.agrees is True for c in checks),
                  sum(c.failure is not None for c in checks), sum(c.tokens for c in checks)]  # fmt: skip
         n, both, agree, failed, tokens = (int(v) for v in np.sum(all_ranks(local), axis=0))

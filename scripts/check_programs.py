@@ -28,7 +28,6 @@ import torch
 from opensir_lite.config import ConfigError, parse_config
 from opensir_lite.evaluation.benchmarks import BenchmarkError
 from opensir_lite.exploration import load_run_pool
-from opensir_lite.grading import majority_vote
 from opensir_lite.models import ModelLoadError, load_for_inference
 from opensir_lite.pool import PoolFileError
 from opensir_lite.probe import LabelProbe
@@ -70,11 +69,8 @@ def probe_items(model, tokenizer, train_args, limit: int, use_system_prompt: boo
     if limit:
         probe.items = probe.items[:limit]
     probe(model, tokenizer, 1, use_system_prompt)
-    out = []
-    for item, row in zip(probe.items, probe.last_rows, strict=True):
-        vote = majority_vote(row["answers"], by=train_args.answer_vote)
-        out.append((item.index, item.question, vote.majority, item.gold))
-    return out
+    return [(item.index, item.question, row["majority"], item.gold)
+            for item, row in zip(probe.items, probe.last_rows, strict=True)]  # fmt: skip
 
 
 def main() -> int:
