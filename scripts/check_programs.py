@@ -92,9 +92,11 @@ def main() -> int:
                 raise FileNotFoundError(f"--regrade_only: no checks at {output}")
             return report(regrade(list(read_checks(output).values())), output, args, model_args, None)
         torch.manual_seed(train_args.seed)
+        # the recipe's rollout dtype (bf16 where native under bf16_when_native), as the round and its probe sample
         model, tokenizer = load_for_inference(
-            model_args.model_name_or_path, adapter=args.adapter, trust_remote_code=train_args.trust_remote_code
-        )
+            model_args.model_name_or_path, adapter=args.adapter, trust_remote_code=train_args.trust_remote_code,
+            dtype=train_args.rollout_dtype,
+        )  # fmt: skip
         use_system = (
             supports_system_prompt(tokenizer) if train_args.use_system_prompt is None else train_args.use_system_prompt
         )
@@ -110,21 +112,25 @@ def main() -> int:
     except (ConfigError, PoolFileError, ModelLoadError, FileNotFoundError, BenchmarkError, SandboxUnavailable) as e:
         print(f"error: {e}", file=sys.stderr)
         return 2
-    seconds = {"seconds_programs": round(end - t_programs, 1),
-               "seconds_probe": round(t_programs - start, 1) if args.probe else None,
-               "seconds_per_problem": round((end - t_programs) / len(checks), 2) if checks else None}  # fmt: skip
-    return report(checks, output, args, model_args, seconds)
+    measured = {"dtype": str(next(model.parameters()).dtype).removeprefix("torch."),
+                "seconds_programs": round(end - t_programs, 1),
+                "seconds_probe": round(t_programs - start, 1) if args.probe else None,
+                "seconds_per_problem": round((end - t_programs) / len(checks), 2) if checks else None}  # fmt: skip
+    return report(checks, output, args, model_args, measured)
 
 
-def report(checks, output: Path, args: CheckArguments, model_args, seconds: dict | None) -> int:
+def report(checks, output: Path, args: CheckArguments, model_args, measured: dict | None) -> int:
     """Write the checks and print (and optionally write) their summary."""
     write_checks(output, checks)
     summary = summarize_checks(checks)
     summary.update(source="probe" if args.probe else str(args.run_dir), model=model_args.model_name_or_path,
-                   adapter=args.adapter, regraded=args.regrade_only, **(seconds or {}))  # fmt: skip
+                   adapter=args.adapter, regraded=args.regrade_only, **(measured or {}))  # fmt: skip
     print(format_summary(summary, title=f"program check of {summary['source']}"))
-    if seconds:
-        print(f"  {seconds['seconds_programs']:.0f} s for programs ({seconds['seconds_per_problem']} s per problem)")
+    if measured:
+        print(
+            f"  {measured['seconds_programs']:.0f} s for programs ({measured['seconds_per_problem']} s per problem,"
+            f" {measured['dtype']})"
+        )
     print(f"checks: {output}")
     if args.json:
         Path(args.json).parent.mkdir(parents=True, exist_ok=True)
