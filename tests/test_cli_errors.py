@@ -69,6 +69,10 @@ CASES = [
     ("seed: unknown key", "seed_pool", ["--config", "{tmp}/unknown_key.yaml"], "unknown config key(s)"),
     ("seed: malformed output pool", "seed_pool", [*SMOKE, "--output", "{tmp}/bad_pool.jsonl"],
      "bad_pool.jsonl:2: not valid JSON"),
+    ("peer: merge without adapter", "peer_eval", ["--merge", "--output_dir", "{out}"], "--merge needs --adapter"),
+    ("peer: adapter to merge missing", "peer_eval",
+     ["--model", "embedded", "--adapter", "{tmp}/no_adapter", "--merge", "--output_dir", "{out}"],
+     "cannot load adapter"),
 ]  # fmt: skip
 
 

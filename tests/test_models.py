@@ -191,3 +191,34 @@ def test_cpu_has_native_bf16(cpuinfo, native):
     from opensir_lite.models import cpu_has_native_bf16
 
     assert cpu_has_native_bf16(cpuinfo) is native
+
+
+def test_merged_model_dir_is_the_adapted_function_and_cached(tiny_model_dir, tmp_path, monkeypatch):
+    """merged_model_dir writes base + LoRA folded into one loadable folder whose logits are the unmerged adapter's,
+    keys it by the adapter's bytes, and returns the folder again without loading anything."""
+    from peft import LoraConfig, PeftModel, get_peft_model
+    from transformers import AutoModelForCausalLM
+
+    import opensir_lite.models as models
+
+    monkeypatch.setenv("OPENSIR_LITE_CACHE", str(tmp_path / "cache"))
+    base = AutoModelForCausalLM.from_pretrained(tiny_model_dir, dtype=torch.float32)
+    lora = LoraConfig(r=4, lora_alpha=8, target_modules="all-linear", init_lora_weights=False)  # B != 0: a real change
+    torch.manual_seed(0)
+    get_peft_model(base, lora).save_pretrained(tmp_path / "adapter")
+    merged = models.merged_model_dir(str(tiny_model_dir), str(tmp_path / "adapter"), dtype="float32")
+    assert merged.parent == tmp_path / "cache" / "merged" and (merged / "tokenizer_config.json").is_file()
+    ids = torch.tensor([[1, 5, 9, 42, 7]])
+    with torch.no_grad():
+        plain = AutoModelForCausalLM.from_pretrained(tiny_model_dir, dtype=torch.float32)(ids).logits
+        peft = PeftModel.from_pretrained(
+            AutoModelForCausalLM.from_pretrained(tiny_model_dir, dtype=torch.float32), tmp_path / "adapter"
+        )(ids).logits
+        folded = AutoModelForCausalLM.from_pretrained(merged, dtype=torch.float32)(ids).logits
+    assert not torch.allclose(plain, peft, atol=1e-3)  # the adapter changes the function ...
+    assert torch.allclose(folded, peft, atol=1e-4)  # ... and the merged folder is that function
+    monkeypatch.setattr(models, "load_for_inference", lambda *a, **k: pytest.fail("loaded again"))
+    assert models.merged_model_dir(str(tiny_model_dir), str(tmp_path / "adapter"), dtype="float32") == merged  # cached
+    assert models._adapter_key(str(tiny_model_dir), str(tmp_path / "adapter"), "bfloat16") != merged.name  # by dtype
+    (tmp_path / "adapter" / "adapter_model.safetensors").write_bytes(b"other weights")
+    assert models._adapter_key(str(tiny_model_dir), str(tmp_path / "adapter"), "float32") != merged.name  # by bytes

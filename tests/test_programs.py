@@ -192,6 +192,10 @@ def test_script_over_a_run_then_explorer(program_model_dir, tmp_path):
     checks = load_program_checks(run)
     assert {i: c["agrees"] for i, c in checks.items()} == {1: True, 2: False}  # legal problems with a majority only
     assert json.loads(summary.read_text())["agreement"] == 0.5
+    assert json.loads(summary.read_text())["dtype"] == "float32"  # smoke's rollout_dtype auto: the CPU's fp32
+    bf16 = [*cmd, "--rollout_dtype", "bfloat16", "--limit", "1", "--output", str(tmp_path / "bf16.jsonl")]
+    assert subprocess.run(bf16, capture_output=True, text=True, cwd=ROOT, timeout=600).returncode == 0
+    assert json.loads(summary.read_text())["dtype"] == "bfloat16"  # the recipe's rollout dtype, as the round samples
     again = subprocess.run([*cmd, "--regrade_only", "true"], capture_output=True, text=True, cwd=ROOT, timeout=600)
     assert again.returncode == 0 and "program agrees with majority 50.0%" in again.stdout  # no model loaded
     rows = explorer_rows(ProblemPool.from_jsonl(run / "pool.jsonl"), None, programs=checks)
