@@ -46,6 +46,9 @@ def tiny_model_dir(tmp_path_factory, embedded_dir) -> Path:
     return build_tiny_model(tmp_path_factory.mktemp("tiny"), tokenizer_source=str(embedded_dir))
 
 
+FIT_LOSS = 0.05  # mean cross-entropy per target token at which a fitted tiny model is kept (floor: about 0.034)
+
+
 def fit_tiny_model(folder: Path, embedded_dir: Path, tokenizer, prompts: list[str], targets: list[str]) -> Path:
     """A 2-layer random Llama in ``folder`` whose LM head is fitted for a few seconds to answer each prompt with its
     target (greedy decoding then reproduces the targets)."""
@@ -74,14 +77,20 @@ def fit_tiny_model(folder: Path, embedded_dir: Path, tokenizer, prompts: list[st
     selected = targets_next != -100
     torch.manual_seed(0)
     optimizer = torch.optim.AdamW(model.parameters(), lr=1e-2)
-    for _ in range(120):  # the LM head only on completion tokens: seconds, not minutes
+    # The LM head only on completion tokens: seconds, not minutes. The loss at a fixed step count depends on the CPU
+    # (lr 1e-2 makes it spike: 0.157 at step 80 and 0.238 at step 120 on an AVX512 EPYC, where an AMX Xeon was under
+    # 0.2 at 120 and sampled legal texts), so fit until it is near its floor (about 0.034 here: the texts branch on
+    # purpose) and keep the weights that reached it; then sampling gives the targets on any CPU.
+    for _ in range(800):
         hidden = model.model(input_ids=input_ids, attention_mask=attention).last_hidden_state[:, :-1]
         logits = model.lm_head(hidden[selected])
         loss = torch.nn.functional.cross_entropy(logits, targets_next[selected])
+        if loss.item() < FIT_LOSS:
+            break
         loss.backward()
         optimizer.step()
         optimizer.zero_grad()
-    assert loss.item() < 0.2, f"fitting the tiny model failed (loss {loss.item():.3f})"
+    assert loss.item() < FIT_LOSS, f"fitting the tiny model failed (loss {loss.item():.3f})"
     model.save_pretrained(path)
     return path
 
