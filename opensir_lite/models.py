@@ -459,6 +459,7 @@ def merged_model_dir(
     )
     out.parent.mkdir(parents=True, exist_ok=True)
     tmp = Path(tempfile.mkdtemp(prefix=".merging-", dir=out.parent))  # a half-written folder is never ``out``
+    tmp.chmod(0o755)  # mkdtemp's 0700 would hide the cached model from other users of a shared cache
     model.save_pretrained(tmp)
     tokenizer.save_pretrained(tmp)
     if out.exists():
