@@ -15,6 +15,7 @@ import json
 import os
 import shutil
 import tempfile
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -186,9 +187,7 @@ def ensure_embedded(model: EmbeddedModel) -> Path:
         return target
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
-    target.parent.mkdir(parents=True, exist_ok=True)
-    work = Path(tempfile.mkdtemp(prefix=model.dirname + ".", dir=target.parent))
-    try:
+    def build(work: Path) -> Path:
         gguf = assemble_gguf(model, work)
         tokenizer = AutoTokenizer.from_pretrained(gguf.parent, gguf_file=gguf.name)
         # The GGUF metadata names another EOS (<|im_start|> in SmolLM2's, <|endoftext|> as loaded from Qwen's);
@@ -212,10 +211,23 @@ def ensure_embedded(model: EmbeddedModel) -> Path:
             json.dumps({"name": model.name, "hub_id": model.hub_id, "gguf_sha256": model.sha256,
                         "gguf_bytes": model.size, "parts": [p.package for p in model.parts]}, indent=2) + "\n"
         )  # fmt: skip
+        return folder
+
+    return _build_cached_folder(target, build)  # the assembled GGUF (~0.5 GB) is not kept
+
+
+def _build_cached_folder(target: Path, build: Callable[[Path], Path]) -> Path:
+    """Make a cache folder in one rename: ``build(work)`` writes a folder inside a temporary sibling of ``target``
+    and returns it, and it becomes ``target`` unless another process finished first; a half-written folder is never
+    ``target``, and the rest of ``work`` is deleted."""
+    target.parent.mkdir(parents=True, exist_ok=True)
+    work = Path(tempfile.mkdtemp(prefix=target.name + ".", dir=target.parent))
+    try:
+        folder = build(work)
         if not target.exists():  # another process may have finished first
             os.replace(folder, target)
     finally:
-        shutil.rmtree(work, ignore_errors=True)  # the assembled GGUF (~0.5 GB) is not kept
+        shutil.rmtree(work, ignore_errors=True)
     return target
 
 
@@ -439,33 +451,23 @@ def _adapter_key(name_or_path: str, adapter: str, dtype: str) -> str:
     return digest.hexdigest()[:16]
 
 
-def merged_model_dir(
-    name_or_path: str,
-    adapter: str,
-    dtype: str = "bfloat16",
-    out_dir: str | Path | None = None,
-    trust_remote_code: bool = False,
-) -> Path:
+def merged_model_dir(name_or_path: str, adapter: str, dtype: str = "bfloat16") -> Path:
     """A folder holding ``name_or_path`` with the LoRA ``adapter`` merged into its weights in ``dtype``, with its
     tokenizer: for evaluators that load one folder (lm-evaluation-harness's ``pretrained=``). It is the function that
     ``scripts/evaluate.py`` samples from (it merges too), and it decodes as fast as the base, where an unmerged
-    adapter ran 2.2x slower in the harness. Written once under ``$OPENSIR_LITE_CACHE/merged/`` (or ``out_dir``),
-    keyed by the base, the adapter's bytes and the dtype; a later call returns the same folder without loading."""
-    out = Path(out_dir) if out_dir else cache_dir() / "merged" / _adapter_key(name_or_path, adapter, dtype)
-    if (out / "config.json").is_file():
-        return out
-    model, tokenizer = load_for_inference(
-        name_or_path, adapter=adapter, trust_remote_code=trust_remote_code, dtype=dtype, merge_adapter=True
-    )
-    out.parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(prefix=".merging-", dir=out.parent))  # a half-written folder is never ``out``
-    tmp.chmod(0o755)  # mkdtemp's 0700 would hide the cached model from other users of a shared cache
-    model.save_pretrained(tmp)
-    tokenizer.save_pretrained(tmp)
-    if out.exists():
-        shutil.rmtree(out)
-    shutil.move(str(tmp), out)
-    return out
+    adapter ran 2.2x slower in the harness. Written once under ``$OPENSIR_LITE_CACHE/merged/``, keyed by the base,
+    the adapter's bytes and the dtype; a later call returns the same folder without loading."""
+    target = cache_dir() / "merged" / _adapter_key(name_or_path, adapter, dtype)
+    if (target / "config.json").is_file():
+        return target
+    model, tokenizer = load_for_inference(name_or_path, adapter=adapter, dtype=dtype, merge_adapter=True)
+
+    def build(work: Path) -> Path:
+        model.save_pretrained(work / "model")
+        tokenizer.save_pretrained(work / "model")
+        return work / "model"
+
+    return _build_cached_folder(target, build)
 
 
 def _load_adapter(peft_model_cls, model, adapter: str):
