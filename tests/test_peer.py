@@ -13,13 +13,18 @@ import yaml
 
 from opensir_lite.evaluation.benchmarks import BenchmarkError, load_items, subset
 from opensir_lite.evaluation.peer import (
+    Graded,
     agreement,
     agreement_report,
     disagreement_class,
+    each_completion,
     filter_names,
     find_peer_samples,
     peer_grade,
     read_peer_samples,
+    sampled_difference,
+    sampled_scores,
+    sampled_task,
     task_config,
 )
 from opensir_lite.evaluation.protocols import grade
@@ -196,6 +201,69 @@ def test_few_shot_rows_never_overlap_the_evaluated_rows():
     assert all("body" not in r for r in asdiv)  # the offline copy's question already holds the body
 
 
+@pytest.mark.parametrize(
+    ("repeats", "temperature", "top_p", "max_gen_toks"),
+    [
+        (4, 0.7, 1.0, 512),  # issue 29's primary endpoint: avg@4 at the training temperature and budget
+        (8, 0.6, 0.95, None),  # the official evaluation's sampling, the shipped budget kept
+    ],
+)
+def test_the_sampled_variant_is_the_shipped_task_with_repeats_and_sampling(
+    tmp_path, repeats, temperature, top_p, max_gen_toks
+):
+    """sampled_task writes a YAML that the harness's own loader reads as the shipped task (prompt, rows, filters,
+    metric) with only repeats and the sampling settings changed."""
+    from lm_eval.tasks._yaml_loader import load_yaml
+
+    name = sampled_task("opensir_gsm8k_student", tmp_path, repeats, temperature, top_p, max_gen_toks)
+    assert name == "opensir_gsm8k_student_sampled"
+    loaded = load_yaml(tmp_path / f"{name}.yaml", resolve_func=False, recursive=True)
+    shipped = load_yaml(PEER_TASKS_DIR / "opensir_gsm8k_student.yaml", resolve_func=False, recursive=True)
+    changed = {k for k in loaded if loaded[k] != shipped.get(k)}
+    assert changed == {"task", "repeats", "generation_kwargs"} and loaded["repeats"] == repeats
+    gen = loaded["generation_kwargs"]
+    assert gen["do_sample"] is True and (gen["temperature"], gen["top_p"]) == (temperature, top_p)
+    assert gen["max_gen_toks"] == (max_gen_toks or shipped["generation_kwargs"]["max_gen_toks"])
+    assert gen["until"] == shipped["generation_kwargs"]["until"]
+    assert filter_names(name) == filter_names("opensir_gsm8k_student")  # graded as the shipped task
+    with pytest.raises(BenchmarkError, match="temperature > 0"):
+        sampled_task("opensir_gsm8k_student", tmp_path, 4, 0.0)
+
+
+def _row(index: int, ours: list[bool], peer: list[bool]) -> Graded:
+    """A row with one completion per verdict: our official reading and the peer's flexible-extract."""
+    texts = [f"c{j}" for j in range(len(ours))]
+    g = Graded(index, "q", texts[0], completions=texts)
+    g.ours_all = {"opensir": [("1" if c else "2", c) for c in ours]}
+    g.peer_all = {"flexible-extract": [("1" if c else "2", c) for c in peer]}
+    g.ours, g.peer = {p: v[0] for p, v in g.ours_all.items()}, {f: v[0] for f, v in g.peer_all.items()}
+    return g
+
+
+def test_sampled_scores_and_the_paired_difference_of_two_evaluators():
+    """avg@n, maj@n and pass@n of every completion under each reader, each completion as its own agreement row,
+    and the difference of two evaluators' per-row accuracy paired by row."""
+    a = [
+        _row(0, [True, True, False, False], [True, True, False, True]),  # ours 2/4, the peer's 3/4
+        _row(1, [False] * 4, [False] * 4),
+    ]  # never right
+    b = [_row(1, [True, False, False, False], [True] * 4), _row(0, [True] * 4, [True] * 4),
+         _row(9, [True] * 4, [True] * 4)]  # row 9: only in b, left out of the pairing  # fmt: skip
+    scores = sampled_scores(a)
+    assert scores["ours:opensir"]["avg@4"] == pytest.approx(0.25)  # (2/4 + 0) / 2
+    assert scores["peer:flexible-extract"]["avg@4"] == pytest.approx(0.375)
+    assert scores["ours:opensir"]["pass@4"] == pytest.approx(0.5)
+    flat = each_completion(a)
+    assert len(flat) == 8 and agreement(flat, "opensir", "flexible-extract")["agree"] == 7  # row 0's 4th differs
+    d = sampled_difference(a, b, "ours:opensir")
+    assert d["rows"] == 2 and d["delta"] == pytest.approx(((1 - 0.5) + (0.25 - 0)) / 2)
+    assert d["base"] == pytest.approx(0.25) and d["other"] == pytest.approx(0.625)
+    with pytest.raises(BenchmarkError, match="reader must be"):
+        sampled_difference(a, b, "official")
+    with pytest.raises(BenchmarkError, match="share no row"):
+        sampled_difference(a, [_row(5, [True], [True])])
+
+
 def test_bad_inputs_are_one_clear_error(tmp_path):
     bad = tmp_path / "samples_opensir_gsm8k_1.jsonl"
     bad.write_text('{"doc": {}}\n')
@@ -239,3 +307,38 @@ def test_the_shipped_task_runs_offline_through_lm_eval(tmp_path, tiny_model_dir)
     assert (
         agreement_report(read_peer_samples(find_peer_samples(out / "lm_eval", task), task, FIXTURE), "x")["rows"] == 3
     )
+
+
+@pytest.mark.slow
+def test_the_sampled_task_runs_through_lm_eval_and_compares_with_ours(tmp_path, tiny_model_dir):
+    """--repeats/--temperature: the harness samples k completions per row through its real entry point, both graders
+    read every one of them, and --ours pairs the harness's avg@k with scripts/evaluate.py's on the same rows."""
+    import os
+
+    env = {**os.environ, "HF_HUB_OFFLINE": "1"}
+    ours = tmp_path / "ours"
+    evaluate = [sys.executable, str(ROOT / "scripts" / "evaluate.py"), "--model", str(tiny_model_dir),
+                "--benchmarks", "gsm8k", "--data_dir", str(FIXTURE), "--limit", "3", "--seed", "0", "--n", "2",
+                "--temperature", "1.0", "--max_new_tokens", "8", "--output_dir", str(ours)]  # fmt: skip
+    done = subprocess.run(evaluate, capture_output=True, text=True, env=env)
+    assert done.returncode == 0, done.stderr[-2000:]
+    out = tmp_path / "peer"
+    cmd = [sys.executable, str(ROOT / "scripts" / "peer_eval.py"), "--model", str(tiny_model_dir),
+           "--task", "opensir_gsm8k_student", "--data_dir", str(FIXTURE), "--limit", "3", "--repeats", "2",
+           "--temperature", "1.0", "--max_gen_toks", "8", "--dtype", "float32", "--batch_size", "6",
+           "--output_dir", str(out), "--ours", str(ours)]  # fmt: skip
+    done = subprocess.run(cmd, capture_output=True, text=True, env=env)
+    assert done.returncode == 0, done.stderr[-2000:]
+    assert f"--include_path {out / 'tasks'} --tasks opensir_gsm8k_student_sampled" in done.stdout
+    logged = [
+        json.loads(line)
+        for line in find_peer_samples(out / "lm_eval", "opensir_gsm8k_student_sampled").read_text().splitlines()
+    ]
+    assert logged and all(len(s["resps"][0]) == 2 for s in logged)  # two sampled completions per row
+    payload = json.loads((out / "agreement.json").read_text())
+    assert [r["rows"] for r in payload["reports"]] == [6, 6]  # every completion of both evaluators, graded twice
+    sampled = payload["sampled"]
+    assert set(sampled["harness"]) == {"ours:opensir", "ours:strict", "peer:strict-match", "peer:flexible-extract"}
+    assert "avg@2" in sampled["harness"]["ours:opensir"] and "avg@2" in sampled["ours"]["ours:opensir"]
+    assert {d["reader"] for d in sampled["difference"]} == set(sampled["harness"])
+    assert all(d["rows"] == 3 for d in sampled["difference"])

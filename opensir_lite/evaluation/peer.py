@@ -25,10 +25,12 @@ import yaml
 from opensir_lite.attention import GROUPED_SDPA
 from opensir_lite.evaluation.benchmarks import BenchmarkError, Item, load_items
 from opensir_lite.evaluation.protocols import PROTOCOLS, grade
+from opensir_lite.evaluation.stats import paired_difference, score_questions
 from opensir_lite.peer_tasks import CHAT_TASKS, PEER_TASKS, PEER_TASKS_DIR, peer_doc
 
 PEER_REQUIREMENT = "lm_eval==0.4.13"  # requirements-peer.txt pins the same
 PEER_FALLBACK = "[invalid]"  # what the harness's regex filter returns when it finds no answer
+SAMPLED_SUFFIX = "_sampled"  # the name of a shipped task's sampled variant (sampled_task)
 TASK_BENCHMARK = {"opensir_gsm8k": "gsm8k", "opensir_gsm8k_cot": "gsm8k", "opensir_asdiv_cot": "asdiv",
                   "opensir_gsm8k_student": "gsm8k"}  # fmt: skip
 
@@ -59,16 +61,53 @@ def task_config(task: str) -> dict[str, Any]:
     return yaml.load((PEER_TASKS_DIR / f"{task}.yaml").read_text(), Loader=_TaskLoader)
 
 
+def shipped_task(task: str) -> str:
+    """The shipped task a task name stands for: itself, or the task whose sampled variant it names."""
+    base = task.removesuffix(SAMPLED_SUFFIX)
+    if base not in PEER_TASKS:
+        raise BenchmarkError(f"unknown peer task {task!r}: choose from {', '.join(PEER_TASKS)}")
+    return base
+
+
+def sampled_task(
+    task: str,
+    tasks_dir: str | Path,
+    repeats: int,
+    temperature: float,
+    top_p: float = 1.0,
+    max_gen_toks: int | None = None,
+) -> str:
+    """Write ``<task>_sampled.yaml`` into ``tasks_dir`` (the ``--include_path`` of the run) and return its name: the
+    shipped task, included as written (prompt, rows, filters, metric), with ``repeats`` completions per row sampled at
+    ``temperature`` and ``top_p`` (and ``max_gen_toks`` where given). The harness grades the first completion of
+    each row (its default ``take_first`` filters); :func:`sampled_scores` reads all of them. This is how
+    ``scripts/evaluate.py``'s sampled figures (avg@k at a temperature) are read through the harness."""
+    if repeats < 1 or temperature <= 0 or not 0 < top_p <= 1:
+        raise BenchmarkError(
+            f"sampling needs repeats >= 1, temperature > 0 and 0 < top_p <= 1, got {repeats}, {temperature}, {top_p}"
+        )
+    cfg = task_config(task)
+    gen = {**cfg["generation_kwargs"], "do_sample": True, "temperature": temperature, "top_p": top_p}
+    if max_gen_toks is not None:
+        gen["max_gen_toks"] = max_gen_toks
+    name = task + SAMPLED_SUFFIX
+    spec = {"include": str((PEER_TASKS_DIR / f"{task}.yaml").resolve()), "task": name, "repeats": repeats,
+            "generation_kwargs": gen}  # fmt: skip
+    Path(tasks_dir).mkdir(parents=True, exist_ok=True)
+    (Path(tasks_dir) / f"{name}.yaml").write_text(yaml.safe_dump(spec, sort_keys=False))
+    return name
+
+
 def filter_names(task: str) -> list[str]:
     """The task's answer filters (``strict-match``, ``flexible-extract``), in the YAML's order."""
-    return [f["name"] for f in task_config(task)["filter_list"]]
+    return [f["name"] for f in task_config(shipped_task(task))["filter_list"]]
 
 
 def peer_target(task: str, doc: dict[str, Any]) -> str:
     """The reference string the harness compares with: the task's ``doc_to_target`` rendered by the harness."""
     from lm_eval.utils import apply_template
 
-    return apply_template(task_config(task)["doc_to_target"], doc)
+    return apply_template(task_config(shipped_task(task))["doc_to_target"], doc)
 
 
 def peer_grade(task: str, filter_name: str, completion: str, doc: dict[str, Any]) -> tuple[str | None, bool]:
@@ -79,7 +118,7 @@ def peer_grade(task: str, filter_name: str, completion: str, doc: dict[str, Any]
     from lm_eval.api.metrics import exact_match_hf_evaluate
     from lm_eval.api.registry import get_filter
 
-    cfg = task_config(task)
+    cfg = task_config(shipped_task(task))
     spec = next((f for f in cfg["filter_list"] if f["name"] == filter_name), None)
     if spec is None:
         raise BenchmarkError(f"{task} has no filter {filter_name!r}: choose from {', '.join(filter_names(task))}")
@@ -110,11 +149,14 @@ def lm_eval_command(
     dtype: str = "bfloat16",
     device: str = "cpu",
     max_gen_toks: int | None = None,
+    include_path: str | Path | None = None,
+    sampling_seed: int | None = None,
 ) -> list[str]:
     """The ``lm_eval`` command line (its real entry point; on a CPU through :mod:`.lm_eval_cpu`, which registers
     ``sdpa_grouped`` first) that evaluates a folder or Hub id, with an adapter through
-    the harness's ``peft=``, on this project's rows: ``--include_path`` names :mod:`opensir_lite.peer_tasks` and
-    ``--metadata`` says which rows."""
+    the harness's ``peft=``, on this project's rows: ``--include_path`` names :mod:`opensir_lite.peer_tasks` (or
+    the folder :func:`sampled_task` wrote) and ``--metadata`` says which rows. ``sampling_seed`` is the harness's
+    torch seed (its ``--seed`` is random, numpy, torch, few-shot; default 0,1234,1234,1234)."""
     model_args = f"pretrained={model_path},dtype={dtype}" + (f",peft={adapter}" if adapter else "")
     entry = ["-m", "lm_eval"]
     if device == "cpu":  # the same tokens, faster: the harness's CLI with sdpa_grouped registered
@@ -128,11 +170,13 @@ def lm_eval_command(
     if holdout is not None:
         metadata["holdout"] = holdout
     cmd = [sys.executable, *entry, "--model", "hf", "--model_args", model_args,
-           "--include_path", str(PEER_TASKS_DIR), "--tasks", task, "--metadata", json.dumps(metadata),
+           "--include_path", str(include_path or PEER_TASKS_DIR), "--tasks", task, "--metadata", json.dumps(metadata),
            "--batch_size", str(batch_size), "--device", device, "--log_samples", "--output_path", str(output_path)]  # fmt: skip
     if max_gen_toks is not None:
         cmd += ["--gen_kwargs", f"max_gen_toks={max_gen_toks}"]
-    if task in CHAT_TASKS:
+    if sampling_seed is not None:
+        cmd += ["--seed", f"0,1234,{sampling_seed},1234"]
+    if shipped_task(task) in CHAT_TASKS:
         cmd += ["--apply_chat_template"]
     return cmd
 
@@ -159,13 +203,18 @@ def find_peer_samples(output_path: str | Path, task: str) -> Path:
 @dataclass
 class Graded:
     """One row's completion and every reading of it: ``filter -> (answer, correct)`` for the peer and
-    ``protocol -> (answer, correct)`` for ours."""
+    ``protocol -> (answer, correct)`` for ours (of the first completion: the harness's own verdict as logged), and,
+    for every completion of the row (several where it was sampled with repeats), ``peer_all`` and ``ours_all``:
+    the same readings as lists in the order of ``completions``."""
 
     index: int
     question: str
     completion: str
     peer: dict[str, tuple[str | None, bool]] = field(default_factory=dict)
     ours: dict[str, tuple[str | None, bool]] = field(default_factory=dict)
+    completions: list[str] = field(default_factory=list)
+    peer_all: dict[str, list[tuple[str | None, bool]]] = field(default_factory=dict)
+    ours_all: dict[str, list[tuple[str | None, bool]]] = field(default_factory=dict)
 
 
 def _items_by_index(benchmark: str, data_dir: str | Path | None) -> dict[int, Item]:
@@ -175,33 +224,41 @@ def _items_by_index(benchmark: str, data_dir: str | Path | None) -> dict[int, It
 
 def read_peer_samples(path: str | Path, task: str, data_dir: str | Path | None = None) -> list[Graded]:
     """The harness's logged samples (one line per row and filter), one :class:`Graded` per row: the peer's own
-    verdicts as logged, and our grader's under both protocols on the same completion."""
+    verdicts as logged, and our grader's under both protocols on the same completion; for every completion of the
+    row (its repeats), both graders' readings (the peer's by its own filters and metric, :func:`peer_grade`)."""
+    task = shipped_task(task)
     items = _items_by_index(TASK_BENCHMARK[task], data_dir)
     rows: dict[int, Graded] = {}
     for lineno, line in enumerate(Path(path).read_text().splitlines(), 1):
         try:
             s = json.loads(line)
-            doc, completion = s["doc"], s["resps"][0][0]
+            doc, completions = s["doc"], [str(c) for c in s["resps"][0]]
             index, name = int(doc["opensir_index"]), s["filter"]
             answer, correct = s["filtered_resps"][0], float(s["exact_match"]) == 1.0
+            completion = completions[0]
         except (ValueError, KeyError, IndexError, TypeError) as err:
             raise BenchmarkError(
                 f"{path}:{lineno}: not a sample logged by lm_eval for an opensir task ({err})"
             ) from err
         if index not in items:
             raise BenchmarkError(f"{path}:{lineno}: row {index} is not in {TASK_BENCHMARK[task]}")
-        g = rows.setdefault(index, Graded(index, items[index].question, completion))
+        g = rows.setdefault(index, Graded(index, items[index].question, completion, completions=completions))
         g.peer[name] = (None if answer == PEER_FALLBACK else answer, correct)
     for g in rows.values():
-        g.ours = {p: grade(p, g.completion, items[g.index]) for p in PROTOCOLS}
+        item = items[g.index]
+        g.ours = {p: grade(p, g.completion, item) for p in PROTOCOLS}
+        g.ours_all = {p: [grade(p, c, item) for c in g.completions] for p in PROTOCOLS}
+        doc = peer_doc(item)
+        g.peer_all = {f: [peer_grade(task, f, c, doc) for c in g.completions] for f in filter_names(task)}
     return [rows[i] for i in sorted(rows)]
 
 
 def read_our_samples(results_dir: str | Path, task: str, data_dir: str | Path | None = None) -> list[Graded]:
-    """``scripts/evaluate.py``'s samples (first completion of each row of the task's benchmark), with our verdicts
-    as recorded and the peer's under each of the task's filters on the same completion."""
+    """``scripts/evaluate.py``'s samples of each row of the task's benchmark: our verdicts as recorded and the
+    peer's under each of the task's filters, of the first completion and of all of them."""
     from opensir_lite.evaluation.runner import load_samples
 
+    task = shipped_task(task)
     benchmark = TASK_BENCHMARK[task]
     results = Path(results_dir) / "results.json" if Path(results_dir).is_dir() else Path(results_dir)
     samples = load_samples(results).get(benchmark)
@@ -211,13 +268,66 @@ def read_our_samples(results_dir: str | Path, task: str, data_dir: str | Path | 
     out = []
     for index in sorted(samples):
         s = samples[index]
-        completion = s["completions"][0]
-        g = Graded(index, s["question"], completion)
-        g.ours = {p: (v["answers"][0], bool(v["correct"][0])) for p, v in s["by_protocol"].items()}
+        completions = list(s["completions"])
+        g = Graded(index, s["question"], completions[0], completions=completions)
+        g.ours_all = {
+            p: list(zip(v["answers"], map(bool, v["correct"]), strict=True)) for p, v in s["by_protocol"].items()
+        }
+        g.ours = {p: v[0] for p, v in g.ours_all.items()}
         doc = peer_doc(items[index])
-        g.peer = {name: peer_grade(task, name, completion, doc) for name in filter_names(task)}
+        g.peer_all = {name: [peer_grade(task, name, c, doc) for c in completions] for name in filter_names(task)}
+        g.peer = {name: v[0] for name, v in g.peer_all.items()}
         out.append(g)
     return out
+
+
+def each_completion(rows: list[Graded]) -> list[Graded]:
+    """One :class:`Graded` per completion (a row sampled k times gives k), each with its own readings: the
+    agreement of the two graders over every completion, not only the first."""
+    return [
+        Graded(g.index, g.question, c, peer={f: v[j] for f, v in g.peer_all.items()},
+               ours={p: v[j] for p, v in g.ours_all.items()}, completions=[c])
+        for g in rows for j, c in enumerate(g.completions)
+    ]  # fmt: skip
+
+
+def sampled_scores(rows: list[Graded], k: int | None = None) -> dict[str, dict[str, float]]:
+    """avg@n, pass@k and maj@k (first k completions; default all) with their standard errors over rows, under each
+    of our protocols (``ours:<protocol>``) and each of the peer's filters (``peer:<filter>``): the figures of
+    ``scripts/evaluate.py``'s summary, from whichever evaluator sampled the completions."""
+    if not rows:
+        raise BenchmarkError("no rows to score")
+    n = min(len(g.completions) for g in rows)
+    readers = {f"ours:{p}": [g.ours_all[p][:n] for g in rows] for p in rows[0].ours_all}
+    readers |= {f"peer:{f}": [g.peer_all[f][:n] for g in rows] for f in rows[0].peer_all}
+    return {
+        name: score_questions([[c for _, c in r] for r in rs], [[a for a, _ in r] for r in rs], k or n)
+        for name, rs in readers.items()
+    }
+
+
+def sampled_difference(base: list[Graded], other: list[Graded], reader: str = "ours:official") -> dict[str, Any]:
+    """``other`` - ``base`` on the rows both hold: each row's share of right completions under one reader
+    (``ours:<protocol>`` or ``peer:<filter>``), paired by row. Two evaluators that sample the same model with
+    different random streams should differ by about the sampling SE; a larger gap is a difference in the request
+    or the decoding."""
+    kind, _, name = reader.partition(":")
+    if kind not in ("ours", "peer"):
+        raise BenchmarkError(f"reader must be ours:<protocol> or peer:<filter>, got {reader!r}")
+    by_index = {g.index: g for g in base}
+    both = [(by_index[g.index], g) for g in other if g.index in by_index]
+    if not both:
+        raise BenchmarkError("the two evaluations share no row")
+
+    def share(g: Graded) -> float:
+        verdicts = (g.ours_all if kind == "ours" else g.peer_all).get(name)
+        if not verdicts:
+            raise BenchmarkError(f"row {g.index} has no {reader} reading")
+        return sum(c for _, c in verdicts) / len(verdicts)
+
+    diff = paired_difference([share(b) for b, _ in both], [share(o) for _, o in both])
+    return {"reader": reader, "rows": len(both), "base": sum(share(b) for b, _ in both) / len(both),
+            "other": sum(share(o) for _, o in both) / len(both), **diff}  # fmt: skip
 
 
 # --- agreement -----------------------------------------------------------------------------------------------------
