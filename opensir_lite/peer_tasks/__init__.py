@@ -15,7 +15,10 @@ both evaluators see identical questions. Use them with ``lm_eval --include_path 
 | ``opensir_gsm8k_student`` | ours: ``scripts/evaluate.py``'s student prompt (chat template, greedy, 1024 tokens), graded with ``gsm8k``'s filters | test: the subset |
 
 The first three are the harness's standard readings; the last makes the harness sample the completions that
-``scripts/evaluate.py`` samples, so that its figures can be reproduced through the harness.
+``scripts/evaluate.py`` samples, so that its figures can be reproduced through the harness. Sampled figures (avg@k at a
+temperature) use a per-run variant of a task, ``<task>_sampled``, which
+:func:`opensir_lite.evaluation.peer.sampled_task` writes next to the run: the shipped YAML included as written, with
+only ``repeats`` and the sampling settings changed.
 """
 
 from pathlib import Path
