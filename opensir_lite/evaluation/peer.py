@@ -246,8 +246,8 @@ def read_peer_samples(path: str | Path, task: str, data_dir: str | Path | None =
         g.peer[name] = (None if answer == PEER_FALLBACK else answer, correct)
     for g in rows.values():
         item = items[g.index]
-        g.ours = {p: grade(p, g.completion, item) for p in PROTOCOLS}
         g.ours_all = {p: [grade(p, c, item) for c in g.completions] for p in PROTOCOLS}
+        g.ours = {p: v[0] for p, v in g.ours_all.items()}  # the first completion's, graded once
         doc = peer_doc(item)
         g.peer_all = {f: [peer_grade(task, f, c, doc) for c in g.completions] for f in filter_names(task)}
     return [rows[i] for i in sorted(rows)]
@@ -325,9 +325,9 @@ def sampled_difference(base: list[Graded], other: list[Graded], reader: str = "o
             raise BenchmarkError(f"row {g.index} has no {reader} reading")
         return sum(c for _, c in verdicts) / len(verdicts)
 
-    diff = paired_difference([share(b) for b, _ in both], [share(o) for _, o in both])
-    return {"reader": reader, "rows": len(both), "base": sum(share(b) for b, _ in both) / len(both),
-            "other": sum(share(o) for _, o in both) / len(both), **diff}  # fmt: skip
+    x, y = [share(b) for b, _ in both], [share(o) for _, o in both]
+    return {"reader": reader, "rows": len(both), "base": sum(x) / len(x), "other": sum(y) / len(y),
+            **paired_difference(x, y)}  # fmt: skip
 
 
 # --- agreement -----------------------------------------------------------------------------------------------------
