@@ -1,24 +1,40 @@
-"""A sandbox for model-written Python: one program, one child process, no network, hard limits, one line back.
+"""A sandbox for model-written Python: one program, no network, no privilege, a minimal root, hard limits, one
+line back.
 
-:func:`run_program` starts ``python -I`` on a small launcher (:data:`_LAUNCHER`) with an empty environment in an
-empty temporary folder. The launcher reads the program from its stdin, then, before any of it runs:
+:func:`run_program` starts ``python -I -S`` on a small launcher (:mod:`opensir_lite.sandbox_launcher`) with an empty environment. The
+launcher reads the program from its stdin and, before any byte of it runs, builds what bubblewrap and nsjail build:
 
-- enters new user, mount, network and PID namespaces (``unshare(2)`` through libc): the program has no network
-  interface but a loopback that is down, sees only its own processes (a fresh ``/proc``), holds no capability
-  outside, and every process it starts dies with it (the kernel ends a PID namespace with its first process);
-- remounts every file system read-only (inside its mount namespace only) and gives the program a small empty
-  ``tmpfs`` as its working folder, so it can write nowhere else;
-- sets the limits: CPU seconds, address space, processes (counted in its own user namespace), file size, open
-  files, no core files; the launcher keeps a wall-clock limit and kills the namespace when it passes.
+- **namespaces** (``unshare(2)``): user, mount, network, PID, IPC, UTS and cgroup. No network interface but a
+  loopback that is down, so no host socket (abstract ones included) is reachable; the program is PID 1 of its own
+  PID namespace and sees only its own processes; when it ends, the kernel kills everything left in the namespace.
+- **an unprivileged id**: the program runs as uid/gid 1000 of its namespace, which is the host's ``nobody``
+  (65534) when the caller is root, else the caller's own ids; never 0.
+- **a minimal root** (``pivot_root(2)`` into a small ``tmpfs``, the host's root unmounted): read-only binds of
+  ``/usr``, the ``/bin``/``/lib`` links, the linker cache, the Python installation and the virtual environment;
+  ``/dev/null``, ``zero``, ``random``, ``urandom``; a fresh read-only ``/proc`` of the new PID namespace; and a
+  small writable ``tmpfs`` at ``/sandbox`` as its working folder. Nothing else exists inside, so nothing else can
+  be uncovered: no home, no ``/etc``, no repository, no ``/run`` or ``/tmp`` socket.
+- **no capability and no way to gain one**: the bounding, effective, permitted, inheritable and ambient sets are
+  cleared and checked, the securebits locked, ``PR_SET_NO_NEW_PRIVS`` set, and a seccomp filter refuses mount,
+  umount, pivot_root, chroot, unshare, setns, ptrace, process_vm_readv/writev, keyctl, bpf, perf_event_open, the
+  new mount API, sockets of any family but ``AF_UNIX``, io_uring, System V shared memory, semaphores and queues (memory no limit counts), memfd_secret,
+  module and kexec calls, fork, vfork, clone3 and any clone that is not a thread or that makes a namespace; other system-call ABIs (32-bit, x32) are refused.
+- **limits**: CPU seconds, address space (the tmpfs sizes counted inside the memory budget), processes (threads),
+  file size, open files, no core files, no locked memory, no message queues; a wall-clock limit kills the
+  namespace.
 
-The parent reads at most ``output_bytes`` of stdout and stderr (more ends the program as ``output_limit``), takes
-only the **last non-empty line of stdout** as text, and never imports, unpickles or evaluates anything the program
-produced. How the program ended comes from the launcher on a separate pipe the program cannot write to.
+Three processes: the launcher stays outside every namespace and keeps the clock; a second process enters the
+namespaces and waits for the program; the program cannot see or signal either, and every descriptor but its stdout
+and stderr is closed before it starts. The report to the parent goes through a pipe only the launcher writes. The
+parent reads at most ``output_bytes`` of stdout and stderr (more ends the program as ``output_limit``), takes only
+the **last non-empty line of stdout** as text, reads at most :data:`REPORT_BYTES` of the report and accepts only
+lines of its fixed grammar, and kills the launcher's process group at the end.
 
 Where the namespaces cannot be made (a container without user namespaces, some CI runners), :func:`run_program`
 raises :class:`SandboxUnavailable`, one line naming why, unless the caller passes ``allow_unisolated=True``: then the
-program runs with the limits, the empty environment and the empty folder, but *with* the host's network and file
-system. Nothing else in the package imports this module except :mod:`opensir_lite.programs`.
+program runs with the limits, the filter, the empty environment and a temporary folder, but *with* the host's
+network and file system. What it promises and what it does not: docs/programs.md. Nothing else in the package
+imports this module except :mod:`opensir_lite.programs` (and the configuration's preflight).
 """
 
 from __future__ import annotations
@@ -26,6 +42,7 @@ from __future__ import annotations
 import json
 import os
 import platform
+import re
 import selectors
 import shutil
 import signal
@@ -34,7 +51,6 @@ import sys
 import tempfile
 import time
 from dataclasses import asdict, dataclass
-from functools import lru_cache
 
 # How a program ended (ProgramResult.failure); None means it exited 0 and printed a line.
 FAILURES = (
@@ -45,11 +61,16 @@ FAILURES = (
     "error",  # any other non-zero exit (an exception, a syntax error)
     "killed",  # ended by another signal
     "no_output",  # exited 0 without printing a non-empty line
-    "isolation",  # the namespaces could not be made inside the launcher
+    "isolation",  # the namespaces, the minimal root or the privilege drop could not be made
 )
 
 
 MAX_ANSWER_CHARS = 200  # the answer line is cut to this length
+REPORT_BYTES = 4096  # the most the parent reads of the launcher's report; its lines are a few dozen bytes
+INNER_ID = 1000  # the program's uid and gid inside its user namespace (never 0)
+NOBODY_ID = 65534  # the host id the program runs as when the caller may map one (root)
+ROOT_BYTES = 256 * 2**10  # the minimal root's tmpfs: directories, links and mount points only
+PROBE_WALL_SECONDS = 30.0  # the isolation probe's wall-clock limit: generous, so that a busy machine still passes
 
 
 class SandboxUnavailable(RuntimeError):
@@ -62,10 +83,16 @@ class SandboxLimits:
 
     cpu_seconds: int = 2  # RLIMIT_CPU: CPU time; a program that computes an answer needs milliseconds
     wall_seconds: float = 5.0  # killed after this long, whatever it is doing (sleeping, blocked, spinning)
-    memory_bytes: int = 512 * 2**20  # RLIMIT_AS: address space; Python with sympy imported needs about 150 MiB
+    memory_bytes: int = 512 * 2**20  # the memory budget: RLIMIT_AS plus the tmpfs sizes; sympy needs ~150 MiB
     output_bytes: int = 64 * 2**10  # stdout and stderr each; more ends it as output_limit
     file_bytes: int = 2**20  # RLIMIT_FSIZE, and the size of its tmpfs working folder
     open_files: int = 64  # RLIMIT_NOFILE
+    processes: int = 16  # RLIMIT_NPROC in its user namespace: threads only (new processes are refused anyway)
+
+    @property
+    def address_space_bytes(self) -> int:
+        """RLIMIT_AS: the memory budget less the tmpfs the program can fill (its folder) and the root's."""
+        return self.memory_bytes - self.file_bytes - ROOT_BYTES
 
 
 @dataclass(frozen=True)
@@ -76,7 +103,7 @@ class ProgramResult:
     failure: str | None  # one of FAILURES, None when the program exited 0 with a line
     exit_code: int | None  # the program's exit status, or -signal; None when it never started
     seconds: float  # wall-clock, launcher included
-    stderr_tail: str  # the last 300 characters of stderr, for a reader; never parsed for an answer
+    stderr_tail: str  # the last 300 characters of the program's stderr, or the launcher's own isolation reason
     isolated: bool  # ran inside the namespaces
 
     @property
@@ -87,146 +114,70 @@ class ProgramResult:
         return asdict(self)
 
 
-# The launcher runs in the child with `python -I -S -c`. It must not print to stdout (the program's channel); it
-# reports how the program ended as one JSON line on the fd ``report_fd``, which it closes before the program starts.
-_LAUNCHER = r"""
-import ctypes, json, os, resource, signal, sys, time
-cfg = json.loads(sys.argv[1])
-report = os.fdopen(cfg["report_fd"], "w")
-def done(**kw):
-    report.write(json.dumps(kw) + "\n"); report.flush(); os._exit(0)
-src = sys.stdin.buffer.read()
-libc = ctypes.CDLL(None, use_errno=True)
-libc.mount.argtypes = [ctypes.c_char_p, ctypes.c_char_p, ctypes.c_char_p, ctypes.c_ulong, ctypes.c_char_p]
-libc.prctl.argtypes = [ctypes.c_int, ctypes.c_ulong, ctypes.c_void_p, ctypes.c_ulong, ctypes.c_ulong]
-def err():
-    return os.strerror(ctypes.get_errno())
-def mount(src_, target, fstype, flags, data=None):
-    enc = lambda s: None if s is None else s.encode()
-    if libc.mount(enc(src_), enc(target), enc(fstype), flags, enc(data)) != 0:
-        raise OSError(f"mount {target}: {err()}")
-work = os.getcwd()
-if cfg["isolate"]:
-    uid, gid = os.getuid(), os.getgid()
-    # CLONE_NEWUSER | CLONE_NEWNS | CLONE_NEWNET | CLONE_NEWPID
-    if libc.unshare(0x10000000 | 0x00020000 | 0x40000000 | 0x20000000) != 0:
-        done(stage="isolation", error="unshare: " + err())
-    try:
-        for name, text in (("setgroups", "deny"), ("uid_map", f"0 {uid} 1"), ("gid_map", f"0 {gid} 1")):
-            with open(f"/proc/self/{name}", "w") as f:
-                f.write(text)
-        MS_RDONLY, MS_NOSUID, MS_NODEV, MS_NOEXEC, MS_REMOUNT, MS_NOATIME, MS_NODIRATIME, MS_BIND = (
-            1, 2, 4, 8, 32, 1024, 2048, 4096)
-        MS_REC, MS_PRIVATE, MS_RELATIME, MS_STRICTATIME = 16384, 1 << 18, 1 << 21, 1 << 24
-        mount(None, "/", None, MS_REC | MS_PRIVATE)
-        points = []
-        with open("/proc/self/mountinfo") as f:
-            for line in f:
-                p = line.split()[4]
-                for esc, ch in (("\\040", " "), ("\\011", "\t"), ("\\012", "\n"), ("\\134", "\\")):
-                    p = p.replace(esc, ch)
-                points.append(p)
-        for p in sorted(set(points), key=len):
-            if p == "/proc" or p.startswith("/proc/"):
-                continue  # replaced by a fresh proc below
-            try:
-                st = os.statvfs(p)
-            except OSError:
-                continue  # hidden under another mount
-            if st.f_flag & os.ST_RDONLY:
-                continue
-            flags = MS_REMOUNT | MS_BIND | MS_RDONLY
-            for st_flag, ms_flag in ((os.ST_NOSUID, MS_NOSUID), (os.ST_NODEV, MS_NODEV), (os.ST_NOEXEC, MS_NOEXEC),
-                                     (os.ST_NOATIME, MS_NOATIME), (os.ST_NODIRATIME, MS_NODIRATIME),
-                                     (os.ST_RELATIME, MS_RELATIME)):
-                if st.f_flag & st_flag:
-                    flags |= ms_flag
-            mount(None, p, None, flags)
-        for secret in cfg["hidden"]:  # credentials the program has no business reading
-            if os.path.isdir(secret):
-                mount("sandbox", secret, "tmpfs", MS_RDONLY | MS_NOSUID | MS_NODEV, "size=4096,mode=0500")
-            elif os.path.isfile(secret):
-                mount("/dev/null", secret, None, MS_BIND)
-        mount("sandbox", work, "tmpfs", MS_NOSUID | MS_NODEV, f"size={cfg['file_bytes']},mode=0700,nr_inodes=64")
-    except OSError as e:
-        done(stage="isolation", error=str(e))
-pid = os.fork()
-if pid == 0:
-    try:
-        libc.prctl(1, signal.SIGKILL, None, 0, 0)  # PR_SET_PDEATHSIG: the program dies with the launcher
-        if cfg["isolate"]:
-            try:
-                mount("proc", "/proc", "proc", 2 | 4 | 8)
-            except OSError:
-                mount("sandbox", "/proc", "tmpfs", 2 | 4 | 8, "size=4096,mode=0555")
-        os.chdir(work)
-        with open("main.py", "wb") as f:
-            f.write(src)
-        cpu, mem = cfg["cpu_seconds"], cfg["memory_bytes"]
-        for lim, value in ((resource.RLIMIT_CPU, (cpu, cpu + 1)), (resource.RLIMIT_AS, (mem, mem)),
-                           (resource.RLIMIT_FSIZE, (cfg["file_bytes"],) * 2), (resource.RLIMIT_CORE, (0, 0)),
-                           (resource.RLIMIT_NOFILE, (cfg["open_files"],) * 2)):
-            resource.setrlimit(lim, value)
-        if cfg["seccomp"]:
-            # one process: fork, vfork and clone without CLONE_THREAD fail with EPERM, clone3 with ENOSYS (callers
-            # fall back to clone); other ABIs (32-bit, x32) get EPERM for everything
-            arch, nr_fork, nr_vfork, nr_clone = cfg["seccomp"]
-            ALLOW, EPERM, ENOSYS = 0x7FFF0000, 0x00050000 | 1, 0x00050000 | 38
-            LD, JEQ, JGE, JSET, RET = 0x20, 0x15, 0x35, 0x45, 0x06
-            prog = [
-                (LD, 0, 0, 4), (JEQ, 1, 0, arch), (RET, 0, 0, EPERM),
-                (LD, 0, 0, 0), (JGE, 0, 1, 0x40000000), (RET, 0, 0, EPERM),
-                (JEQ, 0, 1, nr_fork), (RET, 0, 0, EPERM),
-                (JEQ, 0, 1, nr_vfork), (RET, 0, 0, EPERM),
-                (JEQ, 0, 1, 435), (RET, 0, 0, ENOSYS),
-                (JEQ, 1, 0, nr_clone), (RET, 0, 0, ALLOW),
-                (LD, 0, 0, 16), (JSET, 1, 0, 0x00010000), (RET, 0, 0, EPERM), (RET, 0, 0, ALLOW),
-            ]
-
-            class Insn(ctypes.Structure):
-                _fields_ = [("code", ctypes.c_ushort), ("jt", ctypes.c_ubyte), ("jf", ctypes.c_ubyte),
-                            ("k", ctypes.c_uint)]
-
-            class Prog(ctypes.Structure):
-                _fields_ = [("len", ctypes.c_ushort), ("filter", ctypes.POINTER(Insn))]
-
-            insns = (Insn * len(prog))(*[Insn(*i) for i in prog])
-            fprog = Prog(len(prog), insns)
-            if libc.prctl(38, 1, None, 0, 0) != 0 or libc.prctl(22, 2, ctypes.addressof(fprog), 0, 0) != 0:
-                raise OSError("seccomp: " + err())
-        report.close()
-        os.execve(sys.executable, [sys.executable, "-I", "-B", "main.py"], {})
-    except BaseException as e:  # noqa: BLE001
-        if not report.closed:
-            report.write(json.dumps({"stage": "isolation", "error": str(e)}) + "\n")
-            report.flush()
-    os._exit(127)
-deadline = time.monotonic() + cfg["wall_seconds"]
-while True:
-    got, status = os.waitpid(pid, os.WNOHANG)
-    if got:
-        break
-    if time.monotonic() > deadline:
-        os.kill(pid, signal.SIGKILL)
-        os.waitpid(pid, 0)
-        done(stage="run", status="timeout")
-    time.sleep(0.005)
-if os.WIFSIGNALED(status):
-    done(stage="run", status="signal", code=-os.WTERMSIG(status))
-done(stage="run", status="exit", code=os.WEXITSTATUS(status))
-"""
+LAUNCHER = os.path.join(os.path.dirname(os.path.abspath(__file__)), "sandbox_launcher.py")
 
 
-# (audit arch, fork, vfork, clone) system call numbers for the seccomp filter; aarch64 has no fork or vfork
-_NONE = 0xFFFFFFFF
-_SECCOMP_ARCH = {"x86_64": (0xC000003E, 57, 58, 56), "aarch64": (0xC00000B7, _NONE, _NONE, 220)}
+# System calls the filter refuses with EPERM, by architecture: (audit arch, {name: number}, clone, clone3,
+# pivot_root). fork and vfork exist on x86_64 only; aarch64 has the generic table.
+_X86_64 = {
+    "shmget": 29, "fork": 57, "vfork": 58, "semget": 64, "msgget": 68, "ptrace": 101, "syslog": 103, "pivot_root": 155, "chroot": 161, "acct": 163,
+    "settimeofday": 164, "mount": 165, "umount2": 166, "swapon": 167, "swapoff": 168, "reboot": 169,
+    "sethostname": 170, "setdomainname": 171, "iopl": 172, "ioperm": 173, "init_module": 175,
+    "delete_module": 176, "quotactl": 179, "clock_settime": 227, "kexec_load": 246, "add_key": 248,
+    "request_key": 249, "keyctl": 250, "unshare": 272, "perf_event_open": 298, "name_to_handle_at": 303,
+    "open_by_handle_at": 304, "setns": 308, "process_vm_readv": 310, "process_vm_writev": 311, "finit_module": 313,
+    "kexec_file_load": 320, "bpf": 321, "userfaultfd": 323, "io_uring_setup": 425, "io_uring_enter": 426,
+    "io_uring_register": 427, "open_tree": 428, "move_mount": 429, "fsopen": 430, "fsconfig": 431, "fsmount": 432,
+    "fspick": 433, "mount_setattr": 442, "memfd_secret": 447,
+}  # fmt: skip
+_AARCH64 = {
+    "umount2": 39, "mount": 40, "pivot_root": 41, "chroot": 51, "quotactl": 60, "acct": 89, "unshare": 97,
+    "kexec_load": 104, "init_module": 105, "delete_module": 106, "clock_settime": 112, "syslog": 116, "ptrace": 117,
+    "reboot": 142, "sethostname": 161, "setdomainname": 162, "settimeofday": 170, "add_key": 217,
+    "request_key": 218, "keyctl": 219, "msgget": 186, "semget": 190, "shmget": 194, "swapon": 224, "swapoff": 225, "perf_event_open": 241,
+    "name_to_handle_at": 264, "open_by_handle_at": 265, "setns": 268, "process_vm_readv": 270,
+    "process_vm_writev": 271, "finit_module": 273, "bpf": 280, "userfaultfd": 282, "kexec_file_load": 294,
+    "io_uring_setup": 425, "io_uring_enter": 426, "io_uring_register": 427, "open_tree": 428, "move_mount": 429,
+    "fsopen": 430, "fsconfig": 431, "fsmount": 432, "fspick": 433, "mount_setattr": 442, "memfd_secret": 447,
+}  # fmt: skip
+_ARCH = {"x86_64": (0xC000003E, _X86_64, 56, 435), "aarch64": (0xC00000B7, _AARCH64, 220, 435)}
+# socket and socketpair: only AF_UNIX is allowed (no other family has a use without a network, and some, AF_VSOCK
+# among them, are not confined by a network namespace)
+_SOCKET_CALLS = {"x86_64": (41, 53), "aarch64": (198, 199)}
+AF_UNIX = 1
+CLONE_THREAD = 0x00010000
+# CLONE_NEWNS, NEWCGROUP, NEWUTS, NEWIPC, NEWUSER, NEWPID, NEWNET, NEWTIME
+CLONE_NAMESPACES = 0x00020000 | 0x02000000 | 0x04000000 | 0x08000000 | 0x10000000 | 0x20000000 | 0x40000000 | 0x80
+UNSHARE_FLAGS = CLONE_NAMESPACES & ~0x80  # every namespace but time
+
+
+def seccomp_filter(machine: str) -> list[tuple[int, int, int, int]]:
+    """The classic-BPF program (code, jt, jf, k) for ``machine``: refuse the table's calls, fork and vfork with
+    EPERM and clone3 with ENOSYS (so that libc falls back to clone), sockets of any family but AF_UNIX with
+    EAFNOSUPPORT, and allow clone only for a thread that makes no namespace; every other ABI gets EPERM for
+    everything."""
+    arch, table, nr_clone, nr_clone3 = _ARCH[machine]
+    ALLOW, EPERM, ENOSYS, EAFNOSUPPORT = 0x7FFF0000, 0x00050000 | 1, 0x00050000 | 38, 0x00050000 | 97
+    LD, JEQ, JGE, JSET, RET = 0x20, 0x15, 0x35, 0x45, 0x06
+    prog = [(LD, 0, 0, 4), (JEQ, 1, 0, arch), (RET, 0, 0, EPERM), (LD, 0, 0, 0)]
+    if machine == "x86_64":
+        prog += [(JGE, 0, 1, 0x40000000), (RET, 0, 0, EPERM)]  # the x32 ABI
+    for nr in sorted(table.values()):
+        prog += [(JEQ, 0, 1, nr), (RET, 0, 0, EPERM)]
+    for nr in _SOCKET_CALLS[machine]:  # the family is the first argument (its low word)
+        prog += [(JEQ, 0, 4, nr), (LD, 0, 0, 16), (JEQ, 1, 0, AF_UNIX), (RET, 0, 0, EAFNOSUPPORT), (RET, 0, 0, ALLOW)]
+    prog += [(JEQ, 0, 1, nr_clone3), (RET, 0, 0, ENOSYS), (JEQ, 1, 0, nr_clone), (RET, 0, 0, ALLOW)]
+    prog += [(LD, 0, 0, 16), (JSET, 0, 1, CLONE_NAMESPACES), (RET, 0, 0, EPERM)]  # clone's flags (low word)
+    prog += [(JSET, 1, 0, CLONE_THREAD), (RET, 0, 0, EPERM), (RET, 0, 0, ALLOW)]
+    return prog
 
 
 def hidden_paths() -> list[str]:
-    """Credential files and folders that exist here; inside the sandbox each is replaced by an empty one."""
+    """Credential files and folders that exist here. None of them is inside the minimal root unless a bound folder
+    holds it (a virtual environment inside a home, say); there each is covered by an empty one."""
     home = os.path.expanduser("~")
     names = [".ssh", ".aws", ".gnupg", ".config", ".netrc", ".git-credentials", ".pypirc", ".docker",
-             ".cache/huggingface", ".huggingface"]  # fmt: skip
+             ".cache/huggingface", ".huggingface", ".npmrc"]  # fmt: skip
     paths = [os.path.join(home, n) for n in names] + [
         os.environ.get("HF_HOME", ""),
         os.environ.get("HF_TOKEN_PATH", ""),
@@ -234,11 +185,71 @@ def hidden_paths() -> list[str]:
     return [p for p in dict.fromkeys(paths) if p and os.path.lexists(p) and not os.path.islink(p)]
 
 
+def root_binds() -> list[str]:
+    """What the minimal root binds read-only (links are copied as links): ``/usr``, the ``/bin`` and ``/lib``
+    folders or links, the linker cache, and the folders of this Python (installation and virtual environment)."""
+    system = ["/usr", "/bin", "/sbin", "/lib", "/lib32", "/lib64", "/libx32", "/etc/ld.so.cache", "/etc/localtime"]
+    exe_dir = os.path.dirname(os.path.realpath(sys.executable))
+    prefixes = [os.path.realpath(p) for p in (sys.base_prefix, sys.prefix)] + [os.path.dirname(exe_dir)]
+    paths = [p for p in system if os.path.lexists(p)]
+    for p in dict.fromkeys(prefixes):
+        if not any(p == s or p.startswith(s.rstrip("/") + "/") for s in paths if os.path.isdir(s)):
+            paths.append(p)
+    return paths
+
+
+def _unsafe_bind(paths: list[str]) -> str | None:
+    home = os.path.realpath(os.path.expanduser("~"))
+    for p in paths:
+        if p == "/" or home == p or home.startswith(p.rstrip("/") + "/"):
+            return f"the Python installation at {p} holds the home folder; it would be bound into the sandbox"
+    return None
+
+
+_CONTROL = re.compile(r"[\x00-\x08\x0b-\x1f\x7f\x80-\x9f]")  # terminal control characters (escapes included)
+
+
+def _printable(text: str) -> str:
+    """The program's text with control characters shown as '?', so that a log or a terminal shows it inertly."""
+    return _CONTROL.sub("?", text)
+
+
 def _tail(data: bytes, chars: int = 300) -> str:
-    return data.decode("utf-8", errors="replace")[-chars:]
+    return _printable(data.decode("utf-8", errors="replace")[-chars:])
 
 
-def _classify(verdict: dict, stdout: bytes, stderr: bytes, limits: SandboxLimits) -> tuple[str | None, int | None]:
+# the launcher's report grammar: anything else is not from the launcher and is never shown as a reason
+_REPORT_LINE = re.compile(
+    r"start|run exit \d{1,3}|run signal \d{1,2}|run timeout|isolation [a-z_ /.]{1,40}: [ -~]{0,240}"
+)
+
+
+def parse_report(data: bytes) -> dict:
+    """The verdict in the launcher's report (at most :data:`REPORT_BYTES`, fixed grammar): ``{"stage": "run",
+    "status": "exit" | "signal" | "timeout", "code": int}`` or ``{"stage": "isolation", "error": str}``. Never
+    raises, whatever the bytes."""
+    if len(data) > REPORT_BYTES:
+        return {"stage": "isolation", "error": "the launcher's report is too long"}
+    lines = data.decode("ascii", errors="replace").splitlines()
+    if not lines:
+        return {"stage": "isolation", "error": "the launcher ended without a report"}
+    if not all(_REPORT_LINE.fullmatch(line) for line in lines):
+        return {"stage": "isolation", "error": "the launcher's report is malformed"}
+    for line in lines:
+        if line.startswith("isolation "):
+            return {"stage": "isolation", "error": line.removeprefix("isolation ")}
+    last = lines[-1].split()
+    if last[0] != "run":
+        return {"stage": "isolation", "error": "the launcher's report has no verdict"}
+    if last[1] == "timeout":
+        return {"stage": "run", "status": "timeout"}
+    if "start" not in lines:  # the launcher's setup child ended before the program's first byte
+        return {"stage": "isolation", "error": "the sandbox's setup ended before the program started"}
+    code = int(last[2])
+    return {"stage": "run", "status": last[1], "code": -code if last[1] == "signal" else code}
+
+
+def _classify(verdict: dict, stderr: bytes) -> tuple[str | None, int | None]:
     """(failure, exit code) from the launcher's verdict and the program's stderr."""
     if verdict.get("stage") == "isolation":
         return "isolation", None
@@ -258,7 +269,7 @@ def _classify(verdict: dict, stdout: bytes, stderr: bytes, limits: SandboxLimits
 def _last_line(stdout: bytes) -> str | None:
     for line in reversed(stdout.decode("utf-8", errors="replace").splitlines()):
         if line.strip():
-            return line.strip()[:MAX_ANSWER_CHARS]
+            return _printable(line.strip()[:MAX_ANSWER_CHARS])
     return None
 
 
@@ -277,17 +288,28 @@ def run_program(source: str, limits: SandboxLimits | None = None, allow_unisolat
     return _run(source, limits, isolate=reason is None)
 
 
+def _config(limits: SandboxLimits, isolate: bool, work: str, report_w: int) -> dict:
+    machine = platform.machine()
+    binds = root_binds()
+    return {
+        **asdict(limits), "as_bytes": limits.address_space_bytes, "isolate": isolate, "report_fd": report_w,
+        "root": work, "binds": binds, "hidden": hidden_paths(), "filter": seccomp_filter(machine),
+        "pivot_root": _ARCH[machine][1]["pivot_root"], "namespaces": UNSHARE_FLAGS, "inner_id": INNER_ID,
+        "nobody": NOBODY_ID, "root_bytes": ROOT_BYTES, "python": sys.executable,
+    }  # fmt: skip
+
+
 def _run(source: str, limits: SandboxLimits, isolate: bool) -> ProgramResult:
     work = tempfile.mkdtemp(prefix="opensir-sandbox-")
     report_r, report_w = os.pipe()
-    cfg = {**asdict(limits), "isolate": isolate, "report_fd": report_w, "hidden": hidden_paths(),
-           "seccomp": _SECCOMP_ARCH.get(platform.machine())}  # fmt: skip
+    cfg = _config(limits, isolate, work, report_w)
     start = time.monotonic()
     out, err, rep = bytearray(), bytearray(), bytearray()
     over = False
+    proc = None
     try:
         proc = subprocess.Popen(
-            [sys.executable, "-I", "-S", "-c", _LAUNCHER, json.dumps(cfg)],
+            [sys.executable, "-I", "-S", LAUNCHER, json.dumps(cfg)],
             stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.PIPE, cwd=work, env={},
             pass_fds=(report_w,), start_new_session=True, close_fds=True,
         )  # fmt: skip
@@ -315,16 +337,21 @@ def _run(source: str, limits: SandboxLimits, isolate: bool) -> ProgramResult:
                     open_streams -= 1
                     continue
                 buf = key.data
+                if buf is rep and len(rep) > REPORT_BYTES:
+                    continue  # read and dropped: the verdict is refused as too long
                 buf += chunk
                 if buf is not rep and len(buf) > limits.output_bytes:
                     over = True
         sel.close()
-        if over or open_streams:
-            os.killpg(proc.pid, signal.SIGKILL)  # the launcher; the program dies with it (PR_SET_PDEATHSIG)
-        proc.wait()
-        proc.stdout.close()
-        proc.stderr.close()
     finally:
+        if proc is not None:
+            try:
+                os.killpg(proc.pid, signal.SIGKILL)  # the launcher's group; the namespace dies with it
+            except (ProcessLookupError, PermissionError):
+                pass
+            proc.wait()
+            proc.stdout.close()
+            proc.stderr.close()
         if report_w >= 0:
             os.close(report_w)
         os.close(report_r)
@@ -333,35 +360,44 @@ def _run(source: str, limits: SandboxLimits, isolate: bool) -> ProgramResult:
     stdout, stderr = bytes(out[: limits.output_bytes]), bytes(err[: limits.output_bytes])
     if over:
         return ProgramResult(None, "output_limit", None, seconds, _tail(stderr), isolate)
-    try:
-        lines = [json.loads(line) for line in bytes(rep).decode().splitlines()]
-        verdict = next((v for v in lines if v.get("stage") == "isolation"), lines[-1])
-    except (ValueError, IndexError, AttributeError):
-        # the launcher never reported: killed by the backstop, or it failed before the program could start
-        verdict = (
-            {"stage": "run", "status": "timeout"}
-            if proc.returncode == -signal.SIGKILL
-            else {"stage": "isolation", "error": "the launcher failed: " + _tail(stderr, 160).strip()}
-        )
-    failure, code = _classify(verdict, stdout, stderr, limits)
-    tail = _tail(stderr) if failure != "isolation" else str(verdict.get("error", ""))
+    if not rep and proc.returncode == -signal.SIGKILL:
+        verdict = {"stage": "run", "status": "timeout"}  # the backstop killed a launcher that never reported
+    else:
+        verdict = parse_report(bytes(rep))
+    failure, code = _classify(verdict, stderr)
+    if failure == "isolation":
+        tail = str(verdict.get("error") or "the launcher's setup failed before the program started")
+    else:
+        tail = _tail(stderr)
     line = _last_line(stdout) if failure is None else None
     if failure is None and line is None:
         failure = "no_output"
     return ProgramResult(line, failure, code, seconds, tail, isolate)
 
 
-@lru_cache(maxsize=1)
+_PROBE: list[str | None] = []  # the probe's settled answer: success, or a failure of the isolation itself
+
+
 def isolation_unavailable_reason() -> str | None:
-    """None when the namespaces can be made here, else the one-line reason (checked once per process by running
-    a program that must see no network and a read-only file system)."""
+    """None when the namespaces can be made here, else the one-line reason. Checked by running a program that must
+    see no network, no capability and the minimal root. Only a settled answer (it works, or the isolation itself
+    failed) is kept for the process; a probe that timed out or was killed on a busy machine is asked again."""
+    if _PROBE:
+        return _PROBE[0]
     if not sys.platform.startswith("linux"):
         return f"namespaces need Linux, this is {sys.platform}"
-    if platform.machine() not in _SECCOMP_ARCH:
+    if platform.machine() not in _ARCH:
         return f"no process filter for the CPU architecture {platform.machine()}"
-    result = _run("print('ok')", SandboxLimits(), isolate=True)
+    unsafe = _unsafe_bind(root_binds())
+    if unsafe:
+        _PROBE.append(unsafe)
+        return unsafe
+    check = "import os, socket\nassert os.getuid() != 0 and not os.path.exists('/etc/passwd')\nprint('ok')"
+    result = _run(check, SandboxLimits(wall_seconds=PROBE_WALL_SECONDS), isolate=True)
     if result.failure == "isolation":
-        return result.stderr_tail.strip() or "unshare failed"
-    if result.failure is not None:
+        _PROBE.append(result.stderr_tail.strip() or "unshare failed")
+    elif result.failure is None and result.answer_line == "ok":
+        _PROBE.append(None)
+    else:
         return f"the isolation check ended as {result.failure}: {result.stderr_tail.strip()[-160:]}"
-    return None
+    return _PROBE[0]
