@@ -28,6 +28,7 @@ logger = logging.getLogger(__name__)
 
 ROLLOUT_DTYPES = ("auto", "bfloat16", "float32")
 METHODS = ("selfplay", "gold")
+STUDENT_LABELS = ("majority", "program_confirmed")  # what the student learns from (student_label)
 STOP_RULE_METRICS = ("student_mean_tokens", "student_mean_entropy")  # round metrics a stop rule may watch
 
 
@@ -304,6 +305,15 @@ class SelfPlayConfig(GRPOConfig):
             "printed answer agrees with the student majority. Measurement only: no reward, no filter."
         },
     )
+    student_label: str = field(
+        default="majority",  # the paper: the student's own majority answer, unchecked
+        metadata={
+            "help": "The student's training label. 'majority' (paper): the majority answer of its G samples. "
+            "'program_confirmed': the policy also writes a Python program for each answered problem (the program "
+            "check, run in the sandbox); the student trains only on problems whose program printed the majority "
+            "answer, and the teacher's solvability counts only such problems (docs/programs.md)."
+        },
+    )
     program_max_new_tokens: int = field(
         default=384,  # the coder model's programs for pool problems are 60-200 tokens
         metadata={"help": ranged(at_least(1), "Token budget of a program completion (program check).")},
@@ -398,16 +408,21 @@ class SelfPlayConfig(GRPOConfig):
             errors.append(f"answer_vote must be one of {', '.join(ANSWER_VOTES)}")
         if not self.num_generations:
             errors.append("num_generations (G) must be set")
-        if self.program_check and not self.allow_unisolated_sandbox:
+        if self.student_label not in STUDENT_LABELS:
+            errors.append(f"student_label must be one of {', '.join(STUDENT_LABELS)}, got {self.student_label!r}")
+        elif self.student_label == "program_confirmed" and self.method != "selfplay":
+            errors.append("student_label program_confirmed applies to method selfplay (the gold control has labels)")
+        if self.runs_programs and not self.allow_unisolated_sandbox:
             from opensir_lite.sandbox import isolation_unavailable_reason
 
             reason = isolation_unavailable_reason()
             if reason is not None:
+                name = "program_check" if self.program_check else "student_label program_confirmed"
                 errors.append(
-                    f"program_check: the sandbox cannot isolate programs here ({reason}); "
+                    f"{name}: the sandbox cannot isolate programs here ({reason}); "
                     "set allow_unisolated_sandbox to run them without isolation"
                 )
-        elif self.rows_per_round % self.per_device_train_batch_size:
+        if self.num_generations and self.rows_per_round % self.per_device_train_batch_size:
             errors.append(
                 f"per_device_train_batch_size ({self.per_device_train_batch_size}) must divide the rows of one "
                 f"round ({self.rows_per_round} = (num_teacher_groups + num_student_groups) x num_generations)"
@@ -469,6 +484,11 @@ class SelfPlayConfig(GRPOConfig):
                 # only when told it is a CPU run; otherwise every rank would train alone as its own "main process".
                 self.use_cpu = True
         super().__post_init__()
+
+    @property
+    def runs_programs(self) -> bool:
+        """Whether rounds run the program check: as a measurement (program_check) or as the label filter."""
+        return bool(self.program_check) or self.student_label == "program_confirmed"
 
     @property
     def rows_per_round(self) -> int:

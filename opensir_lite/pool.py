@@ -50,6 +50,7 @@ class ProblemRecord:
     novelty: float | None = None
     combined_score: float | None = None
     near_duplicate: bool = False  # near_duplicate_cosine: too like a pool problem or another of its round
+    label_confirmed: bool | None = None  # student_label program_confirmed: a program's answer equals the majority
     rewards: dict[str, float] = field(default_factory=dict)
     teacher_output: str | None = None  # raw teacher text, kept (truncated) for illegal problems only
 

@@ -68,7 +68,7 @@ class LabelProbe:
             valid.append(vote.n_valid / G)
             sample_right.append(float(np.mean(right)))
             self.last_rows.append({"row": item.index, "answers": answers, "right": right, "majority": vote.majority,
-                                   "majority_right": bool(majority_right[-1]),
+                                   "solve_rate": vote.solve_rate, "majority_right": bool(majority_right[-1]),
                                    "tokens": [c.num_tokens for c in outs[q * G : (q + 1) * G]]})  # fmt: skip
         return {
             "probe/majority_correct": float(np.mean(majority_right)),

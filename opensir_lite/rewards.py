@@ -103,17 +103,22 @@ def make_teacher_rewards(
 ) -> list[RewardFunc]:
     """The four teacher rewards [solvability, diversity, teacher_format, response_length]; illegal rows score 0
     (with ``format_credit="partial"``, teacher_format pays a third per tag pair, legal or not), and a row marked
-    ``near_duplicate`` earns no solvability."""
+    ``near_duplicate``, or whose ``label_confirmed`` is False (``student_label: program_confirmed``: no program
+    confirmed the majority answer), earns no solvability."""
     if format_credit not in FORMAT_CREDITS:
         raise ValueError(f"format_credit must be one of {', '.join(FORMAT_CREDITS)}, got {format_credit!r}")
 
     def solvability(
-        completions, role=None, legal=None, solve_rate=None, near_duplicate=None, **_
+        completions, role=None, legal=None, solve_rate=None, near_duplicate=None, label_confirmed=None, **_
     ) -> list[float | None]:
-        roles, legals, rates, dups = (_col(completions, v) for v in (role, legal, solve_rate, near_duplicate))
+        roles, legals, rates, dups, confirmed = (
+            _col(completions, v) for v in (role, legal, solve_rate, near_duplicate, label_confirmed)
+        )
         return [
-            (solvability_score(sr, lower, upper, num_generations) if ok and not dup else 0.0) if r == TEACHER else None
-            for r, ok, sr, dup in zip(roles, legals, rates, dups, strict=True)
+            (solvability_score(sr, lower, upper, num_generations) if ok and not dup and conf is not False else 0.0)
+            if r == TEACHER
+            else None
+            for r, ok, sr, dup, conf in zip(roles, legals, rates, dups, confirmed, strict=True)
         ]
 
     def diversity(completions, role=None, legal=None, novelty=None, **_) -> list[float | None]:

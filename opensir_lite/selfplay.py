@@ -7,6 +7,8 @@ embeddings and novelty -> reward columns -> pick the teacher groups with the hig
 and the student problems with the best combined score among those with a solve rate -> pool growth -> training rows.
 With ``program_check`` on, a measurement joins the round after grading: a program per legal problem, run in the
 sandbox, its answer held against the majority (:mod:`opensir_lite.programs`; it changes no reward and no row).
+With ``student_label: program_confirmed`` the same check is a filter: a problem's majority label counts as
+confirmed when its program printed it; only confirmed problems earn solvability and train the student.
 
 The rows go back to TRL's ``GRPOTrainer``: G consecutive rows form a group (teacher and student groups never mix),
 ``env_mask`` removes the ``<concepts>`` span of teacher completions (and whole filler rows) from the loss, and
@@ -367,8 +369,8 @@ class SelfPlay:
         cand_pos = {i: k for k, i in enumerate(candidates)}
         records = self._records(step, references, teacher_out, parses, cand_pos, student_out, votes, novelty,
                                 duplicate, prefill)  # fmt: skip
-        self._score_teacher(records, teacher_out, prefill)
         program_fields, program_stats = self._program_check(model, tokenizer, records, votes, cand_pos)
+        self._score_teacher(records, teacher_out, prefill)
         teacher_groups = self._select_teacher_groups(records, n_groups)
         student_problems = self._select_student_problems(records)
         round_records, added = self._grow_pool(records, candidates, cand_emb)
@@ -469,6 +471,7 @@ class SelfPlay:
             "mean_student_tokens": [scored_student_tokens(r) for r in records],
             "teacher_prefill": [prefill] * len(records),
             "near_duplicate": [r.near_duplicate for r in records],
+            "label_confirmed": [r.label_confirmed for r in records],
         }
         texts = [c.text for c in teacher_out]
         for name, func in zip(TEACHER_REWARD_NAMES, self.teacher_rewards, strict=True):
@@ -481,11 +484,18 @@ class SelfPlay:
                     a.diversity_score_weight,
                 )  # fmt: skip
 
+    @property
+    def filters_labels(self) -> bool:
+        """``student_label: program_confirmed``: only program-confirmed majority labels train the student."""
+        return getattr(self.args, "student_label", "majority") == "program_confirmed"
+
     def _program_check(self, model, tokenizer, records, votes, cand_pos) -> tuple[dict[int, dict], dict[str, Any]]:
-        """The optional program check of the round's legal problems with a majority answer: per record id the
-        evidence fields, and the ``programs/...`` stats of the gathered round ({} and {} when off)."""
+        """The program check of the round's legal problems with a majority answer (``program_check``, or the
+        label filter): per record id the evidence fields, and the ``programs/...`` and ``labels/...`` stats of the
+        gathered round ({} and {} when neither is on). Under the filter it sets each answered record's
+        ``label_confirmed``: True when its program printed the majority answer, else False."""
         a = self.args
-        if not getattr(a, "program_check", False):
+        if not (getattr(a, "program_check", False) or self.filters_labels):
             return {}, {}
         items = [(r.id, r.problem, votes[cand_pos[i]].majority, None) for i, r in enumerate(records)
                  if r.legal and i in cand_pos and votes[cand_pos[i]].majority is not None]  # fmt: skip
@@ -509,9 +519,32 @@ class SelfPlay:
             "time/programs": seconds,
             **{f"programs/failure/{k}": v for k, v in sorted(failures.items())},
         }
+        stats.update(self._label_stats(records, {c.id: c.agrees is True for c in checks}))
         fields = {c.id: {"program_answer": c.program_answer, "program_agrees": c.agrees,
                          "program_failure": c.failure, "program": c.program} for c in checks}  # fmt: skip
+        if self.filters_labels:
+            for fields_of in fields.values():
+                fields_of["label_confirmed"] = fields_of["program_agrees"] is True
         return fields, stats
+
+    def _label_stats(self, records: list[ProblemRecord], agrees: dict[int, bool]) -> dict[str, Any]:
+        """How many answered problems of the (gathered) round a program confirmed, overall and inside the gate;
+        under the label filter, each answered record's ``label_confirmed`` is set here."""
+        lower, upper = self.args.solve_rate_lower, self.args.solve_rate_upper
+        answered = [r for r in records if r.legal and r.solve_rate is not None]
+        if self.filters_labels:
+            for r in answered:
+                r.label_confirmed = agrees.get(r.id, False)
+        gate = [r for r in answered if lower - 1e-9 <= r.solve_rate <= upper + 1e-9]
+        local = [len(answered), sum(agrees.get(r.id, False) for r in answered), len(gate),
+                 sum(agrees.get(r.id, False) for r in gate)]  # fmt: skip
+        n, confirmed, n_gate, confirmed_gate = (int(v) for v in np.sum(all_ranks(local), axis=0))
+        return {
+            "labels/confirmed": confirmed,
+            "labels/confirmed_share": confirmed / n if n else None,
+            "labels/in_gate": n_gate,
+            "labels/in_gate_confirmed_share": confirmed_gate / n_gate if n_gate else None,
+        }
 
     def take_evidence(self) -> list[dict[str, Any]]:
         """The round evidence rows played since the last call (the training callback appends them to
@@ -568,6 +601,8 @@ class SelfPlay:
         """Record indices of the problems the student trains on, among legal problems with at least one valid
         answer (a solve rate): best combined score first, or at random."""
         legal = [i for i, r in enumerate(records) if r.legal and r.solve_rate is not None]
+        if self.filters_labels:  # only labels a program confirmed
+            legal = [i for i in legal if records[i].label_confirmed is True]
         want = self.args.num_student_groups
         if self.args.student_selection == "random":
             picked = list(self.local_rng.permutation(legal)[:want]) if legal else []
@@ -608,7 +643,7 @@ class SelfPlay:
             k: []
             for k in ("prompt_ids", "completion_ids", "env_mask", "role", "legal", "solve_rate", "novelty",
                       "mean_student_tokens", "answer", "majority_answer", "in_majority", "problem_id",
-                      "teacher_prefill", "near_duplicate", "format_scored")
+                      "teacher_prefill", "near_duplicate", "label_confirmed", "format_scored")
         }  # fmt: skip
 
         def add(prompt_ids, completion_ids, env_mask, role, record, answer=None, majority=None, in_majority=None):
@@ -625,6 +660,7 @@ class SelfPlay:
             rows["in_majority"].append(in_majority)
             rows["problem_id"].append(record.id)
             rows["near_duplicate"].append(record.near_duplicate)
+            rows["label_confirmed"].append(record.label_confirmed)
             rows["teacher_prefill"].append(self.args.teacher_prefill or "")
             rows["format_scored"].append(True)
 

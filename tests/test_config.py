@@ -262,15 +262,48 @@ def test_the_gold_control_shares_the_self_play_budget(tmp_path):
         assert getattr(sp_model, f) == getattr(c_model, f), f
 
 
-def test_program_check_refuses_without_isolation(tmp_path, monkeypatch):
-    """program_check where the sandbox cannot isolate: one error before any model loads, unless opted in."""
+@pytest.mark.parametrize(
+    "flag, value, field_name",
+    [
+        ("--program_check", "true", "program_check"),  # the measurement
+        ("--student_label", "program_confirmed", "student_label program_confirmed"),  # the label filter
+    ],
+)
+def test_programs_refuse_without_isolation(flag, value, field_name, tmp_path, monkeypatch):
+    """Rounds that run programs where the sandbox cannot isolate: one error naming the field before any model
+    loads, unless opted in."""
     from opensir_lite import sandbox
 
     monkeypatch.setattr(sandbox, "isolation_unavailable_reason", lambda: "unshare: Operation not permitted")
-    base = ["--config", "smoke", "--output_dir", str(tmp_path), "--program_check", "true"]
-    with pytest.raises(ConfigError, match="program_check: the sandbox cannot isolate.*allow_unisolated_sandbox"):
+    base = ["--config", "smoke", "--output_dir", str(tmp_path), flag, value]
+    with pytest.raises(ConfigError, match=f"^{field_name}: the sandbox cannot isolate.*allow_unisolated_sandbox"):
         parse_config(base)
     train_args, _ = parse_config([*base, "--allow_unisolated_sandbox", "true"])
-    assert train_args.program_check and train_args.allow_unisolated_sandbox
+    assert train_args.runs_programs and train_args.allow_unisolated_sandbox
     off, _ = parse_config(["--config", "smoke", "--output_dir", str(tmp_path)])
-    assert off.program_check is False  # off by default: a measurement with a cost
+    assert off.program_check is False and off.student_label == "majority"  # off by default: the paper's method
+    assert not off.runs_programs
+
+
+@pytest.mark.parametrize(
+    "argv, message",
+    [
+        # a label rule that does not exist
+        (["--student_label", "gold"], "student_label must be one of majority, program_confirmed, got 'gold'"),
+        # the gold control has gold labels: nothing to confirm
+        (["--config", "grpo-gold", "--student_label", "program_confirmed"],
+         "student_label program_confirmed applies to method selfplay"),
+    ],
+)  # fmt: skip
+def test_student_label_refusals(argv, message, tmp_path):
+    argv = argv if "--config" in argv else ["--config", "smoke", *argv]
+    with pytest.raises(ConfigError, match=message):
+        parse_config([*argv, "--output_dir", str(tmp_path), "--allow_unisolated_sandbox", "true"])
+
+
+def test_batch_size_is_checked_with_the_program_check(tmp_path):
+    """The per-device batch must divide a round's rows whether or not the program check is on."""
+    for extra in ([], ["--program_check", "true", "--allow_unisolated_sandbox", "true"]):
+        with pytest.raises(ConfigError, match="must divide the rows of one round"):
+            parse_config(["--config", "smoke", "--output_dir", str(tmp_path), "--per_device_train_batch_size", "7",
+                          *extra])  # fmt: skip

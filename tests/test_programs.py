@@ -165,6 +165,39 @@ def test_round_with_program_check(program_model_dir, tokenizer, embedder):
     assert on.stats["programs/agreement"] == pytest.approx(agree / len(answered))
 
 
+@needs_isolation
+@pytest.mark.slow
+def test_real_round_with_the_label_filter(program_model_dir, tokenizer, embedder):
+    """student_label program_confirmed on a real round (the tiny policy writes the problems, answers them and writes
+    the programs; the sandbox runs them): only problems whose program printed the majority answer train the student
+    or earn solvability."""
+    from test_selfplay import make_args
+
+    from opensir_lite.parsing import answers_equal
+    from opensir_lite.rewards import STUDENT
+    from opensir_lite.selfplay import SelfPlay
+
+    model = AutoModelForCausalLM.from_pretrained(program_model_dir)
+    torch.manual_seed(0)
+    args = make_args(student_label="program_confirmed", program_max_new_tokens=32, allow_unisolated_sandbox=False)
+    sp = SelfPlay(args, ProblemPool.from_seed(), embedder)
+    result = sp.play_round(model, tokenizer, step=1)
+    evidence = {row["id"]: row for row in sp.take_evidence()}
+    answered = [r for r in result.records if r.legal and r.solve_rate is not None]
+    assert answered, "the tiny policy writes legal problems that its student answers"
+    for r in answered:
+        agrees = evidence[r.id]["program_answer"] is not None and answers_equal(
+            evidence[r.id]["program_answer"], r.majority_answer, "equivalence"
+        )
+        assert r.label_confirmed is agrees and evidence[r.id]["label_confirmed"] is agrees
+        if not agrees:
+            assert r.rewards["solvability"] == 0.0
+    trained = {pid for pid, role in zip(result.rows["problem_id"], result.rows["role"], strict=True) if role == STUDENT}
+    assert trained <= {r.id for r in answered if r.label_confirmed}
+    assert result.stats["labels/confirmed"] == sum(r.label_confirmed for r in answered)
+    assert result.stats["time/programs"] > 0
+
+
 def make_pool_run(folder: Path) -> None:
     pool = ProblemPool.from_seed()
     pool.add([

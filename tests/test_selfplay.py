@@ -263,3 +263,112 @@ def test_near_duplicates_earn_no_solvability_and_stay_out(monkeypatch, tokenizer
         assert [r.rewards["solvability"] > 0 for r in records] == [not d for d in dup]
         assert [r.in_pool for r in records] == [not d for d in dup]
         assert all(r.rewards["diversity"] >= 0 for r in records)
+
+
+# The label filter (student_label: program_confirmed) on a hand-built round: each problem has its own student
+# answers (G = 4) and its own program, run in the real sandbox. (problem, student answers, program, confirmed)
+LABEL_CASES = [
+    # the program prints the majority answer: confirmed
+    ("Tom has 3 boxes of 2 pens and 1 more pen. How many pens?", ["7", "7", "7", "3"], "print(3 * 2 + 1)", True),
+    # the program prints another answer: contradicted
+    ("A shelf holds 4 rows of 2 books. How many books?", ["9", "9", "9", "2"], "print(4 * 2)", False),
+    # the program raises: no program answer, not confirmed
+    ("Ann reads 5 pages a day for 1 day. How many pages?", ["5", "5", "5", "1"], "print(1 / 0)", False),
+    # the program prints text that is no answer: not confirmed
+    ("Sam buys 2 bags of 3 apples. How many apples?", ["6", "6", "6", "2"], "print('six apples')", False),
+    # a tie (solve rate 0.5): the majority is the class seen first, and the program prints the other: not confirmed
+    ("Mia has 8 coins and spends 6. How many are left?", ["4", "4", "2", "2"], "print(8 - 6)", False),
+    # a tie whose first class the program prints: confirmed
+    ("Leo has 9 cards and gives away 5. How many are left?", ["4", "4", "5", "5"], "print(9 - 5)", True),
+]
+
+
+def _label_round_generate(tokenizer, cases):
+    """Teacher calls return one legal problem per case plus illegal fillers; student calls answer each problem
+    with its case's answers; program calls (n = 1, greedy) write its case's program."""
+    from opensir_lite.generation import Completion
+
+    def fake(model, tok, prompts, n, sampling, max_batch=0, max_prompt_tokens=None, **_):
+        out = []
+        for k, prompt in enumerate(prompts):
+            case = next((c for c in cases if c[0] in prompt), None)
+            if sampling.temperature == 0.0:  # a program completion
+                texts = [f"```python\n{case[2]}\n```"]
+            elif case is None:  # a teacher prompt: the k-th output of each group is the k-th case
+                texts = [f"<think>t</think><problem>{cases[j][0]}</problem><concepts>arithmetic facts</concepts>"
+                         if j < len(cases) else "no tags" for j in range(k * n, (k + 1) * n)]  # fmt: skip
+            else:  # a student prompt
+                texts = [f"Therefore, the final answer is: $\\boxed{{{a}}}$" for a in case[1]]
+            ids = tokenizer(prompt, add_special_tokens=False)["input_ids"]
+            out += [Completion(ids, tokenizer(t, add_special_tokens=False)["input_ids"], t) for t in texts]
+        return out
+
+    return fake
+
+
+@pytest.mark.skipif(
+    __import__("opensir_lite.sandbox").sandbox.isolation_unavailable_reason() is not None, reason="no namespaces"
+)
+def test_label_filter_keeps_only_confirmed_labels(monkeypatch, tokenizer, embedder):
+    """program_confirmed: a problem trains the student, and earns solvability, only when its program printed the
+    majority answer; TRL's solvability (from the row columns) agrees with the round's; with the filter off the
+    same round rewards and trains by the majority alone."""
+    import opensir_lite.programs as programs_module
+    import opensir_lite.selfplay as selfplay_module
+    from opensir_lite.rewards import make_teacher_rewards
+
+    fake = _label_round_generate(tokenizer, LABEL_CASES)
+    monkeypatch.setattr(selfplay_module, "generate", fake)
+    monkeypatch.setattr(programs_module, "generate", fake)
+    rounds = {}
+    for label in ("majority", "program_confirmed"):
+        args = make_args(teacher_upscale_ratio=2, num_student_groups=3, student_label=label, program_check=False,
+                         program_max_new_tokens=32, allow_unisolated_sandbox=False)  # fmt: skip
+        sp = SelfPlay(args, ProblemPool.from_seed(), embedder)
+        rounds[label] = sp.play_round(None, tokenizer, step=1)
+    by_problem = {label: {r.problem: r for r in res.records if r.legal} for label, res in rounds.items()}
+    for problem, _, _, confirmed in LABEL_CASES:
+        plain, filtered = by_problem["majority"][problem], by_problem["program_confirmed"][problem]
+        assert plain.label_confirmed is None and plain.rewards["solvability"] > 0  # every case is in the gate
+        assert filtered.label_confirmed is confirmed, problem
+        assert (filtered.rewards["solvability"] > 0) is confirmed, problem
+        assert filtered.rewards["diversity"] == pytest.approx(plain.rewards["diversity"])  # only solvability moves
+    res = rounds["program_confirmed"]
+    student_rows = [i for i, role in enumerate(res.rows["role"]) if role == STUDENT]
+    trained = {res.rows["problem_id"][i] for i in student_rows}
+    confirmed_ids = {r.id for r in res.records if r.label_confirmed}
+    assert trained == confirmed_ids and len(trained) == 2  # both confirmed problems, nothing else
+    assert res.rows["role"].count(PAD) == 4  # the third student group is a filler
+    assert all(res.rows["label_confirmed"][i] is True for i in student_rows)
+    assert res.stats["labels/confirmed"] == 2 and res.stats["labels/in_gate"] == len(LABEL_CASES)
+    assert res.stats["labels/in_gate_confirmed_share"] == pytest.approx(2 / len(LABEL_CASES))
+    assert res.stats["programs/checked"] == len(LABEL_CASES)
+    # TRL recomputes solvability from the teacher rows' columns: the same values as the round's records
+    teacher_rows = [i for i, role in enumerate(res.rows["role"]) if role == TEACHER]
+    columns = {k: [res.rows[k][i] for i in teacher_rows] for k in ("role", "legal", "solve_rate", "near_duplicate",
+                                                                    "label_confirmed")}  # fmt: skip
+    solvability = make_teacher_rewards(num_generations=4)[0]
+    by_id = {r.id: r for r in res.records}
+    assert solvability([""] * len(teacher_rows), **columns) == [
+        by_id[res.rows["problem_id"][i]].rewards["solvability"] for i in teacher_rows
+    ]
+    # the filter off: the three best combined scores train, whatever their programs would print
+    plain_trained = {rounds["majority"].rows["problem_id"][i] for i, role in
+                     enumerate(rounds["majority"].rows["role"]) if role == STUDENT}  # fmt: skip
+    assert len(plain_trained) == 3 and "labels/confirmed" not in rounds["majority"].stats
+
+
+def test_label_filter_without_confirmed_problems_trains_fillers(monkeypatch, tokenizer, embedder):
+    """No confirmed problem in a round: the student groups are fillers (no loss), as with no legal problem."""
+    import opensir_lite.programs as programs_module
+    import opensir_lite.selfplay as selfplay_module
+
+    cases = [c for c in LABEL_CASES if not c[3]][:2]
+    fake = _label_round_generate(tokenizer, cases)
+    monkeypatch.setattr(selfplay_module, "generate", fake)
+    monkeypatch.setattr(programs_module, "generate", fake)
+    args = make_args(teacher_upscale_ratio=1, student_label="program_confirmed", program_max_new_tokens=32,
+                     allow_unisolated_sandbox=True)  # fmt: skip
+    res = SelfPlay(args, ProblemPool.from_seed(), embedder).play_round(None, tokenizer, step=1)
+    assert res.rows["role"][4:] == [PAD] * 4
+    assert res.stats["labels/confirmed"] == 0 and res.stats["labels/confirmed_share"] == 0.0
