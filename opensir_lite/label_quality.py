@@ -121,6 +121,50 @@ def label_table(
     }
 
 
+def pool_table(
+    records: Sequence[Any],
+    checks: Mapping[int, Mapping[str, Any]],
+    lower: float,
+    upper: float,
+    bins: int = SOLVE_RATE_BINS,
+) -> dict[str, Any]:
+    """A self-play pool, where gold is absent: the share of answered problems whose program confirmed the majority
+    (``agrees``), by solve-rate bin and inside the gate (the teacher's solvability judgement under
+    ``student_label: program_confirmed``). ``records`` are pool records (``legal``, ``solve_rate``, ``id``)."""
+    answered = [r for r in records if r.legal and r.solve_rate is not None]
+    bin_rows = [{"bin": f"{i / bins:.1f}-{(i + 1) / bins:.1f}", "k": 0, "n": 0} for i in range(bins)]
+    gate = {"k": 0, "n": 0, "checked": 0}
+    for r in answered:
+        confirmed = bool((checks.get(r.id) or {}).get("agrees"))
+        b = bin_rows[min(int(r.solve_rate * bins), bins - 1)]
+        b["n"] += 1
+        b["k"] += confirmed
+        if in_gate(r.solve_rate, lower, upper):
+            gate["n"] += 1
+            gate["k"] += confirmed
+            gate["checked"] += r.id in checks
+    return {
+        "answered": len(answered),
+        "checked": sum(r.id in checks for r in answered),
+        "gate": [lower, upper],
+        "confirmed": share(sum(bool((checks.get(r.id) or {}).get("agrees")) for r in answered), len(answered)),
+        "by_solve_rate": [{**b, **share(b["k"], b["n"])} for b in bin_rows],
+        "in_gate": {"rows": gate["n"], "checked": gate["checked"], "confirmed_share": share(gate["k"], gate["n"])},
+    }
+
+
+def format_pool_table(table: Mapping[str, Any]) -> str:
+    """The pool table as Markdown."""
+    lo, hi = table["gate"]
+    lines = [f"{table['answered']} answered problems, {table['checked']} checked; confirmed by their program "
+             f"{_fmt(table['confirmed'])}", "", "| solve rate | problems | confirmed by the program [Wilson 95%] |",
+             "|---|---:|---|"]  # fmt: skip
+    lines += [f"| {b['bin']} | {b['n']} | {_fmt(b)} |" for b in table["by_solve_rate"]]
+    g = table["in_gate"]
+    lines += ["", f"inside the gate [{lo}, {hi}]: {g['rows']} problems, confirmed {_fmt(g['confirmed_share'])}"]
+    return "\n".join(lines)
+
+
 def _fmt(s: Mapping[str, Any]) -> str:
     if not s["n"]:
         return "-"

@@ -13,6 +13,10 @@ Three stages, each resumable and each writing into --results_dir:
    the filter.
 
 --stage samples|programs|table runs one stage (default: all, skipping rows already done).
+
+A self-play pool, where gold is absent (the teacher's solvability judgement): --pool_run RUN_DIR --pool_checks FILE
+adds the share of its answered problems whose program confirmed the majority, by solve-rate bin and in the gate
+(FILE from scripts/check_programs.py --run_dir RUN_DIR --output FILE); written to pool_table.json.
 """
 
 from __future__ import annotations
@@ -27,7 +31,8 @@ import torch
 
 from opensir_lite.config import ConfigError, parse_config
 from opensir_lite.evaluation.benchmarks import BenchmarkError, load_items
-from opensir_lite.label_quality import format_table, label_table, pool_gold_items
+from opensir_lite.exploration import load_run_pool
+from opensir_lite.label_quality import format_pool_table, format_table, label_table, pool_gold_items, pool_table
 from opensir_lite.models import ModelLoadError, load_for_inference
 from opensir_lite.pool import PoolFileError
 from opensir_lite.probe import LabelProbe
@@ -43,6 +48,10 @@ class LabelQualityArguments:
     results_dir: str = field(default="results/qwen0.5b/label-quality", metadata={"help": "Where the stages write."})
     stage: str = field(default="all", metadata={"help": "samples, programs, table or all."})
     chunk: int = field(default=16, metadata={"help": "Rows sampled per appended chunk (resume granularity)."})
+    pool_run: str | None = field(default=None, metadata={"help": "A self-play run (or pool .jsonl) to tabulate too."})
+    pool_checks: str | None = field(
+        default=None, metadata={"help": "That pool's program_checks.jsonl (scripts/check_programs.py --output)."}
+    )
 
 
 def main() -> int:
@@ -50,6 +59,8 @@ def main() -> int:
         train_args, model_args, args = parse_config(extra=(LabelQualityArguments,))
         if args.stage not in ("samples", "programs", "table", "all"):
             raise ConfigError(f"--stage must be samples, programs, table or all, not {args.stage!r}")
+        if bool(args.pool_run) != bool(args.pool_checks):
+            raise ConfigError("--pool_run and --pool_checks go together")
         if not train_args.initial_pool_path:
             raise ConfigError("label quality reads the questions of the recipe's initial_pool_path; set one")
         out = Path(args.results_dir)
@@ -98,6 +109,10 @@ def main() -> int:
         samples = [json.loads(line) for line in samples_file.open()]
         checks = read_checks(checks_file) if checks_file.is_file() else {}
         table = label_table(samples, checks, train_args.solve_rate_lower, train_args.solve_rate_upper)
+        pool = None
+        if args.pool_run:
+            pool = pool_table(load_run_pool(args.pool_run).history, read_checks(args.pool_checks),
+                              train_args.solve_rate_lower, train_args.solve_rate_upper)  # fmt: skip
     except (ConfigError, PoolFileError, ModelLoadError, FileNotFoundError, BenchmarkError, SandboxUnavailable) as e:
         print(f"error: {e}", file=sys.stderr)
         return 2
@@ -106,6 +121,10 @@ def main() -> int:
                  rollout_dtype=train_args.rollout_dtype)  # fmt: skip
     (out / "table.json").write_text(json.dumps(table, indent=2) + "\n")
     print(format_table(table))
+    if pool is not None:
+        pool.update(run=args.pool_run, checks=args.pool_checks)
+        (out / "pool_table.json").write_text(json.dumps(pool, indent=2) + "\n")
+        print("\n" + format_pool_table(pool))
     return 0
 
 

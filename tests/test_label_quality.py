@@ -72,3 +72,26 @@ def test_label_table():
     assert sum(n for _, n in bins.values()) == 6 and t["no_valid_answer"]["n"] == 1
     text = format_table(t)
     assert "| majority | precision | 50.0%" in text and "no valid answer | 1 |" in text
+
+
+def test_pool_table():
+    """Where gold is absent: the share of answered pool problems whose program confirmed the majority, by bin and
+    in the gate; illegal and unanswered problems are not counted."""
+    from opensir_lite.label_quality import format_pool_table, pool_table
+    from opensir_lite.pool import ProblemRecord
+
+    records = [
+        ProblemRecord(id=1, problem="a", solve_rate=0.75),  # in gate, confirmed
+        ProblemRecord(id=2, problem="b", solve_rate=0.625),  # in gate, contradicted
+        ProblemRecord(id=3, problem="c", solve_rate=0.5),  # in gate, never checked
+        ProblemRecord(id=4, problem="d", solve_rate=1.0),  # above the gate, confirmed
+        ProblemRecord(id=5, problem="e", solve_rate=None),  # no valid answer: not counted
+        ProblemRecord(id=6, problem="", legal=False),  # illegal: not counted
+    ]
+    checks = {1: {"agrees": True}, 2: {"agrees": False}, 4: {"agrees": True}}
+    t = pool_table(records, checks, 0.5, 0.9)
+    assert t["answered"] == 4 and t["checked"] == 3
+    assert (t["confirmed"]["k"], t["confirmed"]["n"]) == (2, 4)
+    assert t["in_gate"]["rows"] == 3 and t["in_gate"]["checked"] == 2
+    assert (t["in_gate"]["confirmed_share"]["k"], t["in_gate"]["confirmed_share"]["n"]) == (1, 3)
+    assert "inside the gate [0.5, 0.9]: 3 problems, confirmed 33.3%" in format_pool_table(t)
