@@ -9,7 +9,7 @@ def test_packaged_recipes():
     assert {"smoke", "colab-t4", "paper-llama3.2-3b"} <= set(list_recipes())
 
 
-@pytest.mark.parametrize("name", ["smoke", "colab-t4", "paper-llama3.2-3b"])
+@pytest.mark.parametrize("name", ["smoke", "colab-t4", "paper-llama3.2-3b", "gpu-qwen0.5b"])
 def test_recipes_parse(name, tmp_path):
     train_args, model_args = parse_config(["--config", name, "--output_dir", str(tmp_path)])
     assert train_args.reward_weights == [*train_args.teacher_reward_weights, *train_args.student_reward_weights]
@@ -227,8 +227,8 @@ def test_bf16_when_native(monkeypatch, tmp_path, native, bf16, rollout_dtype):
     assert train_args.bf16 is bf16 and train_args.rollout_dtype == rollout_dtype
 
 
-# What makes grpo-gold a fair control of learn-cpu-qwen (issue 29, item 5): every setting of the student's training
-# and of the run's length is the same; only the reward's source (gold labels against majority votes) differs.
+# What makes grpo-gold a fair control of learn-cpu-qwen: every setting of the student's training and of the run's
+# length is the same; only the reward's source (gold labels against majority votes) differs.
 SHARED_WITH_THE_CONTROL = [
     "max_steps",  # the same number of updates
     "num_generations",  # G
@@ -260,6 +260,30 @@ def test_the_gold_control_shares_the_self_play_budget(tmp_path):
     assert differ == []
     for f in ["model_name_or_path", "load_in_4bit", "lora_r", "lora_alpha", "lora_target_modules"]:
         assert getattr(sp_model, f) == getattr(c_model, f), f
+
+
+# What the GPU recipe may change from the registered CPU recipe: the budget and the hardware, nothing of the method.
+GPU_BUDGET_FIELDS = {
+    "max_steps", "per_device_train_batch_size", "gradient_accumulation_steps", "warmup_steps", "save_steps",
+    "probe_every", "max_generate_batch", "output_dir", "bf16_when_native", "use_cpu", "logging_dir",
+    "steps_per_generation", "run_name", "dataloader_pin_memory", "bf16", "fp16", "recipe",
+}  # fmt: skip
+
+
+def test_the_gpu_recipe_is_the_registered_method_at_a_larger_budget(tmp_path):
+    """gpu-qwen0.5b: every method field of learn-cpu-qwen kept; the same policy from the Hub instead of PyPI."""
+    from dataclasses import fields
+
+    cpu, cpu_model = parse_config(["--config", "learn-cpu-qwen", "--output_dir", str(tmp_path / "a")])
+    gpu, gpu_model = parse_config(["--config", "gpu-qwen0.5b", "--output_dir", str(tmp_path / "a")])
+    differ = [
+        f.name for f in fields(cpu) if f.name not in GPU_BUDGET_FIELDS and getattr(cpu, f.name) != getattr(gpu, f.name)
+    ]
+    assert differ == ["embedder_name_or_path"]  # MiniLM from the Hub instead of its PyPI copy
+    assert gpu.max_steps == 200 and gpu.rounds_per_step() == 16  # the paper's budget
+    assert gpu_model.model_name_or_path == "Qwen/Qwen2.5-Coder-0.5B-Instruct"
+    for f in ["load_in_4bit", "lora_r", "lora_alpha", "lora_dropout", "lora_target_modules"]:
+        assert getattr(cpu_model, f) == getattr(gpu_model, f), f
 
 
 @pytest.mark.parametrize(
