@@ -58,7 +58,7 @@ class SelfPlayConfig(GRPOConfig):
         default="gsm8k", metadata={"help": "method gold: the labelled benchmark to train on (a name or a .jsonl)."}
     )
     gold_data_dir: str | None = field(
-        default=None, metadata={"help": "method gold: folder of the benchmark's JSONL file (None: the Hub)."}
+        default=None, metadata={"help": "method gold: folder of the benchmark's JSONL file (None or '': the Hub)."}
     )
     gold_candidates: int = field(
         default=0,

@@ -7,7 +7,7 @@ answer rate, the share of answered problems in the solvability gate, novelty, co
 distinct problems in the pool.
 
 ``--advantage`` adds a per-step table: the student's mean tokens and sampling entropy, the format share of the
-student |advantage| as logged by the run (``advantage/format_share``, runs from issue 29 on) and as replayed from
+student |advantage| as logged by the run (``advantage/format_share``, in runs that log it) and as replayed from
 ``round_evidence.jsonl`` under each advantage scheme (TRL's group std or no scaling, with or without the student
 format gate), and the groups whose only variance is the format reward.
 """

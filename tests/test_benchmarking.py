@@ -101,7 +101,7 @@ def test_benchmark_decoding_script(tiny_model_dir, tmp_path):
 def test_learn_cpu_breaks_the_deadlock_on_the_embedded_model(tmp_path, embedded_dir, embedder):
     """Behaviour on the real embedded SmolLM2-135M (untrained, 4-bit, sampled by the merged copy as in training):
     with learn-cpu's deadlock breakers the teacher writes legal problems that the students answer, so GRPO gets a
-    teacher and a student signal (docs/learning.md measured 27% legal, 70% valid answers). Before them, 0 of 80."""
+    teacher and a student signal (results/smollm2 measured 27% legal, 70% valid answers). Before them, 0 of 80."""
     from opensir_lite.benchmarking import ablate_rounds
     from opensir_lite.config import parse_config
     from opensir_lite.training import load_policy_with_adapter

@@ -126,7 +126,7 @@ SAME = {
 DEPARTURES = {
     "attn_implementation": "sdpa: flash-attn is an extra install; the same attention",
     "bf16": "null picks bf16 on the Ampere-or-newer GPU the recipe needs (true fails to parse on a CPU)",
-    "use_vllm": "generation runs in TRL's rollout_func with transformers (issue 14 adds a vLLM backend)",
+    "use_vllm": "generation runs in TRL's rollout_func with transformers (generation_backend: vllm is the vLLM backend)",
     "vllm_gpu_memory_utilization": "no vLLM server",
     "gradient_accumulation_steps": "16 on one GPU = the official 8 on each of 2 GPUs (16 rounds per step)",
     "per_device_train_batch_size": "16 = the rows one official round returns per micro-step (8 + 8)",

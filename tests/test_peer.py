@@ -204,7 +204,7 @@ def test_few_shot_rows_never_overlap_the_evaluated_rows():
 @pytest.mark.parametrize(
     ("repeats", "temperature", "top_p", "max_gen_toks"),
     [
-        (4, 0.7, 1.0, 512),  # issue 29's primary endpoint: avg@4 at the training temperature and budget
+        (4, 0.7, 1.0, 512),  # the six-step runs' primary endpoint: avg@4 at the training temperature and budget
         (8, 0.6, 0.95, None),  # the official evaluation's sampling, the shipped budget kept
     ],
 )

@@ -238,7 +238,7 @@ def test_embedded_qwen_self_play_step_under_qlora(tmp_path, qwen_dir, embedder):
     [
         ({"student_mean_tokens": 100}, {"student_mean_tokens": 49}, ["student_mean_tokens"], True),  # under half
         ({"student_mean_tokens": 100}, {"student_mean_tokens": 50}, ["student_mean_tokens"], False),  # exactly half
-        ({"student_mean_entropy": 0.34}, {"student_mean_entropy": 0.14}, ["student_mean_entropy"], True),  # issue 29
+        ({"student_mean_entropy": 0.34}, {"student_mean_entropy": 0.14}, ["student_mean_entropy"], True),  # below half of step 1: stop
         ({"student_mean_tokens": 100}, {"student_mean_tokens": 10}, [], False),  # no rule
         ({"student_mean_tokens": None}, {"student_mean_tokens": 10}, ["student_mean_tokens"], False),  # no reference
         ({"student_mean_tokens": 100}, {}, ["student_mean_tokens"], False),  # no student answer this step

@@ -203,7 +203,7 @@ def load_items(
     else:
         spec = resolve_benchmark(name)
         bench, rule = spec.name, spec.official_gold
-        if data_dir is not None:
+        if data_dir:  # None or "" (a recipe's folder cleared on the command line): the Hub
             path = Path(data_dir) / spec.file
             rows = _rows_from_jsonl(path)
             q_field, a_field, fmt, source = spec.question_field, spec.answer_field, spec.gold_format, str(path)

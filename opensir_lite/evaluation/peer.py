@@ -1,4 +1,4 @@
-"""Agreement with a peer evaluator, lm-evaluation-harness (issue 30): run its own tasks on this project's rows,
+"""Agreement with a peer evaluator, lm-evaluation-harness: run its own tasks on this project's rows,
 regrade its logged completions with our grader (both protocols) and ours with its answer filters and exact match,
 and sort every disagreement into a class with an example.
 

@@ -1,4 +1,4 @@
-"""lm-evaluation-harness task definitions that read this project's benchmark rows (issue 30).
+"""lm-evaluation-harness task definitions that read this project's benchmark rows.
 
 Each YAML here is the harness's own task (prompt, few-shot format, generation stop strings, answer filters and metric
 copied field by field from lm-eval 0.4.13's ``tasks/``; ``tests/test_peer.py`` checks that they still match the
