@@ -19,8 +19,12 @@ from pathlib import Path
 import pytest
 
 ROOT = Path(__file__).resolve().parents[1]
-DOCS = [ROOT / "README.md", *sorted((ROOT / "docs").glob("*.md")), *sorted(ROOT.glob("*/README.md")),
-        *sorted(ROOT.glob("results/**/README.md"))]
+DOCS = [
+    ROOT / "README.md",
+    *sorted((ROOT / "docs").glob("*.md")),
+    *sorted(ROOT.glob("*/README.md")),
+    *sorted(ROOT.glob("results/**/README.md")),
+]
 COMMAND = re.compile(r"python3? ((?:scripts|benchmarks)/\w+\.py)((?:\\\n|[^\n`])*)")
 FLAG = re.compile(r"(?<![\w-])--([A-Za-z][\w-]*)")
 # scripts that pass unknown --field value pairs on to a recipe (their help says so); they accept train.py's flags
