@@ -17,7 +17,7 @@ launcher reads the program from its stdin and, before any byte of it runs, build
 - **no capability and no way to gain one**: the bounding, effective, permitted, inheritable and ambient sets are
   cleared and checked, the securebits locked, ``PR_SET_NO_NEW_PRIVS`` set, and a seccomp filter refuses mount,
   umount, pivot_root, chroot, unshare, setns, ptrace, process_vm_readv/writev, keyctl, bpf, perf_event_open, the
-  new mount API, sockets of any family but ``AF_UNIX``, io_uring, System V shared memory, semaphores and queues (memory no limit counts), memfd_secret,
+  new mount API, sockets of any family but ``AF_UNIX``, clearing the parent-death signal, io_uring, System V shared memory, semaphores and queues (memory no limit counts), memfd_secret,
   module and kexec calls, fork, vfork, clone3 and any clone that is not a thread or that makes a namespace; other system-call ABIs (32-bit, x32) are refused.
 - **limits**: CPU seconds, address space (the tmpfs sizes counted inside the memory budget), processes (threads),
   file size, open files, no core files, no locked memory, no message queues; a wall-clock limit kills the
@@ -145,6 +145,10 @@ _ARCH = {"x86_64": (0xC000003E, _X86_64, 56, 435), "aarch64": (0xC00000B7, _AARC
 # among them, are not confined by a network namespace)
 _SOCKET_CALLS = {"x86_64": (41, 53), "aarch64": (198, 199)}
 AF_UNIX = 1
+# prctl: PR_SET_PDEATHSIG is refused, so that the program keeps the parent-death signal the launcher set (without it,
+# a program whose supervisor is killed early, on an output flood say, would live on as an orphan)
+_PRCTL = {"x86_64": 157, "aarch64": 167}
+PR_SET_PDEATHSIG = 1
 CLONE_THREAD = 0x00010000
 # CLONE_NEWNS, NEWCGROUP, NEWUTS, NEWIPC, NEWUSER, NEWPID, NEWNET, NEWTIME
 CLONE_NAMESPACES = 0x00020000 | 0x02000000 | 0x04000000 | 0x08000000 | 0x10000000 | 0x20000000 | 0x40000000 | 0x80
@@ -154,8 +158,8 @@ UNSHARE_FLAGS = CLONE_NAMESPACES & ~0x80  # every namespace but time
 def seccomp_filter(machine: str) -> list[tuple[int, int, int, int]]:
     """The classic-BPF program (code, jt, jf, k) for ``machine``: refuse the table's calls, fork and vfork with
     EPERM and clone3 with ENOSYS (so that libc falls back to clone), sockets of any family but AF_UNIX with
-    EAFNOSUPPORT, and allow clone only for a thread that makes no namespace; every other ABI gets EPERM for
-    everything."""
+    EAFNOSUPPORT, prctl(PR_SET_PDEATHSIG) with EPERM, and allow clone only for a thread that makes no namespace;
+    every other ABI gets EPERM for everything."""
     arch, table, nr_clone, nr_clone3 = _ARCH[machine]
     ALLOW, EPERM, ENOSYS, EAFNOSUPPORT = 0x7FFF0000, 0x00050000 | 1, 0x00050000 | 38, 0x00050000 | 97
     LD, JEQ, JGE, JSET, RET = 0x20, 0x15, 0x35, 0x45, 0x06
@@ -166,6 +170,8 @@ def seccomp_filter(machine: str) -> list[tuple[int, int, int, int]]:
         prog += [(JEQ, 0, 1, nr), (RET, 0, 0, EPERM)]
     for nr in _SOCKET_CALLS[machine]:  # the family is the first argument (its low word)
         prog += [(JEQ, 0, 4, nr), (LD, 0, 0, 16), (JEQ, 1, 0, AF_UNIX), (RET, 0, 0, EAFNOSUPPORT), (RET, 0, 0, ALLOW)]
+    prog += [(JEQ, 0, 4, _PRCTL[machine]), (LD, 0, 0, 16), (JEQ, 0, 1, PR_SET_PDEATHSIG), (RET, 0, 0, EPERM)]
+    prog += [(RET, 0, 0, ALLOW)]
     prog += [(JEQ, 0, 1, nr_clone3), (RET, 0, 0, ENOSYS), (JEQ, 1, 0, nr_clone), (RET, 0, 0, ALLOW)]
     prog += [(LD, 0, 0, 16), (JSET, 0, 1, CLONE_NAMESPACES), (RET, 0, 0, EPERM)]  # clone's flags (low word)
     prog += [(JSET, 1, 0, CLONE_THREAD), (RET, 0, 0, EPERM), (RET, 0, 0, ALLOW)]
@@ -345,6 +351,12 @@ def _run(source: str, limits: SandboxLimits, isolate: bool) -> ProgramResult:
         sel.close()
     finally:
         if proc is not None:
+            if proc.poll() is None:  # ended early: the launcher kills the program's namespace, then itself
+                try:
+                    proc.send_signal(signal.SIGTERM)
+                    proc.wait(timeout=2.0)
+                except (ProcessLookupError, subprocess.TimeoutExpired):
+                    pass
             try:
                 os.killpg(proc.pid, signal.SIGKILL)  # the launcher's group; the namespace dies with it
             except (ProcessLookupError, PermissionError):

@@ -205,10 +205,30 @@ def program(status_w, life, isolated, privileged):
     os._exit(127)
 
 
+RUNNING = {}  # L's processes to end when the parent asks (SIGTERM): C, and P once C has reported its pid
+
+
+def end_on_request(signum, frame):
+    # the parent ends the call early (an output flood, its own deadline): end the namespace first, then L
+    for pid in (RUNNING.get("program"), RUNNING.get("child")):
+        if pid:
+            try:
+                os.kill(pid, signal.SIGKILL)
+            except OSError:
+                pass
+    if RUNNING.get("group"):  # unisolated: the program's own session and group
+        try:
+            os.killpg(RUNNING["group"], signal.SIGKILL)
+        except OSError:
+            pass
+    os._exit(0)
+
+
 def supervise(child, status_r, first_pid):
     # L: read C's lines until EOF, the wall-clock limit ends the namespace; returns the verdict lines
     deadline = time.monotonic() + cfg["wall_seconds"]
     lines, buf, target, timed_out = [], b"", first_pid, False
+    RUNNING["child"] = child
     while True:
         left = deadline - time.monotonic()
         if left <= 0 and not timed_out:
@@ -229,7 +249,7 @@ def supervise(child, status_r, first_pid):
         for line in done:
             text = line.decode("ascii", "replace")
             if text.startswith("pid "):
-                target = int(text[4:])
+                target = RUNNING["program"] = int(text[4:])
             else:
                 lines.append(text)
     os.waitpid(child, 0)
@@ -308,6 +328,7 @@ def unisolated():
         os.close(status_r)
         program(status_w, None, False, False)
     os.close(status_w)
+    RUNNING["group"] = p
     deadline = time.monotonic() + cfg["wall_seconds"]
     while True:
         got, st = os.waitpid(p, os.WNOHANG)
@@ -329,6 +350,7 @@ def main():
     os.set_inheritable(cfg["report_fd"], False)
     INNER = cfg["inner_id"]
     src = sys.stdin.buffer.read()
+    signal.signal(signal.SIGTERM, end_on_request)
     for line in isolated() if cfg["isolate"] else unisolated():
         say(line)
     os._exit(0)

@@ -259,6 +259,20 @@ import time
 time.sleep(60)
 """,
     ),
+    # outlive the call another way: clear the parent-death signal, then flood stdout so that the parent ends the call
+    # early (it kills the launcher) while the program, its write refused, sleeps on
+    (
+        "outlive_an_early_end",
+        """
+import time
+step('parent-death signal cleared', libc.prctl(1, 0, 0, 0, 0) == 0)
+try:
+    os.write(1, b'x' * 200000)
+except OSError:
+    pass
+time.sleep(60)
+""",
+    ),
     # use capabilities it might have kept: new namespaces (which would give them back), ptrace, keys, bpf, ids
     (
         "capabilities",
@@ -349,7 +363,11 @@ print('held' if not worked else worked)
     ),
 ]
 # what each attack ends as: its line "held", or (survive) the wall-clock limit after printing it
-ATTACK_ENDS = {"forge_report": ("error", None), "survive": ("timeout", None)}
+ATTACK_ENDS = {
+    "forge_report": ("error", None),
+    "survive": ("timeout", None),
+    "outlive_an_early_end": ("output_limit", None),
+}
 ATTACK_LIMITS = SandboxLimits(cpu_seconds=2, wall_seconds=3.0, memory_bytes=512 * 2**20, output_bytes=4096)
 
 
