@@ -61,6 +61,8 @@ def main() -> int:
             raise ConfigError(f"--stage must be samples, programs, table or all, not {args.stage!r}")
         if bool(args.pool_run) != bool(args.pool_checks):
             raise ConfigError("--pool_run and --pool_checks go together")
+        if args.pool_checks and not Path(args.pool_checks).is_file():
+            raise ConfigError(f"--pool_checks: file not found: {args.pool_checks}")
         if not train_args.initial_pool_path:
             raise ConfigError("label quality reads the questions of the recipe's initial_pool_path; set one")
         out = Path(args.results_dir)

@@ -95,3 +95,53 @@ def test_pool_table():
     assert t["in_gate"]["rows"] == 3 and t["in_gate"]["checked"] == 2
     assert (t["in_gate"]["confirmed_share"]["k"], t["in_gate"]["confirmed_share"]["n"]) == (1, 3)
     assert "inside the gate [0.5, 0.9]: 3 problems, confirmed 33.3%" in format_pool_table(t)
+
+
+@pytest.mark.slow
+@pytest.mark.skipif(
+    __import__("opensir_lite.sandbox").sandbox.isolation_unavailable_reason() is not None, reason="no namespaces"
+)
+def test_script_end_to_end_and_resume(program_model_dir, tmp_path):
+    """scripts/label_quality.py on a tiny policy: samples (with gold), one program per row run in the sandbox, the
+    table, and the pool table; a second call resumes (nothing sampled or checked twice)."""
+    import json
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    from conftest import FIT_PROBLEM
+
+    from opensir_lite.pool import ProblemPool, ProblemRecord
+
+    root = Path(__file__).resolve().parents[1]
+    data = tmp_path / "bench"
+    data.mkdir()
+    questions = [FIT_PROBLEM, "Tom has 3 apples and buys 4 more. How many apples does he have?"]
+    (data / "gsm8k.jsonl").write_text("".join(json.dumps({"question": q, "answer": f"#### {a}"}) + "\n"
+                                              for q, a in zip(questions, ["11", "7"], strict=True)))  # fmt: skip
+    pool = ProblemPool()
+    pool.add([ProblemRecord(id=i, problem=q, in_pool=True, source="initial") for i, q in enumerate(questions)])
+    pool.save(tmp_path / "initial")
+    run = tmp_path / "run"  # a self-play pool whose checks are given
+    ProblemPool.from_seed().save(run)
+    (tmp_path / "checks.jsonl").write_text(json.dumps({"id": 0, "agrees": True}) + "\n")
+    out = tmp_path / "out"
+    cmd = [sys.executable, str(root / "scripts" / "label_quality.py"), "--config", "smoke", "--model_name_or_path",
+           str(program_model_dir), "--initial_pool_path", str(tmp_path / "initial" / "pool.jsonl"), "--data_dir",
+           str(data), "--rows", "2", "--results_dir", str(out), "--probe_samples", "2", "--student_max_new_tokens",
+           "16", "--program_max_new_tokens", "32", "--chunk", "1", "--pool_run", str(run), "--pool_checks",
+           str(tmp_path / "checks.jsonl")]  # fmt: skip
+    proc = subprocess.run(cmd, capture_output=True, text=True, cwd=root, timeout=600)
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    samples = [json.loads(line) for line in (out / "samples.jsonl").open()]
+    assert [s["gold"] for s in samples] == ["11", "7"] and all(len(s["answers"]) == 2 for s in samples)
+    checks = [json.loads(line) for line in (out / "program_checks.jsonl").open()]
+    fit = next(c for c in checks if c["problem"] == FIT_PROBLEM)
+    assert fit["program_answer"] == "11" and fit["program_gold"] is True  # the tiny policy's program, sandboxed
+    table = json.loads((out / "table.json").read_text())
+    assert table["rows"] == 2 and table["programs"] == 2 and "| solve rate | rows |" in proc.stdout
+    assert json.loads((out / "pool_table.json").read_text())["answered"] == 0  # the seed pool has no answers
+    again = subprocess.run(cmd, capture_output=True, text=True, cwd=root, timeout=600)
+    assert again.returncode == 0, again.stderr[-2000:]
+    assert (out / "samples.jsonl").read_text().count("\n") == 2  # resumed: nothing sampled twice
+    assert (out / "program_checks.jsonl").read_text().count("\n") == 2
