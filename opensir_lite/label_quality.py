@@ -17,9 +17,8 @@ from typing import Any
 
 from opensir_lite.evaluation.benchmarks import Item
 from opensir_lite.pool import ProblemPool
-
-SOLVE_RATE_BINS = 10  # the metrics' and the explorer's histogram bins over [0, 1]
-GATE_EPS = 1e-9  # the gate's closed ends, as the round tests them
+from opensir_lite.rewards import finite_or_none, in_gate
+from opensir_lite.selfplay import SOLVE_RATE_BINS
 
 
 def wilson(successes: int, n: int, z: float = 1.959964) -> tuple[float, float] | None:
@@ -49,16 +48,15 @@ def pool_gold_items(pool_path: str, benchmark_items: Sequence[Item], rows: int) 
     return out[:rows] if rows else out
 
 
-def in_gate(rate: float | None, lower: float, upper: float) -> bool:
-    """The round's gate: a solve rate in [lower, upper] (closed)."""
-    return rate is not None and lower - GATE_EPS <= rate <= upper + GATE_EPS
-
-
-def solve_rate(sample_row: Mapping[str, Any]) -> float | None:
-    """The majority's share of the valid answers of one probe reading, as the vote computed it (None without a
-    valid answer)."""
-    rate = sample_row.get("solve_rate")
-    return None if rate is None else float(rate)
+def binned(pairs: Sequence[tuple[float, bool]], bins: int = SOLVE_RATE_BINS) -> list[dict[str, Any]]:
+    """(solve rate, flag) pairs counted in ``bins`` equal bins over [0, 1] (1.0 in the last), each with the share
+    of flagged pairs and its Wilson interval."""
+    counts = [[0, 0] for _ in range(bins)]
+    for rate, flag in pairs:
+        b = counts[min(int(rate * bins), bins - 1)]
+        b[0] += bool(flag)
+        b[1] += 1
+    return [{"bin": f"{i / bins:.1f}-{(i + 1) / bins:.1f}", **share(k, n)} for i, (k, n) in enumerate(counts)]
 
 
 def label_table(
@@ -68,55 +66,38 @@ def label_table(
     upper: float,
     bins: int = SOLVE_RATE_BINS,
 ) -> dict[str, Any]:
-    """The label-quality table of probe readings ``samples`` (rows with ``row``, ``answers``, ``right``,
-    ``majority``, ``majority_right`` and optionally ``solve_rate``) and program checks keyed by the same row."""
-    bin_rows = [{"bin": f"{i / bins:.1f}-{(i + 1) / bins:.1f}", "k": 0, "n": 0} for i in range(bins)]
-    none = {"k": 0, "n": 0}
-    gate = {"rows": 0, "majority_right": 0, "confirmed": 0, "confirmed_right": 0, "program_answer": 0,
-            "program_right": 0}  # fmt: skip
-    outside = {"rows": 0, "confirmed": 0, "confirmed_right": 0}
-    for row in samples:
-        rate = solve_rate(row)
-        right = bool(row.get("majority_right"))
-        if rate is None:
-            none["n"] += 1
-        else:
-            b = bin_rows[min(int(rate * bins), bins - 1)]
-            b["n"] += 1
-            b["k"] += right
-        check = checks.get(row["row"]) or {}
-        confirmed = bool(check.get("agrees"))
-        if in_gate(rate, lower, upper):
-            gate["rows"] += 1
-            gate["majority_right"] += right
-            gate["confirmed"] += confirmed
-            gate["confirmed_right"] += confirmed and right
-            gate["program_answer"] += check.get("program_answer") is not None
-            gate["program_right"] += bool(check.get("program_gold"))
-        elif rate is not None:
-            outside["rows"] += 1
-            outside["confirmed"] += confirmed
-            outside["confirmed_right"] += confirmed and right
-    g = gate
+    """The label-quality table of probe readings ``samples`` (rows with ``row``, ``majority_right`` and
+    ``solve_rate``) and program checks keyed by the same row."""
+    rows = []  # (solve rate or None, majority right, its check)
+    for r in samples:
+        rows.append((finite_or_none(r.get("solve_rate")), bool(r.get("majority_right")), checks.get(r["row"]) or {}))
+    gate = [(right, check) for rate, right, check in rows if in_gate(rate, lower, upper)]
+    outside = [right for rate, right, check in rows if rate is not None and not in_gate(rate, lower, upper)
+               and check.get("agrees")]  # fmt: skip
+    right = sum(r for r, _ in gate)
+    confirmed = [r for r, c in gate if c.get("agrees")]
+    program_right = sum(bool(c.get("program_gold")) for _, c in gate)
     return {
         "rows": len(samples),
-        "programs": sum(1 for row in samples if row["row"] in checks),
+        "programs": sum(1 for r in samples if r["row"] in checks),
         "gate": [lower, upper],
-        "majority_gold": share(sum(bool(r.get("majority_right")) for r in samples), len(samples)),
-        "by_solve_rate": [{**b, **share(b["k"], b["n"])} for b in bin_rows],
-        "no_valid_answer": share(none["k"], none["n"]),
+        "majority_gold": share(sum(r for _, r, _ in rows), len(rows)),
+        "by_solve_rate": binned([(rate, r) for rate, r, _ in rows if rate is not None], bins),
+        "no_valid_answer": share(
+            sum(r for rate, r, _ in rows if rate is None), sum(rate is None for rate, _, _ in rows)
+        ),
         "in_gate": {
-            "rows": g["rows"],
-            "majority_precision": share(g["majority_right"], g["rows"]),
-            "confirmed_precision": share(g["confirmed_right"], g["confirmed"]),
-            "confirmed_recall": share(g["confirmed_right"], g["majority_right"]),
-            "confirmed_share": share(g["confirmed"], g["rows"]),
-            "program_precision": share(g["program_right"], g["program_answer"]),
-            "program_accuracy": share(g["program_right"], g["rows"]),
+            "rows": len(gate),
+            "majority_precision": share(right, len(gate)),
+            "confirmed_precision": share(sum(confirmed), len(confirmed)),
+            "confirmed_recall": share(sum(confirmed), right),
+            "confirmed_share": share(len(confirmed), len(gate)),
+            "program_precision": share(program_right, sum(c.get("program_answer") is not None for _, c in gate)),
+            "program_accuracy": share(program_right, len(gate)),
         },
         "outside_gate": {
-            "rows": outside["rows"],
-            "confirmed_precision": share(outside["confirmed_right"], outside["confirmed"]),
+            "rows": sum(rate is not None and not in_gate(rate, lower, upper) for rate, _, _ in rows),
+            "confirmed_precision": share(sum(outside), len(outside)),
         },
     }
 
@@ -131,25 +112,20 @@ def pool_table(
     """A self-play pool, where gold is absent: the share of answered problems whose program confirmed the majority
     (``agrees``), by solve-rate bin and inside the gate (the teacher's solvability judgement under
     ``student_label: program_confirmed``). ``records`` are pool records (``legal``, ``solve_rate``, ``id``)."""
-    answered = [r for r in records if r.legal and r.solve_rate is not None]
-    bin_rows = [{"bin": f"{i / bins:.1f}-{(i + 1) / bins:.1f}", "k": 0, "n": 0} for i in range(bins)]
-    gate = {"k": 0, "n": 0, "checked": 0}
-    for r in answered:
-        confirmed = bool((checks.get(r.id) or {}).get("agrees"))
-        b = bin_rows[min(int(r.solve_rate * bins), bins - 1)]
-        b["n"] += 1
-        b["k"] += confirmed
-        if in_gate(r.solve_rate, lower, upper):
-            gate["n"] += 1
-            gate["k"] += confirmed
-            gate["checked"] += r.id in checks
+    answered = [(r.solve_rate, bool((checks.get(r.id) or {}).get("agrees")), r.id in checks)
+                for r in records if r.legal and r.solve_rate is not None]  # fmt: skip
+    gate = [(confirmed, checked) for rate, confirmed, checked in answered if in_gate(rate, lower, upper)]
     return {
         "answered": len(answered),
-        "checked": sum(r.id in checks for r in answered),
+        "checked": sum(checked for _, _, checked in answered),
         "gate": [lower, upper],
-        "confirmed": share(sum(bool((checks.get(r.id) or {}).get("agrees")) for r in answered), len(answered)),
-        "by_solve_rate": [{**b, **share(b["k"], b["n"])} for b in bin_rows],
-        "in_gate": {"rows": gate["n"], "checked": gate["checked"], "confirmed_share": share(gate["k"], gate["n"])},
+        "confirmed": share(sum(c for _, c, _ in answered), len(answered)),
+        "by_solve_rate": binned([(rate, c) for rate, c, _ in answered], bins),
+        "in_gate": {
+            "rows": len(gate),
+            "checked": sum(ch for _, ch in gate),
+            "confirmed_share": share(sum(c for c, _ in gate), len(gate)),
+        },  # fmt: skip
     }
 
 

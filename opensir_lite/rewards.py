@@ -44,6 +44,11 @@ def solve_rate_levels(lower: float, upper: float, num_generations: int) -> list[
     ]
 
 
+def in_gate(solve_rate: float | None, lower: float = GATE_LOWER, upper: float = GATE_UPPER) -> bool:
+    """The solvability gate: a solve rate in [lower, upper], both ends closed (None is outside)."""
+    return solve_rate is not None and lower - 1e-9 <= solve_rate <= upper + 1e-9
+
+
 def solvability_score(
     solve_rate: float | None, lower: float = GATE_LOWER, upper: float = GATE_UPPER, num_generations: int = 8
 ) -> float:

@@ -61,6 +61,7 @@ from opensir_lite.rewards import (
     finite_or_none,
     format_advantage_share,
     format_scored_column,
+    in_gate,
     make_teacher_rewards,
 )
 
@@ -522,9 +523,9 @@ class SelfPlay:
         stats.update(self._label_stats(records, {c.id: c.agrees is True for c in checks}))
         fields = {c.id: {"program_answer": c.program_answer, "program_agrees": c.agrees,
                          "program_failure": c.failure, "program": c.program} for c in checks}  # fmt: skip
-        if self.filters_labels:
-            for fields_of in fields.values():
-                fields_of["label_confirmed"] = fields_of["program_agrees"] is True
+        for r in records:  # the filter's verdict, as _label_stats set it on the record
+            if r.id in fields and r.label_confirmed is not None:
+                fields[r.id]["label_confirmed"] = r.label_confirmed
         return fields, stats
 
     def _label_stats(self, records: list[ProblemRecord], agrees: dict[int, bool]) -> dict[str, Any]:
@@ -535,7 +536,7 @@ class SelfPlay:
         if self.filters_labels:
             for r in answered:
                 r.label_confirmed = agrees.get(r.id, False)
-        gate = [r for r in answered if lower - 1e-9 <= r.solve_rate <= upper + 1e-9]
+        gate = [r for r in answered if in_gate(r.solve_rate, lower, upper)]
         local = [len(answered), sum(agrees.get(r.id, False) for r in answered), len(gate),
                  sum(agrees.get(r.id, False) for r in gate)]  # fmt: skip
         n, confirmed, n_gate, confirmed_gate = (int(v) for v in np.sum(all_ranks(local), axis=0))

@@ -190,6 +190,6 @@ def test_golden_rounds(tokenizer, monkeypatch):
 
 @pytest.mark.parametrize("vectors", [["a"], ["a", "b"]])
 def test_hashed_embedder_is_deterministic(vectors):
-    """The golden rounds' embedder: the same unit vectors every time, different texts apart."""
+    """The golden rounds' embedder: the same unit vectors every time."""
     first, second = hashed_embedder(vectors), hashed_embedder(vectors)
     assert np.array_equal(first, second) and np.allclose(np.linalg.norm(first, axis=1), 1.0)

@@ -3,7 +3,8 @@ majority, the program-confirmed majority and the program alone, on hand-built pr
 
 import pytest
 
-from opensir_lite.label_quality import format_table, in_gate, label_table, share, wilson
+from opensir_lite.label_quality import format_table, label_table, share, wilson
+from opensir_lite.rewards import in_gate
 
 
 @pytest.mark.parametrize(
