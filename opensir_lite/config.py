@@ -20,7 +20,6 @@ from opensir_lite.parsing import ANSWER_EXTRACTIONS, ANSWER_VOTES
 from opensir_lite.prompts import SEED_PROBLEM, TEACHER_FORMAT_HINTS
 from opensir_lite.ranges import Range, RangeError, above, at_least, between, check_ranges, ranged
 from opensir_lite.rewards import FORMAT_CREDITS, GATE_LOWER, GATE_UPPER, STUDENT_FORMAT_GATES
-from opensir_lite.selfplay import parse_append_strategy
 
 RECIPES_DIR = Path(__file__).parent / "recipes"
 GENERATION_BACKENDS = ("transformers", "vllm")
@@ -30,6 +29,17 @@ ROLLOUT_DTYPES = ("auto", "bfloat16", "float32")
 METHODS = ("selfplay", "gold")
 STUDENT_LABELS = ("majority", "program_confirmed")  # what the student learns from (student_label)
 STOP_RULE_METRICS = ("student_mean_tokens", "student_mean_entropy")  # round metrics a stop rule may watch
+
+
+def parse_append_strategy(strategy: str) -> int | None:
+    """None for ``all_legal``, 0 for ``never``, x for ``top-x``; ValueError otherwise."""
+    if strategy == "all_legal":
+        return None
+    if strategy == "never":
+        return 0
+    if strategy.startswith("top-") and strategy[4:].isdigit() and int(strategy[4:]) > 0:
+        return int(strategy[4:])
+    raise ValueError(f"pool_append_strategy must be 'all_legal', 'never' or 'top-<x>', got {strategy!r}")
 
 
 class ConfigError(ValueError):

@@ -2,8 +2,10 @@
 
 Each function returns None for rows of the other role, so TRL's weighted ``nansum`` sees one role per row; the
 function name is the metric name (``rewards/<name>/mean``). Values that need the student round (solve rate,
-novelty, student lengths, majority answer) arrive as columns computed upstream by :mod:`opensir_lite.selfplay`.
-The scalar formulas are plain functions so that selection, the pool records and the tests share one definition.
+novelty, student lengths, majority answer) arrive as columns computed upstream by the round. The four teacher
+rewards (:func:`make_teacher_rewards`) are computed once per round (:func:`opensir_lite.round.score`); TRL's teacher
+reward functions read those values back from the rows (:func:`make_reward_funcs`). The scalar formulas are plain
+functions so that selection, the pool records and the tests share one definition.
 """
 
 from __future__ import annotations
@@ -199,9 +201,22 @@ def make_gold_reward_funcs() -> list[RewardFunc]:
     return [gold_accuracy, student_format]
 
 
-def make_reward_funcs(**teacher_kwargs) -> list[RewardFunc]:
-    """All six reward functions in the order of ``reward_weights``: four teacher, then two student."""
-    return [*make_teacher_rewards(**teacher_kwargs), accuracy, student_format]
+def round_teacher_reward(name: str) -> RewardFunc:
+    """The TRL reward function ``name`` of a teacher reward: it reads the value the round computed once (the row's
+    ``teacher_rewards`` column, :func:`opensir_lite.round.score`) for teacher rows, None for the others."""
+
+    def reward(completions, role=None, teacher_rewards=None, **_) -> list[float | None]:
+        roles, values = (_col(completions, v) for v in (role, teacher_rewards))
+        return [float(v[name]) if r == TEACHER and v is not None else None for r, v in zip(roles, values, strict=True)]
+
+    reward.__name__ = reward.__qualname__ = name  # the metric name: rewards/<name>/mean
+    return reward
+
+
+def make_reward_funcs() -> list[RewardFunc]:
+    """All six reward functions in the order of ``reward_weights``: the four teacher rewards as the round computed
+    them (``teacher_rewards`` column), then the two student rewards."""
+    return [*(round_teacher_reward(name) for name in TEACHER_REWARD_NAMES), accuracy, student_format]
 
 
 TEACHER_REWARD_NAMES = ["solvability", "diversity", "teacher_format", "response_length"]

@@ -62,30 +62,32 @@ GOLD_ANSWERS = {
 }
 
 
-def scripted(tokenizer, answers: dict[str, list[str | None]], teacher: list[str] | None = None):
-    """A sampler that returns the scripted texts: teacher prompts (no scripted problem inside) get TEACHER in order,
-    student prompts the answers of the problem they hold, one completion per answer."""
+class Scripted:
+    """A sampler (the interface of :mod:`opensir_lite.sampling`) that returns the scripted texts: teacher prompts
+    (no scripted problem inside) get TEACHER in order, student prompts the answers of the problem they hold, one
+    completion per answer."""
 
-    def fake(model, tok, prompts, n, sampling, max_batch=0, max_prompt_tokens=None, **_):
+    def __init__(self, tokenizer, answers: dict[str, list[str | None]], teacher: list[str] | None = None):
+        self.tokenizer, self.model, self.answers, self.teacher = tokenizer, None, answers, teacher
+
+    def __call__(self, prompts: list[str], role: str) -> list[Completion]:
         out = []
         for k, prompt in enumerate(prompts):
-            key = next((key for key in answers if key in prompt), None)
+            key = next((key for key in self.answers if key in prompt), None)
             if key is None:
-                texts = teacher[k * n : (k + 1) * n]
+                texts = self.teacher[k * G : (k + 1) * G]
             else:
                 texts = [
                     "I do not know."
                     if a is None
                     else f"Step by step.\nTherefore, the final answer is: $\\boxed{{{a}}}$"
-                    for a in answers[key]
+                    for a in self.answers[key]
                 ]
-            ids = tokenizer(prompt, add_special_tokens=False)["input_ids"]
+            ids = self.tokenizer(prompt, add_special_tokens=False)["input_ids"]
             for j, text in enumerate(texts):
-                out.append(Completion(ids, tokenizer(text, add_special_tokens=False)["input_ids"], text,
+                out.append(Completion(ids, self.tokenizer(text, add_special_tokens=False)["input_ids"], text,
                                       entropy=0.1 * (1 + j)))  # fmt: skip
         return out
-
-    return fake
 
 
 def hashed_embedder(texts: list[str]) -> np.ndarray:
@@ -112,28 +114,31 @@ def trl_advantages(rows: dict[str, list], funcs, weights: list[float], tokenizer
     return {"rewards": values, "advantages": [float(a) for a in adv]}
 
 
+# Columns the rebuilt engine added to the rows: the four teacher rewards, computed once by the round (TRL's teacher
+# reward functions read them; the recorded rewards below check their values).
+ADDED_COLUMNS = ("teacher_rewards",)
+
+
 def record(rows: dict[str, list], stats: dict, funcs, weights, tokenizer) -> dict:
     """The round as TRL receives it, without timings."""
     return {
-        "rows": {k: v for k, v in rows.items() if k != "logprobs"},
+        "rows": {k: v for k, v in rows.items() if k != "logprobs" and k not in ADDED_COLUMNS},
         **trl_advantages(rows, funcs, weights, tokenizer),
         "metrics": {k: v for k, v in sorted(stats.items()) if not k.startswith("time/")},
     }
 
 
-def play_selfplay(tokenizer, monkeypatch) -> dict:
+def play_selfplay(tokenizer) -> dict:
     from test_selfplay import make_args
 
-    import opensir_lite.selfplay as selfplay_module
+    from opensir_lite.selfplay import SelfPlay
 
-    monkeypatch.setattr(selfplay_module, "generate", scripted(tokenizer, ANSWERS, TEACHER))
     args = make_args(num_generations=G, teacher_upscale_ratio=2, num_student_groups=2, near_duplicate_cosine=0.95,
                      use_system_prompt=True, student_format_gate="accuracy_variance", scale_rewards="group",
                      student_reward_weights=[1.0, 0.1], teacher_reward_weights=[1.0, 1.0, 0.1, 1.0])  # fmt: skip
     pool = ProblemPool.from_seed()
-    sp = selfplay_module.SelfPlay(args, pool, hashed_embedder)
-    result = sp.play_round(None, tokenizer, step=1)
-    funcs = make_reward_funcs(num_generations=G)
+    result = SelfPlay(args, pool, hashed_embedder).play(Scripted(tokenizer, ANSWERS, TEACHER), 1, True)
+    funcs = make_reward_funcs()
     out = record(
         result.rows, result.stats, funcs, [*args.teacher_reward_weights, *args.student_reward_weights], tokenizer
     )
@@ -141,18 +146,16 @@ def play_selfplay(tokenizer, monkeypatch) -> dict:
     return out
 
 
-def play_gold(tokenizer, monkeypatch) -> dict:
+def play_gold(tokenizer) -> dict:
     from test_selfplay import make_args
 
-    import opensir_lite.control as control_module
+    from opensir_lite.control import GoldControl
 
-    monkeypatch.setattr(control_module, "generate", scripted(tokenizer, GOLD_ANSWERS))
     args = make_args(num_generations=G, num_student_groups=2, gold_candidates=3, use_system_prompt=True,
                      student_format_gate="accuracy_variance", scale_rewards="group",
                      student_reward_weights=[1.0, 0.1])  # fmt: skip
-    control = control_module.GoldControl(args, GOLD_ITEMS)
-    stats, rows = control.play_round(None, tokenizer, step=1)
-    return record(rows, stats, make_gold_reward_funcs(), list(args.student_reward_weights), tokenizer)
+    rnd = GoldControl(args, GOLD_ITEMS).play(Scripted(tokenizer, GOLD_ANSWERS), 1, True)
+    return record(rnd.rows, rnd.stats, make_gold_reward_funcs(), list(args.student_reward_weights), tokenizer)
 
 
 def same(a, b, path="") -> list[str]:
@@ -173,9 +176,8 @@ def same(a, b, path="") -> list[str]:
     return [] if a == b else [f"{path}: {a!r} != {b!r}"]
 
 
-def test_golden_rounds(tokenizer, monkeypatch):
-    played = json.loads(json.dumps({"selfplay": play_selfplay(tokenizer, monkeypatch),
-                                    "gold": play_gold(tokenizer, monkeypatch)}))  # fmt: skip
+def test_golden_rounds(tokenizer):
+    played = json.loads(json.dumps({"selfplay": play_selfplay(tokenizer), "gold": play_gold(tokenizer)}))
     if os.environ.get("OPENSIR_UPDATE_GOLDEN") == "1":
         GOLDEN.write_text(json.dumps(played, indent=1, sort_keys=True) + "\n")
     recorded = json.loads(GOLDEN.read_text())

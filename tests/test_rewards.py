@@ -9,6 +9,7 @@ from opensir_lite.rewards import (
     accuracy,
     combined_score,
     make_reward_funcs,
+    make_teacher_rewards,
     response_length_score,
     solvability_score,
     solve_rate_levels,
@@ -63,7 +64,7 @@ def test_combined_score():
 
 
 def test_teacher_rewards_by_row():
-    solvability, diversity, teacher_format, response_length = make_reward_funcs(num_generations=8)[:4]
+    solvability, diversity, teacher_format, response_length = make_teacher_rewards(num_generations=8)
     completions = ["<think>a</think><problem>p</problem>", "<think>a</think><problem>p</problem>", "x", "y"]
     cols = dict(
         role=[TEACHER, TEACHER, STUDENT, PAD],
@@ -110,7 +111,7 @@ def test_accuracy_is_majority_class_membership():
 
 
 def test_teacher_format_sees_the_prefill():
-    teacher_format = make_reward_funcs()[2]
+    teacher_format = make_teacher_rewards()[2]
     # the reply started with a prefilled "<think>": the completion alone has only the closing tag
     completions = ["plan</think><problem>p</problem>", "plan</think><problem>p</problem>"]
     cols = dict(role=[TEACHER, TEACHER], legal=[True, True], teacher_prefill=["<think>", ""])

@@ -8,7 +8,10 @@ from transformers import AutoModelForCausalLM
 
 from opensir_lite.pool import ProblemPool, ProblemRecord
 from opensir_lite.rewards import PAD, STUDENT, TEACHER
-from opensir_lite.selfplay import SelfPlay, concepts_loss_mask, parse_append_strategy
+from opensir_lite.config import parse_append_strategy
+from opensir_lite.round import Round, grow, select_student_problems, select_teacher_groups
+from opensir_lite.round_output import concepts_loss_mask
+from opensir_lite.selfplay import SelfPlay
 
 
 def make_args(**overrides):
@@ -65,20 +68,17 @@ def _records(scores):
 
 
 def test_teacher_groups_by_variance():
-    sp = SelfPlay(make_args(num_teacher_groups=1, teacher_upscale_ratio=3), ProblemPool.from_seed(), embedder=None)
     # group 0: all illegal (-1); group 1: equal scores (var 0); group 2: spread -> chosen
     records = _records([None, None, None, None, 1.0, 1.0, 1.0, 1.0, 0.2, 1.2, None, 0.5])
-    assert sp._select_teacher_groups(records, 3) == [2]
-    sp.args.num_teacher_groups = 2
-    assert sp._select_teacher_groups(records, 3) == [1, 2]  # tie between 0 and 1 is not needed: var 0 > -1
+    assert select_teacher_groups(records, 3, G=4, keep=1) == [2]
+    assert select_teacher_groups(records, 3, G=4, keep=2) == [1, 2]  # tie between 0 and 1 is not needed: var 0 > -1
 
 
 def test_student_problems_best_first():
-    sp = SelfPlay(make_args(num_student_groups=2), ProblemPool.from_seed(), embedder=None)
+    rng = np.random.default_rng(0)
     records = _records([0.3, None, 1.2, 0.9])
-    assert sp._select_student_problems(records) == [2, 3]  # best combined scores
-    sp.args.num_student_groups = 5
-    assert sorted(sp._select_student_problems(records)) == [0, 2, 3]  # fewer legal ones than wanted
+    assert select_student_problems(records, 2, "top", rng) == [2, 3]  # best combined scores
+    assert sorted(select_student_problems(records, 5, "top", rng)) == [0, 2, 3]  # fewer legal ones than wanted
 
 
 @pytest.mark.parametrize(
@@ -87,12 +87,12 @@ def test_student_problems_best_first():
 )
 def test_pool_growth(strategy, joined):
     pool = ProblemPool([ProblemRecord(id=100, problem="seed problem", in_pool=True)])
-    sp = SelfPlay(make_args(pool_append_strategy=strategy), pool, embedder=None)
     records = _records([0.3, None, 1.2, 0.9])
-    round_records, added = sp._grow_pool(records, [0, 1, 2, 3], np.eye(4, dtype=np.float32))
-    assert round_records == records  # one process: the round is this rank's records
+    rnd = Round(step=1, records=records, candidates=[0, 1, 2, 3], embeddings=np.eye(4, dtype=np.float32))
+    grow(rnd, make_args(pool_append_strategy=strategy), pool)
+    assert rnd.round_records == records  # one process: the round is this rank's records
     assert {r.id for r in pool.entries} == joined | {100}
-    assert added == len(joined)
+    assert rnd.pool_added == len(joined)
     assert set(pool.embeddings) == joined  # cached embeddings of the new entries
 
 
@@ -167,6 +167,24 @@ def test_degenerate_rounds_are_counted(case, fitted_model_dir, tokenizer, embedd
     assert all(r.novelty is None or math.isfinite(r.novelty) for r in result.records)
 
 
+class FakeSampler:
+    """A sampler (:mod:`opensir_lite.sampling`) over a generate-like stand-in ``fake(model, tokenizer, prompts, n,
+    sampling)``: the round's logic, not the sampling, is under test."""
+
+    def __init__(self, fake, tokenizer, args):
+        self.fake, self.tokenizer, self.args, self.model = fake, tokenizer, args, None
+
+    def __call__(self, texts, role):
+        from opensir_lite.sampling import sampling_settings
+
+        return self.fake(None, self.tokenizer, texts, self.args.num_generations, sampling_settings(self.args, role))
+
+
+def play(sp, fake, tokenizer, step=1):
+    """One round of ``sp`` sampled by ``fake``."""
+    return sp.play(FakeSampler(fake, tokenizer, sp.args), step, use_system_prompt=True)
+
+
 def scripted_generate(teacher_texts, student_texts):
     """A stand-in for generation that returns given texts (teacher calls, then student calls): the round's logic,
     not the sampling, is under test."""
@@ -191,7 +209,6 @@ def test_parsed_problem_without_valid_answers_is_legal(monkeypatch, tokenizer, e
     """Official legality: a parsed problem whose students give no valid answer keeps its format and diversity
     rewards, gets solvability 0 and response length 0, has no solve rate or combined score, enters the pool under
     all_legal, and is not trained as a student problem."""
-    import opensir_lite.selfplay as selfplay_module
 
     problem = "How many legs do three spiders and two ants have together?"
     teacher = [
@@ -201,10 +218,10 @@ def test_parsed_problem_without_valid_answers_is_legal(monkeypatch, tokenizer, e
         f"<think>x</think><problem>{problem} Twice.</problem><concepts>multiplication facts</concepts>",
     ]
     student = ["I am not sure how to do this."]  # no valid answer for any problem
-    monkeypatch.setattr(selfplay_module, "generate", scripted_generate(teacher, student))
+    fake = scripted_generate(teacher, student)
     pool = ProblemPool.from_seed()
     sp = SelfPlay(make_args(teacher_upscale_ratio=1), pool, embedder)
-    result = sp.play_round(None, tokenizer, step=1)
+    result = play(sp, fake, tokenizer)
     records = result.records
     assert [r.legal for r in records] == [True, True, False, True]
     assert [r.reason for r in records] == [None, None, "no_problem", None]
@@ -220,21 +237,20 @@ def test_parsed_problem_without_valid_answers_is_legal(monkeypatch, tokenizer, e
 
 def test_student_rows_score_by_vote_class(monkeypatch, tokenizer, embedder):
     """in_majority (the accuracy column) is Vote.agrees of each student row."""
-    import opensir_lite.selfplay as selfplay_module
 
     problem = "What is three plus four, then doubled?"
     teacher = [f"<think>t</think><problem>{problem}</problem><concepts>arithmetic operations</concepts>"]
     student = [f"Therefore, the final answer is: $\\boxed{{{a}}}$" for a in ("14", "14", "7", "14.0")]
-    monkeypatch.setattr(selfplay_module, "generate", scripted_generate(teacher, student))
+    fake = scripted_generate(teacher, student)
     sp = SelfPlay(make_args(teacher_upscale_ratio=1), ProblemPool.from_seed(), embedder)
-    rows = sp.play_round(None, tokenizer, step=1).rows
+    rows = play(sp, fake, tokenizer).rows
     assert rows["role"][4:] == [STUDENT] * 4
     assert rows["in_majority"][4:] == [True, True, False, False]  # official string vote: 14.0 is another class
     assert rows["solve_rate"][4] == 0.5
 
 
 def test_distinct_count_merges_near_duplicates():
-    from opensir_lite.selfplay import distinct_count
+    from opensir_lite.round_output import distinct_count
 
     pool = ProblemPool.from_seed()
     vectors = {1: [1.0, 0.0], 2: [0.99, 0.05], 3: [0.0, 1.0], 4: None}  # 2 is a near-duplicate of 1
@@ -247,7 +263,6 @@ def test_distinct_count_merges_near_duplicates():
 def test_near_duplicates_earn_no_solvability_and_stay_out(monkeypatch, tokenizer, embedder):
     """near_duplicate_cosine (a learn-cpu departure): copies within a round (or of a pool problem) earn no
     solvability and do not join the pool; a problem unlike the others keeps both."""
-    import opensir_lite.selfplay as selfplay_module
 
     copy = "A garden has 1+1. How many garden roses are in a garden?"
     other = "A train travels 60 miles in 2 hours. What is its average speed in miles per hour?"
@@ -255,10 +270,10 @@ def test_near_duplicates_earn_no_solvability_and_stay_out(monkeypatch, tokenizer
                for p in (copy, copy, copy, other)]  # fmt: skip
     student = [f"Therefore, the final answer is: $\\boxed{{{a}}}$" for a in ("2", "2", "2", "3")]  # solve rate 0.75
     for threshold, dup in ((None, [False] * 4), (0.95, [True, True, True, False])):
-        monkeypatch.setattr(selfplay_module, "generate", scripted_generate(teacher, student))
+        fake = scripted_generate(teacher, student)
         pool = ProblemPool.from_seed()
         sp = SelfPlay(make_args(teacher_upscale_ratio=1, near_duplicate_cosine=threshold), pool, embedder)
-        records = sp.play_round(None, tokenizer, step=1).records
+        records = play(sp, fake, tokenizer).records
         assert [r.near_duplicate for r in records] == dup
         assert [r.rewards["solvability"] > 0 for r in records] == [not d for d in dup]
         assert [r.in_pool for r in records] == [not d for d in dup]
@@ -314,18 +329,16 @@ def test_label_filter_keeps_only_confirmed_labels(monkeypatch, tokenizer, embedd
     majority answer; TRL's solvability (from the row columns) agrees with the round's; with the filter off the
     same round rewards and trains by the majority alone."""
     import opensir_lite.programs as programs_module
-    import opensir_lite.selfplay as selfplay_module
-    from opensir_lite.rewards import make_teacher_rewards
+    from opensir_lite.rewards import make_reward_funcs, make_teacher_rewards
 
     fake = _label_round_generate(tokenizer, LABEL_CASES)
-    monkeypatch.setattr(selfplay_module, "generate", fake)
     monkeypatch.setattr(programs_module, "generate", fake)
     rounds = {}
     for label in ("majority", "program_confirmed"):
         args = make_args(teacher_upscale_ratio=2, num_student_groups=3, student_label=label, program_check=False,
                          program_max_new_tokens=32, allow_unisolated_sandbox=False)  # fmt: skip
         sp = SelfPlay(args, ProblemPool.from_seed(), embedder)
-        rounds[label] = sp.play_round(None, tokenizer, step=1)
+        rounds[label] = play(sp, fake, tokenizer)
     by_problem = {label: {r.problem: r for r in res.records if r.legal} for label, res in rounds.items()}
     for problem, _, _, confirmed in LABEL_CASES:
         plain, filtered = by_problem["majority"][problem], by_problem["program_confirmed"][problem]
@@ -352,6 +365,12 @@ def test_label_filter_keeps_only_confirmed_labels(monkeypatch, tokenizer, embedd
     assert solvability([""] * len(teacher_rows), **columns) == [
         by_id[res.rows["problem_id"][i]].rewards["solvability"] for i in teacher_rows
     ]
+    # and the function TRL calls reads those values back from the rows' teacher_rewards column
+    trl_solvability = make_reward_funcs()[0]
+    assert trl_solvability([""] * len(res.rows["role"]), **res.rows) == [
+        by_id[res.rows["problem_id"][i]].rewards["solvability"] if role == TEACHER else None
+        for i, role in enumerate(res.rows["role"])
+    ]
     # the filter off: the three best combined scores train, whatever their programs would print
     plain_trained = {rounds["majority"].rows["problem_id"][i] for i, role in
                      enumerate(rounds["majority"].rows["role"]) if role == STUDENT}  # fmt: skip
@@ -361,14 +380,12 @@ def test_label_filter_keeps_only_confirmed_labels(monkeypatch, tokenizer, embedd
 def test_label_filter_without_confirmed_problems_trains_fillers(monkeypatch, tokenizer, embedder):
     """No confirmed problem in a round: the student groups are fillers (no loss), as with no legal problem."""
     import opensir_lite.programs as programs_module
-    import opensir_lite.selfplay as selfplay_module
 
     cases = [c for c in LABEL_CASES if not c[3]][:2]
     fake = _label_round_generate(tokenizer, cases)
-    monkeypatch.setattr(selfplay_module, "generate", fake)
     monkeypatch.setattr(programs_module, "generate", fake)
     args = make_args(teacher_upscale_ratio=1, student_label="program_confirmed", program_max_new_tokens=32,
                      allow_unisolated_sandbox=True)  # fmt: skip
-    res = SelfPlay(args, ProblemPool.from_seed(), embedder).play_round(None, tokenizer, step=1)
+    res = play(SelfPlay(args, ProblemPool.from_seed(), embedder), fake, tokenizer)
     assert res.rows["role"][4:] == [PAD] * 4
     assert res.stats["labels/confirmed"] == 0 and res.stats["labels/confirmed_share"] == 0.0
