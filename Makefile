@@ -5,7 +5,7 @@ BIN := $(VENV)/bin
 export OPENSIR_LITE_CACHE ?= $(HOME)/.cache/opensir_lite
 export HF_HUB_OFFLINE ?= 1
 
-.PHONY: setup setup-qwen smoke test test-fast lint format benchmark notebooks
+.PHONY: setup setup-qwen smoke test test-fast test-unit coverage lint format benchmark notebooks
 
 setup: $(BIN)/.installed
 
@@ -31,6 +31,12 @@ test: setup setup-qwen  ## every test, slow ones included (one of them runs a re
 
 test-fast: setup
 	$(BIN)/python -m pytest -q -m "not slow"
+
+test-unit: setup  ## the unit tier: no model weights (scripted samplers, hand-built rounds, the tokenizer only)
+	$(BIN)/python -m pytest -q -m "not slow and not weights"
+
+coverage: setup setup-qwen  ## every test, with the line coverage of opensir_lite
+	$(BIN)/python -m pytest -q --cov=opensir_lite --cov-report=term --cov-report=json:coverage.json
 
 lint: setup
 	$(BIN)/ruff check opensir_lite scripts benchmarks tests

@@ -17,11 +17,12 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 import torch
+from benchlib import ablate_rounds, format_ablation
 
-from opensir_lite.benchmarking import ablate_rounds, format_ablation
-from opensir_lite.config import ConfigError, parse_config
+from opensir_lite.config import ConfigError
 from opensir_lite.embedding import Embedder
 from opensir_lite.models import ModelLoadError
+from opensir_lite.runtime import parse_config
 from opensir_lite.training import TrainingSetupError, load_policy_with_adapter
 
 DEFAULT_VARIANTS = (

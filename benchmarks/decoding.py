@@ -18,8 +18,8 @@ import sys
 from pathlib import Path
 
 import torch
+from benchlib import format_decoding, time_decoding
 
-from opensir_lite.benchmarking import format_decoding, time_decoding
 from opensir_lite.evaluation.benchmarks import BenchmarkError, load_items
 from opensir_lite.models import ModelLoadError, cpu_has_native_bf16, cpu_model_name, load_for_inference
 from opensir_lite.prompts import render, student_messages

@@ -15,7 +15,8 @@ import tempfile
 import time
 from pathlib import Path
 
-from opensir_lite.benchmarking import synthetic_run
+from benchlib import synthetic_run
+
 from opensir_lite.exploration import write_explorer_html
 
 

@@ -21,8 +21,9 @@ import tempfile
 import time
 from pathlib import Path
 
-from opensir_lite.benchmarking import read_metrics
-from opensir_lite.config import ConfigError, parse_config
+from opensir_lite.checkpointing import read_run_rows
+from opensir_lite.config import ConfigError
+from opensir_lite.runtime import parse_config
 
 ROOT = Path(__file__).resolve().parents[1]
 OPTIONS = {"--steps": 2, "--threads": 2, "--json": None}
@@ -65,7 +66,7 @@ def run(processes: int, threads: int, accumulation: int, steps: int, train_argv:
     if proc.returncode != 0:
         tail = (proc.stdout + proc.stderr).strip().splitlines()[-5:]
         raise RuntimeError(f"{processes}-process run failed (exit {proc.returncode}): " + " | ".join(tail))
-    rows = read_metrics(out / "metrics.jsonl")
+    rows = read_run_rows(out / "metrics.jsonl")
     timed = rows[1:] if len(rows) > 1 else rows
     mean = lambda key: sum(r.get(key, 0.0) for r in timed) / len(timed)  # noqa: E731
     return {

@@ -22,15 +22,15 @@ import sys
 import tempfile
 from pathlib import Path
 
-from opensir_lite.benchmarking import (
+from benchlib import (
     format_overhead,
     overhead_ratio,
-    read_metrics,
     step_breakdown,
     steps_between,
     without_probe_steps,
 )
-from opensir_lite.checkpointing import METRICS_FILE
+
+from opensir_lite.checkpointing import METRICS_FILE, read_run_rows
 
 SCRIPT = Path(__file__).with_name("step.py")
 
@@ -80,7 +80,7 @@ def from_runs(args) -> int:
         if not path.is_file():
             print(f"error: {path} not found: --from_runs takes two run folders", file=sys.stderr)
             return 2
-        steps = without_probe_steps(read_metrics(path))
+        steps = without_probe_steps(read_run_rows(path))
         if args.steps_between:
             steps = steps_between(steps, *args.steps_between)
         if len(steps) <= args.skip_first:

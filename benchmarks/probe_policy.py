@@ -20,10 +20,11 @@ from pathlib import Path
 
 import torch
 
-from opensir_lite.config import ConfigError, parse_config
+from opensir_lite.config import ConfigError
 from opensir_lite.models import ModelLoadError, attention_for, current_device_dtype
 from opensir_lite.probe import LabelProbe
 from opensir_lite.prompts import supports_system_prompt
+from opensir_lite.runtime import parse_config
 from opensir_lite.training import MergedRolloutModel, TrainingSetupError, load_policy_with_adapter, rollout_dtype
 
 

@@ -19,13 +19,14 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 import torch
+from benchlib import format_rollout_speed, logprob_gap, time_generation
 
-from opensir_lite.benchmarking import format_rollout_speed, logprob_gap, time_generation
-from opensir_lite.config import ConfigError, parse_config
+from opensir_lite.config import ConfigError
 from opensir_lite.generation import generate
 from opensir_lite.models import ModelLoadError, attention_for, current_device_dtype
 from opensir_lite.prompts import render, student_messages, teacher_messages
-from opensir_lite.selfplay import sampling_settings
+from opensir_lite.runtime import parse_config
+from opensir_lite.sampling import sampling_settings
 from opensir_lite.training import MergedRolloutModel, TrainingSetupError, load_policy_with_adapter, rollout_dtype
 
 STUDENT_PROBLEMS = [  # problems of the kind SmolLM2 writes as a teacher

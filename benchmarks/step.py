@@ -14,9 +14,11 @@ import tempfile
 from pathlib import Path
 
 import torch
+from benchlib import format_breakdown, step_breakdown
 
-from opensir_lite.benchmarking import format_breakdown, read_metrics, step_breakdown
-from opensir_lite.config import ConfigError, parse_config
+from opensir_lite.checkpointing import read_run_rows
+from opensir_lite.config import ConfigError
+from opensir_lite.runtime import parse_config
 from opensir_lite.training import METRICS_FILE, train
 
 
@@ -32,7 +34,7 @@ def main() -> int:
         if not Path(args.metrics).is_file():
             print(f"error: metrics file not found: {args.metrics}", file=sys.stderr)
             return 2
-        breakdown = step_breakdown(read_metrics(args.metrics), skip_first=args.skip_first)
+        breakdown = step_breakdown(read_run_rows(args.metrics), skip_first=args.skip_first)
         breakdown["source"] = args.metrics
         print(format_breakdown(breakdown, title=f"self-play step breakdown: {args.metrics}"))
         if args.json:
@@ -50,7 +52,7 @@ def main() -> int:
     if torch.cuda.is_available():
         torch.cuda.reset_peak_memory_stats()
     train(train_args, model_args, quiet=True)
-    breakdown = step_breakdown(read_metrics(Path(output_dir) / METRICS_FILE), skip_first=args.skip_first)
+    breakdown = step_breakdown(read_run_rows(Path(output_dir) / METRICS_FILE), skip_first=args.skip_first)
     if torch.cuda.is_available():
         breakdown["peak_memory_gb"] = round(torch.cuda.max_memory_allocated() / 2**30, 2)
         breakdown["device"] = torch.cuda.get_device_name()

@@ -1,8 +1,11 @@
 """opensir_lite: OpenSIR self-play (teacher writes problems, student solves them) as QLoRA GRPO on TRL.
 
-Data flows one way through the modules:
-``prompts`` -> ``parsing`` -> ``grading`` -> ``pool`` / ``embedding`` -> ``rewards`` -> ``generation`` ->
-``selfplay`` -> ``config`` -> ``training``. Only ``config`` and ``training`` import trl, peft or bitsandbytes.
+Data flows one way through the modules, in layers (``tests/test_layers.py`` holds every import to them):
+``prompts``, ``generation``, ``sandbox`` -> ``parsing``, ``pool`` -> ``grading``, ``rewards``, ``sampling``,
+``programs`` -> ``config`` (validation only), ``evaluation`` -> the engine: ``round`` (a round as data and its stages),
+``round_output`` (rows, metrics, evidence), the sources ``selfplay`` and ``control``, and ``rollout`` (TRL's
+``rollout_func``) -> ``runtime`` (machine decisions), ``callbacks``, ``training`` -> ``exploration``, ``hub``.
+Only ``config`` (TRL's config classes) and ``training`` (the trainer, peft, bitsandbytes) import trl.
 """
 
 __version__ = "0.1.0"

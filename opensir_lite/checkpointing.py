@@ -115,6 +115,29 @@ def load_checkpoint_state(folder: str | Path, max_size: int | None = None) -> tu
     return pool, state
 
 
+def read_run_rows(path: str | Path) -> list[dict[str, Any]]:
+    """The rows of a per-step run file (``metrics.jsonl``, ``round_evidence.jsonl``) that are JSON objects with a
+    ``step``; other lines are skipped and counted in a warning (a run killed mid-write leaves at most one). The one
+    reader of run files: curves, reports, cards, callbacks and benchmarks all read through it."""
+    rows, bad = [], 0
+    with open(path, encoding="utf-8", errors="replace") as f:
+        for line in f:
+            if not line.strip():
+                continue
+            try:
+                row = json.loads(line)
+            except json.JSONDecodeError:
+                bad += 1
+                continue
+            if isinstance(row, dict) and isinstance(row.get("step"), int | float):
+                rows.append(row)
+            else:
+                bad += 1
+    if bad:
+        logger.warning("skipped %d unreadable line(s) in %s", bad, path)
+    return rows
+
+
 def truncate_steps(path: str | Path, last_step: int) -> int:
     """Keep the rows of a per-step JSONL file (``metrics.jsonl``, ``round_evidence.jsonl``) of steps up to
     ``last_step`` (dropping a line cut by a crash); returns the number of rows kept. Rewritten atomically."""

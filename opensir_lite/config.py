@@ -6,7 +6,6 @@ from __future__ import annotations
 
 import enum
 import logging
-import os
 import sys
 import types
 import typing
@@ -16,30 +15,24 @@ from typing import Any, Literal, Union
 
 from trl import GRPOConfig, ModelConfig, TrlParser
 
-from opensir_lite.parsing import ANSWER_EXTRACTIONS, ANSWER_VOTES
-from opensir_lite.prompts import SEED_PROBLEM, TEACHER_FORMAT_HINTS
+from opensir_lite.method_args import (  # noqa: F401  (the method's names, re-exported with the config)
+    METHODS,
+    STOP_RULE_METRICS,
+    STUDENT_LABELS,
+    GoldControlArguments,
+    ProgramCheckArguments,
+    ScoreArguments,
+    SelfPlayArguments,
+    WatchArguments,
+    parse_append_strategy,
+)
 from opensir_lite.ranges import Range, RangeError, above, at_least, between, check_ranges, ranged
-from opensir_lite.rewards import FORMAT_CREDITS, GATE_LOWER, GATE_UPPER, STUDENT_FORMAT_GATES
 
 RECIPES_DIR = Path(__file__).parent / "recipes"
 GENERATION_BACKENDS = ("transformers", "vllm")
 logger = logging.getLogger(__name__)
 
 ROLLOUT_DTYPES = ("auto", "bfloat16", "float32")
-METHODS = ("selfplay", "gold")
-STUDENT_LABELS = ("majority", "program_confirmed")  # what the student learns from (student_label)
-STOP_RULE_METRICS = ("student_mean_tokens", "student_mean_entropy")  # round metrics a stop rule may watch
-
-
-def parse_append_strategy(strategy: str) -> int | None:
-    """None for ``all_legal``, 0 for ``never``, x for ``top-x``; ValueError otherwise."""
-    if strategy == "all_legal":
-        return None
-    if strategy == "never":
-        return 0
-    if strategy.startswith("top-") and strategy[4:].isdigit() and int(strategy[4:]) > 0:
-        return int(strategy[4:])
-    raise ValueError(f"pool_append_strategy must be 'all_legal', 'never' or 'top-<x>', got {strategy!r}")
 
 
 class ConfigError(ValueError):
@@ -53,195 +46,12 @@ def _gpu_available() -> bool:
 
 
 @dataclass
-class SelfPlayConfig(GRPOConfig):
-    """OpenSIR self-play settings on top of TRL's GRPO settings (paper defaults unless a comment says otherwise)."""
+class SelfPlayConfig(SelfPlayArguments, ScoreArguments, ProgramCheckArguments, GoldControlArguments, WatchArguments,
+                     GRPOConfig):  # fmt: skip
+    """A run: the method's arguments (:mod:`opensir_lite.method_args`), the rollout machinery, and TRL's GRPO settings
+    with the defaults self-play changes. Validation only: the device decides nothing here (``bf16`` None is settled
+    by :func:`opensir_lite.runtime.parse_config` from the hardware, fp32 when the config is built directly)."""
 
-    # ---- method ----
-    method: str = field(
-        default="selfplay",
-        metadata={
-            "help": "'selfplay' (OpenSIR: teacher and student, no labels) or 'gold' (the control: plain GRPO on "
-            "labelled problems of gold_benchmark, rewarded by the gold answer; no teacher, no pool)."
-        },
-    )
-    gold_benchmark: str = field(
-        default="gsm8k", metadata={"help": "method gold: the labelled benchmark to train on (a name or a .jsonl)."}
-    )
-    gold_data_dir: str | None = field(
-        default=None, metadata={"help": "method gold: folder of the benchmark's JSONL file (None or '': the Hub)."}
-    )
-    gold_candidates: int = field(
-        default=0,
-        metadata={
-            "help": ranged(
-                at_least(0),
-                "method gold: labelled problems sampled per step, of which the num_student_groups whose groups have "
-                "accuracy variance are trained (then the rest in order), as self-play trains in-gate problems. "
-                "0: num_student_groups (every sampled problem is trained).",
-            )
-        },
-    )
-    gold_holdout: int = field(
-        default=500,
-        metadata={
-            "help": ranged(
-                at_least(0),
-                "method gold: train on the rows after the first N of the seed-0 evaluation order, so that every "
-                "seed-0 evaluation subset of up to N rows (and the probe) stays out of training.",
-            )
-        },
-    )
-    # ---- pool ----
-    seed_problem: str = field(default=SEED_PROBLEM, metadata={"help": "The single seed problem of a new pool."})
-    initial_pool_path: str | None = field(
-        default=None,
-        metadata={
-            "help": "JSONL pool to start from (pool.jsonl of a run, or seed_pool.py output), or the name of a pool "
-            "shipped in opensir_lite/data/pools (e.g. qwen0.5b-official)."
-        },
-    )
-    pool_append_strategy: str = field(
-        default="all_legal", metadata={"help": "Which new problems join the pool: all_legal, top-<x> or never."}
-    )
-    near_duplicate_cosine: float | None = field(
-        default=None,
-        metadata={
-            "help": ranged(
-                between(0, 1, low_open=True),
-                "A legal problem whose embedding has at least this cosine similarity to a pool problem or to "
-                "another problem of its round is a near-duplicate: it earns no solvability and does not join the pool. "
-                "None: no such rule (paper).",
-            )
-        },
-    )
-    pool_max_size: int | None = field(
-        default=None,
-        metadata={"help": ranged(at_least(1), "Largest pool size; the oldest entries are evicted. None: unlimited.")},
-    )
-    # ---- teacher ----
-    num_teacher_groups: int = field(
-        default=1,
-        metadata={
-            "help": ranged(
-                at_least(1),
-                "Teacher groups (of num_generations rows) trained per step. Paper: 8 rows = 1.",
-            )
-        },
-    )
-    teacher_upscale_ratio: int = field(
-        default=4,
-        metadata={
-            "help": ranged(
-                at_least(1),
-                "Generate this many times more teacher groups; keep the highest-variance ones.",
-            )
-        },
-    )
-    teacher_max_new_tokens: int = field(
-        default=1024, metadata={"help": ranged(at_least(1), "Token budget of a teacher completion.")}
-    )
-    teacher_format_hint: str = field(
-        default="none",
-        metadata={
-            "help": "Format help in the teacher prompt: 'none' (paper), 'placeholders' (the tag layout with ... "
-            "appended) or 'example' (one worked request and reply before the real one)."
-        },
-    )
-    teacher_format_credit: str = field(
-        default="official",
-        metadata={
-            "help": "teacher_format reward: 'official' (1 for a legal output with a <think> block, else 0) or "
-            "'partial' (a third for each of the think, problem and concepts tag pairs, legal or not)."
-        },
-    )
-    teacher_prefill: str = field(
-        default="",
-        metadata={"help": "Text the teacher reply starts with, e.g. '<think>' (a prompt, not trained; paper: '')."},
-    )
-    teacher_reward_weights: list[float] = field(
-        default_factory=lambda: [1.0, 1.0, 0.1, 1.0],
-        metadata={
-            "help": ranged(
-                at_least(0),
-                "Weights of solvability, diversity, teacher_format, response_length (paper).",
-            )
-        },
-    )
-    # ---- student ----
-    num_student_groups: int = field(
-        default=1,
-        metadata={
-            "help": ranged(
-                at_least(0),
-                "Student problems (groups of num_generations rows) trained per step (paper 1).",
-            )
-        },
-    )
-    student_selection: str = field(
-        default="top", metadata={"help": "Student problems: 'top' combined score (paper) or 'random' legal ones."}
-    )
-    student_max_new_tokens: int = field(
-        default=1024, metadata={"help": ranged(at_least(1), "Token budget of a student completion.")}
-    )
-    answer_extraction: str = field(
-        default="latex",
-        metadata={
-            "help": "How a student answer is read: 'latex' (official training: boxed, else an anchored LaTeX "
-            "answer), 'latex_expr' (official evaluation: also 'The answer is 18.'), 'boxed' (the last box only)."
-        },
-    )
-    answer_vote: str = field(
-        default="string",
-        metadata={
-            "help": "Majority vote classes: 'string' (official: equal math-verify normal forms) or 'equivalence' "
-            "(math-verify verify; merges 3.0 and 3)."
-        },
-    )
-    student_reward_weights: list[float] = field(
-        default_factory=lambda: [1.0, 0.1],
-        metadata={"help": ranged(at_least(0), "Weights of accuracy and student_format (paper).")},
-    )
-    student_format_gate: str = field(
-        default="none",
-        metadata={
-            "help": "When student_format scores a row: 'none' (paper: always) or 'accuracy_variance' (only in groups "
-            "whose accuracy reward varies; elsewhere it is None, so a group that agrees on its accuracy gets no "
-            "format-only advantage from the std-normalised 0.1 format reward)."
-        },
-    )
-    # ---- scores ----
-    solve_rate_lower: float = field(
-        default=GATE_LOWER,
-        metadata={"help": ranged(between(0, 1), "Solvability gate: lowest rewarded solve rate (paper 0.5).")},
-    )
-    solve_rate_upper: float = field(
-        default=GATE_UPPER,
-        metadata={"help": ranged(between(0, 1), "Solvability gate: highest rewarded solve rate (paper 0.9).")},
-    )
-    novelty_top_k: int = field(
-        default=5, metadata={"help": ranged(at_least(1), "Novelty: mean of this many top cosine similarities.")}
-    )
-    diversity_recent_pool_size: int | None = field(
-        default=None,
-        metadata={
-            "help": ranged(
-                at_least(1),
-                "Novelty against only the newest N pool entries plus the references. None: whole pool.",
-            )
-        },
-    )
-    difficulty_score_weight: float = field(
-        default=1.0, metadata={"help": ranged(at_least(0), "Weight of solvability in the combined score.")}
-    )
-    diversity_score_weight: float = field(
-        default=1.0, metadata={"help": ranged(at_least(0), "Weight of novelty in the combined score.")}
-    )
-    response_length_cap: float | None = field(
-        default=1000.0, metadata={"help": ranged(above(0), "Cap on mean student tokens.")}
-    )
-    response_length_baseline: float = field(
-        default=1000.0, metadata={"help": ranged(above(0), "Mean student tokens worth reward 1.")}
-    )
     # ---- machinery ----
     embedder_name_or_path: str = field(
         default="embedded", metadata={"help": "sentence-transformers model for novelty: Hub id, path or 'embedded'."}
@@ -280,71 +90,6 @@ class SelfPlayConfig(GRPOConfig):
             "logged and written to run_config.json. Where bf16 is native (or on a GPU) nothing changes."
         },
     )
-    probe_every: int = field(
-        default=0,
-        metadata={
-            "help": ranged(
-                at_least(0),
-                "Every N steps (and at the first and last), vote on the labelled GSM8K probe and log pseudo-label "
-                "quality (probe/majority_correct, probe/solve_rate). 0: off.",
-            )
-        },
-    )
-    probe_rows: int = field(
-        default=32, metadata={"help": ranged(between(1, 32), "Probe questions (at most the 32 shipped GSM8K rows).")}
-    )
-    probe_samples: int = field(
-        default=0, metadata={"help": ranged(at_least(0), "Answers per probe question. 0: num_generations.")}
-    )
-    stop_rule_metrics: list[str] = field(
-        default_factory=list,
-        metadata={
-            "help": "Pre-registered stop rule: end the run (with a checkpoint) once any of these round metrics falls "
-            "below stop_rule_ratio x its value at step 1, e.g. [student_mean_tokens, student_mean_entropy]. "
-            "Empty: off."
-        },
-    )
-    stop_rule_ratio: float = field(
-        default=0.5, metadata={"help": ranged(between(0, 1, low_open=True), "The stop rule's fraction of step 1.")}
-    )
-    program_check: bool = field(
-        default=False,  # off: it costs one greedy program completion per legal problem (docs/programs.md)
-        metadata={
-            "help": "Per round, the policy writes a Python program for each legal problem with a majority answer; "
-            "the sandbox runs it and programs/... in metrics.jsonl (and the round evidence) say how often its "
-            "printed answer agrees with the student majority. Measurement only: no reward, no filter."
-        },
-    )
-    student_label: str = field(
-        default="majority",  # the paper: the student's own majority answer, unchecked
-        metadata={
-            "help": "The student's training label. 'majority' (paper): the majority answer of its G samples. "
-            "'program_confirmed': the policy also writes a Python program for each answered problem (the program "
-            "check, run in the sandbox); the student trains only on problems whose program printed the majority "
-            "answer, and the teacher's solvability counts only such problems (docs/programs.md)."
-        },
-    )
-    program_max_new_tokens: int = field(
-        default=384,  # the coder model's programs for pool problems are 60-200 tokens
-        metadata={"help": ranged(at_least(1), "Token budget of a program completion (program check).")},
-    )
-    allow_unisolated_sandbox: bool = field(
-        default=False,  # refuse where no network namespace can be made
-        metadata={
-            "help": "Run model-written programs even where the sandbox cannot make its namespaces (no network "
-            "or file-system isolation then; the limits, empty environment and empty folder still apply)."
-        },
-    )
-    evidence_completion_chars: int = field(
-        default=300,
-        metadata={
-            "help": ranged(
-                at_least(-1),
-                "round_evidence.jsonl keeps the last N characters of each student completion beside its "
-                "answer and vote class (0: answers only; -1: no evidence file).",
-            )
-        },
-    )
     max_generate_batch: int = field(
         default=0,
         metadata={"help": ranged(at_least(0), "Most sequences in one generate call (0: a whole role in one call).")},
@@ -354,12 +99,6 @@ class SelfPlayConfig(GRPOConfig):
     )
     recipe: str | None = field(
         default=None, metadata={"help": "The recipe this run was configured from (set by --config; for the record)."}
-    )
-    write_plots: bool = field(
-        default=True,
-        metadata={
-            "help": "At the end, write training_curves.png and explore/ (pool report and figures) in output_dir."
-        },
     )
     max_prompt_length: int | None = field(
         default=None,
@@ -389,116 +128,25 @@ class SelfPlayConfig(GRPOConfig):
 
     def __post_init__(self):
         check_config_ranges(self)  # first: every later check and TRL's own may assume sane numbers
-        errors = []
-        try:
-            parse_append_strategy(self.pool_append_strategy)
-        except ValueError as e:
-            errors.append(str(e))
-        if self.solve_rate_lower > self.solve_rate_upper:
-            errors.append("need solve_rate_lower <= solve_rate_upper")
-        if self.answer_extraction not in ANSWER_EXTRACTIONS:
-            errors.append(f"answer_extraction must be one of {', '.join(ANSWER_EXTRACTIONS)}")
-        if self.teacher_format_hint not in TEACHER_FORMAT_HINTS:
-            errors.append(f"teacher_format_hint must be one of {', '.join(TEACHER_FORMAT_HINTS)}")
-        if self.teacher_format_credit not in FORMAT_CREDITS:
-            errors.append(f"teacher_format_credit must be one of {', '.join(FORMAT_CREDITS)}")
-        if self.generation_backend not in GENERATION_BACKENDS:
-            errors.append(f"generation_backend must be one of {', '.join(GENERATION_BACKENDS)}")
-        elif self.generation_backend == "vllm":
-            self.use_vllm = True  # TRL's vLLM client (server) or engine (colocate), and its weight sync
-        if self.rollout_model not in ("policy", "merged"):
-            errors.append(f"rollout_model must be 'policy' or 'merged', got {self.rollout_model!r}")
-        if self.method not in METHODS:
-            errors.append(f"method must be one of {', '.join(METHODS)}, got {self.method!r}")
-        elif self.method == "gold" and self.num_student_groups < 1:
-            errors.append("method gold trains student groups only: set num_student_groups >= 1")
-        if self.rollout_dtype not in ROLLOUT_DTYPES:
-            errors.append(f"rollout_dtype must be one of {', '.join(ROLLOUT_DTYPES)}, got {self.rollout_dtype!r}")
-        if self.answer_vote not in ANSWER_VOTES:
-            errors.append(f"answer_vote must be one of {', '.join(ANSWER_VOTES)}")
-        if not self.num_generations:
-            errors.append("num_generations (G) must be set")
-        if self.student_label not in STUDENT_LABELS:
-            errors.append(f"student_label must be one of {', '.join(STUDENT_LABELS)}, got {self.student_label!r}")
-        elif self.student_label == "program_confirmed" and self.method != "selfplay":
-            errors.append("student_label program_confirmed applies to method selfplay (the gold control has labels)")
-        if self.runs_programs and not self.allow_unisolated_sandbox:
-            from opensir_lite.sandbox import isolation_unavailable_reason
-
-            reason = isolation_unavailable_reason()
-            if reason is not None:
-                name = "program_check" if self.program_check else "student_label program_confirmed"
-                errors.append(
-                    f"{name}: the sandbox cannot isolate programs here ({reason}); "
-                    "set allow_unisolated_sandbox to run them without isolation"
-                )
-        if self.num_generations and self.rows_per_round % self.per_device_train_batch_size:
-            errors.append(
-                f"per_device_train_batch_size ({self.per_device_train_batch_size}) must divide the rows of one "
-                f"round ({self.rows_per_round} = (num_teacher_groups + num_student_groups) x num_generations)"
-            )
-        if self.student_format_gate not in STUDENT_FORMAT_GATES:
-            errors.append(f"student_format_gate must be one of {', '.join(STUDENT_FORMAT_GATES)}")
-        unknown = [m for m in self.stop_rule_metrics if m not in STOP_RULE_METRICS]
-        if unknown:
-            errors.append(f"stop_rule_metrics: unknown {unknown[0]!r}; choose from {', '.join(STOP_RULE_METRICS)}")
-        if self.method == "gold" and 0 < self.gold_candidates < self.num_student_groups:
-            errors.append("gold_candidates must be 0 or at least num_student_groups")
-        if self.student_selection not in ("top", "random"):
-            errors.append(f"student_selection must be 'top' or 'random', got {self.student_selection!r}")
-        if len(self.teacher_reward_weights) != 4 or len(self.student_reward_weights) != 2:
-            errors.append("teacher_reward_weights needs 4 values and student_reward_weights 2")
-        if self.hub_token:
-            errors.append(
-                "hub_token must not be set in a recipe or on the command line (it would be saved with the run): "
-                "use the HF_TOKEN environment variable or `hf auth login`"
-            )
+        errors = [*self.selfplay_errors(), *self.score_errors(), *self.program_errors(self.method),
+                  *self.gold_errors(self.method, self.num_student_groups), *self.watch_errors(), *machinery_errors(self)]  # fmt: skip
         if errors:
             raise ConfigError("; ".join(errors))
+        if self.generation_backend == "vllm":
+            self.use_vllm = True  # TRL's vLLM client (server) or engine (colocate), and its weight sync
         if self.method == "gold":  # the control's rewards: gold_accuracy and student_format
             self.reward_weights = list(self.student_reward_weights)
-        else:
-            self.reward_weights = [*self.teacher_reward_weights, *self.student_reward_weights]
-        if self.method == "gold":
             self.max_completion_length = self.student_max_new_tokens
         else:
+            self.reward_weights = [*self.teacher_reward_weights, *self.student_reward_weights]
             self.max_completion_length = max(self.teacher_max_new_tokens, self.student_max_new_tokens)
         if self.generation_batch_size is None and self.steps_per_generation is None:
             # One round per generation on every process: TRL's global generation batch is then
             # rows_per_round x processes, and each micro-step of per_device_train_batch_size rows takes its slice.
             self.steps_per_generation = self.rows_per_round // self.per_device_train_batch_size
-        if self.bf16_when_native and not _gpu_available():
-            from opensir_lite.models import cpu_has_native_bf16
-
-            if not cpu_has_native_bf16() and (self.bf16 or self.rollout_dtype == "bfloat16"):
-                logger.warning(
-                    "this CPU has no native bf16 (AVX512-BF16/AMX): bf16 autocast and bf16 rollouts run in fp32 "
-                    "instead (bf16_when_native)"
-                )
-                self.bf16 = False
-                if self.rollout_dtype == "bfloat16":
-                    self.rollout_dtype = "float32"
-        if self.bf16 is None and not self.fp16:
-            from opensir_lite.models import current_device_dtype
-
-            device, dtype = current_device_dtype()
-            self.bf16 = str(dtype) == "torch.bfloat16"
-            self.fp16 = str(dtype) == "torch.float16"
-            if device == "cpu":
-                self.dataloader_pin_memory = False  # nothing to pin without an accelerator
-        if not self.use_cpu and os.environ.get("WORLD_SIZE", "1") not in ("", "1"):
-            from opensir_lite.models import current_device_dtype
-
-            if current_device_dtype()[0] == "cpu":
-                # Several processes (torchrun) on a machine without an accelerator: accelerate forms a gloo group
-                # only when told it is a CPU run; otherwise every rank would train alone as its own "main process".
-                self.use_cpu = True
+        if self.bf16 is None:
+            self.bf16 = False  # not settled by the runtime (a config built in code): fp32
         super().__post_init__()
-
-    @property
-    def runs_programs(self) -> bool:
-        """Whether rounds run the program check: as a measurement (program_check) or as the label filter."""
-        return bool(self.program_check) or self.student_label == "program_confirmed"
 
     @property
     def rows_per_round(self) -> int:
@@ -512,6 +160,30 @@ class SelfPlayConfig(GRPOConfig):
         the rows of a round. The paper's run: 8 x 2 GPUs x 16 rows = 16 rounds."""
         rows = self.per_device_train_batch_size * self.gradient_accumulation_steps * num_processes
         return rows // self.rows_per_round
+
+
+def machinery_errors(c: SelfPlayConfig) -> list[str]:
+    """One line per machinery field that cannot run (the method's groups check their own)."""
+    errors = []
+    errors += [] if c.generation_backend in GENERATION_BACKENDS else [
+        f"generation_backend must be one of {', '.join(GENERATION_BACKENDS)}"]  # fmt: skip
+    if c.rollout_model not in ("policy", "merged"):
+        errors.append(f"rollout_model must be 'policy' or 'merged', got {c.rollout_model!r}")
+    if c.rollout_dtype not in ROLLOUT_DTYPES:
+        errors.append(f"rollout_dtype must be one of {', '.join(ROLLOUT_DTYPES)}, got {c.rollout_dtype!r}")
+    if not c.num_generations:
+        errors.append("num_generations (G) must be set")
+    elif c.rows_per_round % c.per_device_train_batch_size:
+        errors.append(
+            f"per_device_train_batch_size ({c.per_device_train_batch_size}) must divide the rows of one "
+            f"round ({c.rows_per_round} = (num_teacher_groups + num_student_groups) x num_generations)"
+        )
+    if c.hub_token:
+        errors.append(
+            "hub_token must not be set in a recipe or on the command line (it would be saved with the run): "
+            "use the HF_TOKEN environment variable or `hf auth login`"
+        )
+    return errors
 
 
 @dataclass
@@ -595,10 +267,12 @@ def resolve_recipe(name_or_path: str) -> Path:
     raise ConfigError(f"unknown recipe {name_or_path!r}: not a file and not one of {', '.join(list_recipes())}")
 
 
-def parse_config(argv: list[str] | None = None, extra: tuple = ()) -> tuple:
+def parse_config(argv: list[str] | None = None, extra: tuple = (), defaults: dict[str, Any] | None = None) -> tuple:
     """``--config <recipe or YAML> [--field value ...]`` -> (SelfPlayConfig, PolicyModelConfig, *extra instances).
 
-    ``extra`` are more dataclass types a script adds (their fields come from the command line)."""
+    ``extra`` are more dataclass types a script adds (their fields come from the command line); ``defaults`` replace
+    field defaults below the recipe and the command line (the hardware's precision, from
+    :func:`opensir_lite.runtime.parse_config`, which is what scripts call)."""
     args = list(sys.argv[1:] if argv is None else argv)
     recipe = None
     if "--config" in args:
@@ -614,6 +288,8 @@ def parse_config(argv: list[str] | None = None, extra: tuple = ()) -> tuple:
         raise ConfigError(message.replace("/--", " / --"))
 
     parser.error = one_line_error  # type: ignore[method-assign]
+    if defaults:
+        parser.set_defaults(**defaults)
     try:
         parsed = parser.parse_args_and_config(args)
     except ConfigError:

@@ -145,7 +145,11 @@ class GoldControl:
         rnd.student_problems, rnd.rows = trained, rows
 
     def _evidence_rows(self, rnd, items, correct, accuracies, trained) -> None:
-        cap, G, out = getattr(self.args, "evidence_completion_chars", 300), self.args.num_generations, rnd.student_completions
+        cap, G, out = (
+            getattr(self.args, "evidence_completion_chars", 300),
+            self.args.num_generations,
+            rnd.student_completions,
+        )
         if cap is None or cap < 0:
             return
         for k, (item, vote) in enumerate(zip(items, rnd.votes, strict=True)):

@@ -5,7 +5,6 @@ end of a run, and redrawn live in a notebook by :class:`LivePlotCallback`."""
 
 from __future__ import annotations
 
-import json
 import logging
 from pathlib import Path
 from typing import Any
@@ -13,7 +12,7 @@ from typing import Any
 import numpy as np
 from transformers import TrainerCallback
 
-from opensir_lite.checkpointing import METRICS_FILE, find_run_file
+from opensir_lite.checkpointing import METRICS_FILE, find_run_file, read_run_rows
 from opensir_lite.parsing import has_final_answer_line
 from opensir_lite.rewards import (
     GATE_LOWER,
@@ -33,26 +32,7 @@ def find_metrics_file(run_dir: str | Path) -> Path:
     return find_run_file(run_dir, METRICS_FILE, "metrics file")
 
 
-def read_metrics(path: str | Path) -> list[dict[str, Any]]:
-    """The rows of a ``metrics.jsonl`` with a ``step``; lines that are not such JSON objects are skipped and
-    counted in a warning (a run killed mid-write leaves at most one)."""
-    rows, bad = [], 0
-    with open(path, encoding="utf-8", errors="replace") as f:
-        for line in f:
-            if not line.strip():
-                continue
-            try:
-                row = json.loads(line)
-            except json.JSONDecodeError:
-                bad += 1
-                continue
-            if isinstance(row, dict) and isinstance(row.get("step"), int | float):
-                rows.append(row)
-            else:
-                bad += 1
-    if bad:
-        logger.warning("skipped %d unreadable line(s) in %s", bad, path)
-    return rows
+read_metrics = read_run_rows  # the one run-file reader (opensir_lite.checkpointing), under its notebook name
 
 
 def series(rows: list[dict[str, Any]], key: str) -> tuple[list[float], list[float]]:
@@ -185,17 +165,6 @@ class LivePlotCallback(TrainerCallback):
             self._handle = display(fig, display_id=True)
         else:
             self._handle.update(fig)
-
-
-def write_run_plots(run_dir: str | Path, lower: float = GATE_LOWER, upper: float = GATE_UPPER) -> list[Path]:
-    """The end of a run: ``training_curves.png`` and the pool exploration (``explore/report.md`` and figures)."""
-    from opensir_lite.exploration import write_exploration_report
-
-    written = []
-    if (Path(run_dir) / METRICS_FILE).is_file():
-        written.append(write_training_plots(run_dir, lower=lower, upper=upper))
-    written.append(write_exploration_report(run_dir, lower=lower, upper=upper))
-    return written
 
 
 def finite_mean(rows: list[dict[str, Any]], key: str) -> float | None:

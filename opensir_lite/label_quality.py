@@ -18,7 +18,7 @@ from typing import Any
 from opensir_lite.evaluation.benchmarks import Item
 from opensir_lite.pool import ProblemPool
 from opensir_lite.rewards import finite_or_none, in_gate
-from opensir_lite.selfplay import SOLVE_RATE_BINS
+from opensir_lite.round_output import SOLVE_RATE_BINS
 
 
 def wilson(successes: int, n: int, z: float = 1.959964) -> tuple[float, float] | None:

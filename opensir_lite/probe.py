@@ -23,7 +23,7 @@ from opensir_lite.generation import generate, sequence_seed
 from opensir_lite.grading import majority_vote
 from opensir_lite.parsing import extract_answer, normalise_answer, verify_parsed
 from opensir_lite.prompts import render, student_messages
-from opensir_lite.selfplay import sampling_settings
+from opensir_lite.sampling import sampling_settings
 
 PROBE_STREAM = 1  # the probe's key in sequence seeds (evaluation streams have none), so the two never coincide
 

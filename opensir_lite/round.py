@@ -25,11 +25,11 @@ from typing import Any
 
 import numpy as np
 
-from opensir_lite.config import parse_append_strategy
 from opensir_lite.distributed import all_ranks
 from opensir_lite.embedding import max_similarities, novelty_scores
 from opensir_lite.generation import Completion
 from opensir_lite.grading import Vote, majority_vote
+from opensir_lite.method_args import parse_append_strategy
 from opensir_lite.parsing import TeacherParse, extract_answer, parse_teacher_output
 from opensir_lite.pool import ProblemPool, ProblemRecord
 from opensir_lite.prompts import render, student_messages, teacher_messages

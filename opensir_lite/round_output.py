@@ -15,7 +15,7 @@ import numpy as np
 
 from opensir_lite.distributed import all_ranks
 from opensir_lite.parsing import find_concepts_span, has_final_answer_line
-from opensir_lite.pool import ProblemPool, ProblemRecord
+from opensir_lite.pool import ProblemPool
 from opensir_lite.rewards import (
     PAD,
     STUDENT,

@@ -32,7 +32,6 @@ from typing import Any
 import numpy as np
 
 from opensir_lite import round as stages
-from opensir_lite.config import parse_append_strategy
 from opensir_lite.distributed import all_ranks, rank_and_world
 from opensir_lite.parsing import parse_teacher_output
 from opensir_lite.pool import ProblemPool, ProblemRecord
@@ -44,8 +43,6 @@ from opensir_lite.round_output import batch, evidence, metrics
 from opensir_lite.sampling import Sampler, TransformersSampler
 
 logger = logging.getLogger(__name__)
-
-__all__ = ["SelfPlay", "Round", "parse_append_strategy"]
 
 
 class SelfPlay:

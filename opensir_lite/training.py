@@ -1,5 +1,6 @@
-"""Training: loads the policy (QLoRA, LoRA or full), builds TRL's GRPOTrainer with the self-play ``rollout_func``,
-the six reward functions and a callback that writes ``metrics.jsonl``, ``pool.jsonl`` and checkpointed pools.
+"""Training: loads the policy (QLoRA, LoRA or full), builds TRL's GRPOTrainer with the round source (self-play or
+the gold control) behind the one ``rollout_func`` adapter (:mod:`opensir_lite.rollout`), the reward functions and the
+callbacks of :mod:`opensir_lite.callbacks` (``metrics.jsonl``, ``pool.jsonl``, evidence, checkpointed pools).
 
 This is the only module that imports trl's trainer, peft and bitsandbytes.
 """
@@ -7,34 +8,26 @@ This is the only module that imports trl's trainer, peft and bitsandbytes.
 from __future__ import annotations
 
 import copy
-import json
 import logging
-import math
-import time
 from pathlib import Path
 from typing import Any
 
-import numpy as np
 import torch
-from transformers import TrainerCallback
 
+from opensir_lite.callbacks import training_callbacks
 from opensir_lite.checkpointing import (
     EVIDENCE_FILE,
     METRICS_FILE,
-    SELFPLAY_STATE_FILE,
-    STOP_RULE_FILE,
     RunFolderError,
     checkpoint_step,
     load_checkpoint_state,
     prepare_output_dir,
     resolve_resume,
-    save_selfplay_checkpoint,
     truncate_steps,
     write_run_config,
 )
 from opensir_lite.config import PolicyModelConfig, SelfPlayConfig
 from opensir_lite.control import GoldControl
-from opensir_lite.curves import read_metrics
 from opensir_lite.embedding import Embedder
 from opensir_lite.models import (
     ModelLoadError,
@@ -47,6 +40,8 @@ from opensir_lite.models import (
 )
 from opensir_lite.pool import ProblemPool
 from opensir_lite.rewards import make_gold_reward_funcs, make_reward_funcs
+from opensir_lite.rollout import Rollout, RoundSource
+from opensir_lite.runtime import isolation_problem
 from opensir_lite.selfplay import SelfPlay
 
 logger = logging.getLogger(__name__)
@@ -183,10 +178,19 @@ class MergedRolloutModel:
     ``dtype`` (default: the adapter's) may be lower than the policy's: a bf16 copy decodes about twice as fast on a
     CPU with AMX/AVX512-BF16, and samples from the policy up to bf16 rounding (as a vLLM sampler does on a GPU;
     docs/benchmarks.md measures the gap).
-    Called with the trainer, it returns the synchronised copy (TRL's ``rollout_func`` hook, via SelfPlay).
+    Called with the trainer, it returns the synchronised copy (the ``rollout_model`` of the rollout adapter); built
+    without a policy, it copies the trainer's policy at that first call (when the trainer has wrapped and cast it).
     """
 
-    def __init__(self, policy, attn_implementation: str | None = None, dtype: torch.dtype | None = None):
+    def __init__(self, policy=None, attn_implementation: str | None = None, dtype: torch.dtype | None = None):
+        self.attn_implementation, self.dtype = attn_implementation, dtype
+        self.model = None
+        self.synced_step: int | None = None
+        self.syncs = 0
+        if policy is not None:
+            self._build(policy)
+
+    def _build(self, policy) -> None:
         from peft.tuners.lora import LoraLayer
         from peft.utils.integrations import dequantize_bnb_weight
         from transformers import AutoModelForCausalLM
@@ -201,8 +205,8 @@ class MergedRolloutModel:
         config = copy.deepcopy(base.config)
         if hasattr(config, "quantization_config"):
             del config.quantization_config
-        dtype = dtype or next(p for n, p in policy.named_parameters() if "lora_" in n).dtype
-        kwargs = {"attn_implementation": attn_implementation} if attn_implementation else {}
+        dtype = self.dtype or next(p for n, p in policy.named_parameters() if "lora_" in n).dtype
+        kwargs = {"attn_implementation": self.attn_implementation} if self.attn_implementation else {}
         self.model = AutoModelForCausalLM.from_config(config, dtype=dtype, **kwargs)
         self.model.generation_config = copy.deepcopy(base.generation_config)
         self.model.to(next(p for n, p in policy.named_parameters() if "lora_" in n).device).eval()
@@ -225,8 +229,6 @@ class MergedRolloutModel:
                 param.copy_(value.to(param.dtype))
                 if module_name in self.lora and attr == "weight":
                     self.base_weights[module_name] = param.detach().clone()
-        self.synced_step: int | None = None
-        self.syncs = 0
 
     @torch.no_grad()
     def sync(self) -> None:
@@ -238,6 +240,8 @@ class MergedRolloutModel:
         self.syncs += 1
 
     def __call__(self, trainer) -> torch.nn.Module:
+        if self.model is None:
+            self._build(trainer.accelerator.unwrap_model(trainer.model))
         step = trainer.state.global_step
         if self.synced_step != step:  # weights only change at optimiser steps
             self.sync()
@@ -245,169 +249,14 @@ class MergedRolloutModel:
         return self.model
 
 
-class SelfPlayCallback(TrainerCallback):
-    """Per step: time the update, save the pool, print a one-line summary; per log: a ``metrics.jsonl`` line;
-    per checkpoint: the pool and the self-play state inside the checkpoint folder, written *before* the trainer
-    writes its own files there (so a checkpoint pushed to the Hub by ``hub_strategy`` carries the pool too).
-
-    The label probe of step k reads the weights after k - 1 updates, so the step before a probe step is always
-    checkpointed: the probe reading of step k chooses ``checkpoint-(k-1)`` (step 1's reading is the base). The
-    pre-registered stop rule (``stop_rule_metrics``) ends the run with a checkpoint of the step that broke it."""
-
-    def __init__(self, selfplay: SelfPlay, output_dir: str | Path, quiet: bool = False):
-        self.selfplay = selfplay
-        self.output_dir = Path(output_dir)
-        self.quiet = quiet
-        self._step_start = 0.0
-        self._pending: list[dict[str, Any]] = []
-        self._state: dict[str, Any] | None = None  # the self-play state gathered at the last save decision
-        self._first: dict[str, Any] | None = None  # step 1's round metrics: the stop rule's reference
-
-    def on_train_begin(self, args, state, control, **kwargs):
-        metrics = self.output_dir / METRICS_FILE
-        if state.global_step > 0 and metrics.is_file():  # a resumed run keeps its step 1 as the reference
-            first = next((r for r in read_metrics(metrics) if r.get("step") == 1), None)
-            self._first = first
-        if state.is_world_process_zero:  # every rank holds the same pool; rank 0 writes the files
-            self.output_dir.mkdir(parents=True, exist_ok=True)
-            self.selfplay.pool.save(self.output_dir)
-
-    def on_step_begin(self, args, state, control, **kwargs):
-        self._step_start = time.perf_counter()
-        self.selfplay.round_stats.clear()
-
-    def on_step_end(self, args, state, control, **kwargs):
-        step_time = time.perf_counter() - self._step_start
-        rounds = list(self.selfplay.round_stats)
-        self.selfplay.round_stats.clear()
-        rollout = sum(r["time/rollout"] + r.get("time/probe", 0.0) for r in rounds)
-        for r in rounds:
-            r["time/update"] = max(0.0, step_time - rollout) / len(rounds)
-            r["time/step"] = step_time / len(rounds)
-        self._pending.extend(rounds)
-        evidence = self.selfplay.take_evidence()
-        probe = getattr(self.selfplay, "before_round", None)
-        if (
-            callable(getattr(probe, "due", None))
-            and state.global_step < state.max_steps
-            and probe.due(state.global_step + 1)
-            and args.save_strategy != "no"
-        ):
-            control.should_save = True  # the next step's probe reads these weights: keep them as a checkpoint
-        reason = self._stop_rule(args, state, rounds)
-        if reason:  # the pre-registered stop rule: a checkpoint of this step, then the end of the run
-            control.should_training_stop = True
-            control.should_save = args.save_strategy != "no"
-            for r in rounds:
-                r["stop_rule_fired"] = 1
-            if state.is_world_process_zero:
-                (self.output_dir / STOP_RULE_FILE).write_text(
-                    json.dumps({"step": state.global_step, "reason": reason}, indent=2) + "\n"
-                )
-            if not self.quiet:
-                from tqdm.auto import tqdm
-
-                tqdm.write(f"stop rule at step {state.global_step}: {reason}")
-        if control.should_save:  # DefaultFlowCallback decided; the trainer saves next. A collective on all ranks:
-            self._state = self.selfplay.state_dict()
-        if state.is_world_process_zero:
-            self.selfplay.pool.save(self.output_dir)
-            if evidence:
-                append_jsonl(self.output_dir / EVIDENCE_FILE, evidence)
-            if control.should_save:
-                self._save_selfplay(args, state)
-        if rounds and not self.quiet:
-            from tqdm.auto import tqdm
-
-            tqdm.write(format_step_summary(state.global_step, state.max_steps, merge_round_stats(rounds)))
-
-    def _stop_rule(self, args, state, rounds: list[dict[str, Any]]) -> str | None:
-        metrics = list(getattr(args, "stop_rule_metrics", None) or [])
-        if not rounds or not metrics:
-            return None
-        merged = merge_round_stats(rounds)
-        if self._first is None:
-            self._first = merged
-            return None
-        return stop_rule_reason(self._first, merged, metrics, getattr(args, "stop_rule_ratio", 0.5))
-
-    def on_log(self, args, state, control, logs=None, **kwargs):
-        if not state.is_world_process_zero or not self._pending:
-            return
-        row = {"step": state.global_step, **merge_round_stats(self._pending)}
-        for k, v in (logs or {}).items():
-            if isinstance(v, int | float) and math.isfinite(v):
-                row[k] = v
-        self._pending.clear()
-        with open(self.output_dir / METRICS_FILE, "a", encoding="utf-8") as f:
-            f.write(json.dumps(row) + "\n")
-
-    def on_save(self, args, state, control, **kwargs):
-        checkpoint = Path(args.output_dir) / f"checkpoint-{state.global_step}"
-        if state.is_world_process_zero and checkpoint.is_dir() and not (checkpoint / SELFPLAY_STATE_FILE).is_file():
-            self._save_selfplay(args, state)  # a save this callback did not see coming
-
-    def _save_selfplay(self, args, state) -> None:
-        checkpoint = Path(args.output_dir) / f"checkpoint-{state.global_step}"
-        if self._state is None:  # one process: no collective to fear
-            self._state = self.selfplay.state_dict()
-        save_selfplay_checkpoint(checkpoint, self.selfplay.pool, self._state)
-
-
-def stop_rule_reason(first: dict[str, Any], current: dict[str, Any], metrics: list[str], ratio: float) -> str | None:
-    """Why the stop rule fires (a metric below ``ratio`` x its step-1 value), or None. A metric missing or not
-    finite in either step (no student answer at all, greedy rollouts without an entropy) does not fire."""
-    for name in metrics:
-        ref, now = first.get(name), current.get(name)
-        if not all(isinstance(v, int | float) and math.isfinite(v) for v in (ref, now)):
-            continue
-        if ref > 0 and now < ratio * ref:
-            return f"{name} {now:.3g} < {ratio:g} x {ref:.3g} (step 1)"
-    return None
-
-
-def append_jsonl(path: Path, rows: list[dict[str, Any]]) -> None:
-    """Append rows to a JSONL file and flush them to disk (a crash can cut at most the last line, which readers
-    skip and a resume drops)."""
-    import os
-
-    with open(path, "a", encoding="utf-8") as f:
-        f.write("".join(json.dumps(row, ensure_ascii=False) + "\n" for row in rows))
-        f.flush()
-        os.fsync(f.fileno())
-
-
-def merge_round_stats(rounds: list[dict[str, Any]]) -> dict[str, Any]:
-    """Average per-round stats (histograms and counts of several rounds are summed; sizes keep the last)."""
-    if len(rounds) == 1:
-        return dict(rounds[0])
-    merged: dict[str, Any] = {}
-    keys = {k for r in rounds for k in r}
-    for k in sorted(keys):
-        values = [r[k] for r in rounds if r.get(k) is not None]
-        if not values:
-            merged[k] = None
-        elif isinstance(values[0], list):
-            merged[k] = [int(x) for x in np.sum(values, axis=0)]
-        elif k in ("pool_size",):
-            merged[k] = values[-1]
-        elif k.startswith(("time/", "illegal/", "degenerate/")) or k.endswith(("_tokens", "_outputs", "_problems")):
-            merged[k] = float(np.sum(values))
-        else:
-            merged[k] = float(np.mean(values))
-    return merged
-
-
-def format_step_summary(step: int, max_steps: int, s: dict[str, Any]) -> str:
-    def f(v, spec=".2f"):
-        return "-" if v is None else format(v, spec)
-
-    return (
-        f"step {step}/{max_steps} | legal {s['legal_problems']}/{s['teacher_outputs']} | "
-        f"solve {f(s['solve_rate_mean'])} | novelty {f(s['novelty_mean'])} | pool {s['pool_size']} | "
-        f"gen T {s['time/teacher_generation']:.1f}s S {s['time/student_generation']:.1f}s | "
-        f"update {s.get('time/update', 0.0):.1f}s | tokens {s['tokens_generated']}"
-    )
+def build_source(train_args: SelfPlayConfig, pool: ProblemPool | None = None, embedder=None) -> RoundSource:
+    """The round source of the run's ``method``: self-play (from ``pool``, else the recipe's initial pool) or the
+    gold-label control."""
+    if train_args.method == "gold":
+        return build_gold_control(train_args, pool)
+    pool = pool if pool is not None else load_pool(train_args)
+    embedder = embedder if embedder is not None else Embedder(train_args.embedder_name_or_path)
+    return SelfPlay(train_args, pool, embedder)
 
 
 def build_trainer(
@@ -417,30 +266,32 @@ def build_trainer(
     embedder=None,
     quiet: bool = False,
 ):
-    """(trainer, selfplay): a ready GRPOTrainer whose rollouts are OpenSIR rounds."""
+    """(trainer, rollout): a ready GRPOTrainer whose rollouts are rounds of the run's source."""
     from datasets import Dataset
 
+    if train_args.runs_programs:  # before the model loads: the program check needs an isolating sandbox
+        reason = isolation_problem(train_args)
+        if reason:
+            raise TrainingSetupError(reason)
     model, tokenizer, peft_config = load_policy(model_args, train_args)  # model problems surface first
     try:
         from trl import GRPOTrainer
     except (ImportError, RuntimeError) as e:  # e.g. a bitsandbytes install that is broken on this machine
         message = str(e).strip().splitlines()
         raise TrainingSetupError(f"cannot import TRL's GRPOTrainer: {message[-1] if message else e}") from None
-    if train_args.method == "gold":
-        selfplay = build_gold_control(train_args, pool)
-        reward_funcs = make_gold_reward_funcs()
-    else:
-        pool = pool if pool is not None else load_pool(train_args)
-        embedder = embedder if embedder is not None else Embedder(train_args.embedder_name_or_path)
-        selfplay = SelfPlay(train_args, pool, embedder)
-        reward_funcs = make_reward_funcs(
-            lower=train_args.solve_rate_lower,
-            upper=train_args.solve_rate_upper,
-            num_generations=train_args.num_generations,
-            length_cap=train_args.response_length_cap,
-            length_baseline=train_args.response_length_baseline,
-            format_credit=train_args.teacher_format_credit,
-        )
+    source = build_source(train_args, pool, embedder)
+    reward_funcs = make_gold_reward_funcs() if train_args.method == "gold" else make_reward_funcs()
+    device, dtype = current_device_dtype()
+    probe = None
+    if train_args.probe_every:
+        from opensir_lite.probe import LabelProbe
+
+        probe = LabelProbe(train_args)
+    merged = None
+    if train_args.rollout_model == "merged":  # built from the trainer's policy at the first round
+        merged = MergedRolloutModel(None, attention_for(device, model_args.attn_implementation),
+                                    rollout_dtype(train_args.rollout_dtype))  # fmt: skip
+    rollout = Rollout(source, rollout_model=merged, before_round=probe)
     # One placeholder prompt per group of one round on every process: TRL's sampler hands each rank its share.
     rows = train_args.rows_per_round // train_args.num_generations * train_args.world_size
     dataset = Dataset.from_dict({"prompt": [ROUND_PLACEHOLDER_PROMPT] * rows})
@@ -456,26 +307,15 @@ def build_trainer(
             train_dataset=dataset,
             processing_class=tokenizer,
             peft_config=peft_config,
-            rollout_func=selfplay,
-            callbacks=[SelfPlayCallback(selfplay, train_args.output_dir, quiet=quiet)],
+            rollout_func=rollout,
+            callbacks=training_callbacks(rollout, train_args.output_dir, quiet=quiet),
         )
-    device, dtype = current_device_dtype()
     if (model_args.load_in_4bit or model_args.load_in_8bit) and dtype != torch.bfloat16:
         # TRL casts QLoRA adapters to bf16; without native bf16 (CPU, T4) train them in fp32 instead.
         for param in trainer.model.parameters():
             if param.requires_grad:
                 param.data = param.data.float()
-    if train_args.probe_every:
-        from opensir_lite.probe import LabelProbe
-
-        selfplay.before_round = LabelProbe(train_args)
-    if train_args.rollout_model == "merged":
-        selfplay.rollout_model = MergedRolloutModel(
-            trainer.accelerator.unwrap_model(trainer.model),
-            attention_for(device, model_args.attn_implementation),
-            dtype=rollout_dtype(train_args.rollout_dtype),
-        )
-    return trainer, selfplay
+    return trainer, rollout
 
 
 def rollout_dtype(name: str | None) -> torch.dtype | None:
@@ -500,7 +340,7 @@ def build_gold_control(train_args: SelfPlayConfig, pool: ProblemPool | None = No
 
 
 def run_training(
-    trainer, selfplay: SelfPlay, train_args: SelfPlayConfig, resume_from_checkpoint: str | Path | None = None
+    trainer, rollout: Rollout, train_args: SelfPlayConfig, resume_from_checkpoint: str | Path | None = None
 ) -> Path:
     """Train (from a checkpoint folder when given), then save the adapter (or model) and the final pool into
     ``output_dir``."""
@@ -509,7 +349,7 @@ def run_training(
     trainer.train(resume_from_checkpoint=str(resume_from_checkpoint) if resume_from_checkpoint else None)
     trainer.save_model(str(output_dir))
     if trainer.accelerator.is_main_process:
-        selfplay.pool.save(output_dir)
+        rollout.pool.save(output_dir)
     return output_dir
 
 
@@ -573,7 +413,7 @@ def train(train_args: SelfPlayConfig, model_args: PolicyModelConfig, embedder=No
         write_run_config(output_dir, run_config(train_args, model_args))
     _wait_for_all_ranks()
     set_seed(train_args.seed)  # LoRA initialisation and sampling are reproducible from the seed
-    trainer, selfplay = build_trainer(train_args, model_args, pool=pool, embedder=embedder, quiet=quiet)
+    trainer, rollout = build_trainer(train_args, model_args, pool=pool, embedder=embedder, quiet=quiet)
     if state is not None:
-        selfplay.load_state_dict(state)
-    return run_training(trainer, selfplay, train_args, resume_from_checkpoint=resume)
+        rollout.load_state_dict(state)
+    return run_training(trainer, rollout, train_args, resume_from_checkpoint=resume)

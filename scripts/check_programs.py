@@ -25,7 +25,7 @@ from pathlib import Path
 
 import torch
 
-from opensir_lite.config import ConfigError, parse_config
+from opensir_lite.config import ConfigError
 from opensir_lite.evaluation.benchmarks import BenchmarkError
 from opensir_lite.exploration import load_run_pool
 from opensir_lite.models import ModelLoadError, load_for_inference
@@ -41,6 +41,7 @@ from opensir_lite.programs import (
     write_checks,
 )
 from opensir_lite.prompts import supports_system_prompt
+from opensir_lite.runtime import parse_config
 from opensir_lite.sandbox import SandboxUnavailable
 
 

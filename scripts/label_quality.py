@@ -29,7 +29,7 @@ from pathlib import Path
 
 import torch
 
-from opensir_lite.config import ConfigError, parse_config
+from opensir_lite.config import ConfigError
 from opensir_lite.evaluation.benchmarks import BenchmarkError, load_items
 from opensir_lite.exploration import load_run_pool
 from opensir_lite.label_quality import format_pool_table, format_table, label_table, pool_gold_items, pool_table
@@ -38,6 +38,7 @@ from opensir_lite.pool import PoolFileError
 from opensir_lite.probe import LabelProbe
 from opensir_lite.programs import ProgramCheck, check_problems, read_checks, write_checks
 from opensir_lite.prompts import supports_system_prompt
+from opensir_lite.runtime import parse_config
 from opensir_lite.sandbox import SandboxUnavailable
 
 

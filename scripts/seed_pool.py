@@ -21,13 +21,14 @@ from pathlib import Path
 
 import torch
 
-from opensir_lite.config import ConfigError, parse_config
+from opensir_lite.config import ConfigError
 from opensir_lite.embedding import Embedder
 from opensir_lite.evaluation.benchmarks import BenchmarkError, load_items, training_items
 from opensir_lite.models import ModelLoadError, load_for_inference
 from opensir_lite.pool import PoolFileError, embeddings_path
+from opensir_lite.runtime import parse_config
+from opensir_lite.sampling import sampling_settings
 from opensir_lite.seeding import SeedSettings, pool_from_questions, seed_pool
-from opensir_lite.selfplay import sampling_settings
 
 
 @dataclass

@@ -4,9 +4,10 @@ from __future__ import annotations
 
 import sys
 
-from opensir_lite.config import ConfigError, parse_config
-from opensir_lite.curves import write_run_plots
+from opensir_lite.config import ConfigError
+from opensir_lite.exploration import write_run_plots
 from opensir_lite.pool import PoolFileError
+from opensir_lite.runtime import parse_config
 from opensir_lite.training import ModelLoadError, RunFolderError, TrainingSetupError, train
 
 

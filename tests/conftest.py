@@ -3,10 +3,14 @@
 from __future__ import annotations
 
 import os
+import sys
 from pathlib import Path
 
 import pytest
 import torch
+
+# The benchmark scripts' shared helpers (benchmarks/benchlib.py) are imported by a few tests.
+sys.path.append(str(Path(__file__).resolve().parents[1] / "benchmarks"))  # last: its script names shadow nothing
 
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
@@ -141,3 +145,15 @@ def qwen_dir() -> Path:
     from opensir_lite.models import QWEN_CODER_05B, ensure_embedded
 
     return ensure_embedded(QWEN_CODER_05B)
+
+
+# Fixtures that bring model weights (tiny fitted Llamas, the embedded embedder, the embedded Qwen). A test that uses
+# one is marked ``weights``; the unit tier (``make test-unit``) runs the others: scripted samplers, hand-built rounds
+# and the embedded tokenizer only.
+WEIGHT_FIXTURES = {"tiny_model_dir", "fitted_model_dir", "program_model_dir", "embedder", "qwen_dir"}
+
+
+def pytest_collection_modifyitems(config, items):
+    for item in items:
+        if WEIGHT_FIXTURES & set(getattr(item, "fixturenames", ())):
+            item.add_marker(pytest.mark.weights)

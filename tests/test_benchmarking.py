@@ -3,8 +3,7 @@
 from pathlib import Path
 
 import pytest
-
-from opensir_lite.benchmarking import format_breakdown, format_overhead, overhead_ratio, step_breakdown
+from benchlib import format_breakdown, format_overhead, overhead_ratio, step_breakdown
 
 
 def row(tg, sg, gr, em, other, upd, tokens):
@@ -102,8 +101,9 @@ def test_learn_cpu_breaks_the_deadlock_on_the_embedded_model(tmp_path, embedded_
     """Behaviour on the real embedded SmolLM2-135M (untrained, 4-bit, sampled by the merged copy as in training):
     with learn-cpu's deadlock breakers the teacher writes legal problems that the students answer, so GRPO gets a
     teacher and a student signal (results/smollm2 measured 27% legal, 70% valid answers). Before them, 0 of 80."""
-    from opensir_lite.benchmarking import ablate_rounds
-    from opensir_lite.config import parse_config
+    from benchlib import ablate_rounds
+
+    from opensir_lite.runtime import parse_config
     from opensir_lite.training import load_policy_with_adapter
 
     # one round of 4 reference groups of G=8, sampled in one batch: 32 teacher samples (at 27% legal, P(none) ~ 4e-5)

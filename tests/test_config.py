@@ -2,7 +2,8 @@
 
 import pytest
 
-from opensir_lite.config import ConfigError, list_recipes, parse_config, resolve_recipe
+from opensir_lite.config import ConfigError, list_recipes, resolve_recipe
+from opensir_lite.runtime import parse_config
 
 
 def test_packaged_recipes():
@@ -218,7 +219,7 @@ def test_smoke_is_the_first_steps_of_learn_cpu():
 def test_bf16_when_native(monkeypatch, tmp_path, native, bf16, rollout_dtype):
     import torch
 
-    import opensir_lite.models as models
+    import opensir_lite.runtime as models
 
     if torch.cuda.is_available():
         pytest.skip("bf16_when_native only acts on a CPU")

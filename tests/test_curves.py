@@ -19,8 +19,8 @@ from opensir_lite.curves import (
     plot_training_curves,
     read_metrics,
     series,
-    write_run_plots,
 )
+from opensir_lite.exploration import write_run_plots
 
 ROOT = Path(__file__).resolve().parents[1]
 ROWS = [

@@ -8,7 +8,6 @@ from opensir_lite.rewards import (
     TEACHER,
     accuracy,
     combined_score,
-    make_reward_funcs,
     make_teacher_rewards,
     response_length_score,
     solvability_score,

@@ -6,9 +6,9 @@ import numpy as np
 import pytest
 from transformers import AutoModelForCausalLM
 
+from opensir_lite.config import parse_append_strategy
 from opensir_lite.pool import ProblemPool, ProblemRecord
 from opensir_lite.rewards import PAD, STUDENT, TEACHER
-from opensir_lite.config import parse_append_strategy
 from opensir_lite.round import Round, grow, select_student_problems, select_teacher_groups
 from opensir_lite.round_output import concepts_loss_mask
 from opensir_lite.selfplay import SelfPlay

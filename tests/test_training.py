@@ -5,8 +5,8 @@ import math
 
 import pytest
 import torch
+from benchlib import completion_logprobs
 
-from opensir_lite.benchmarking import completion_logprobs
 from opensir_lite.config import PolicyModelConfig, SelfPlayConfig
 from opensir_lite.pool import POOL_FILE, ProblemPool
 from opensir_lite.training import METRICS_FILE, build_trainer, run_training
@@ -40,9 +40,9 @@ def snapshot(model):
 def test_two_self_play_steps(tmp_path, fitted_model_dir, embedder):
     torch.manual_seed(0)
     args = tiny_run_args(tmp_path / "run", probe_every=1, probe_rows=2, probe_samples=2)
-    trainer, selfplay = build_trainer(args, lora_model_args(fitted_model_dir), embedder=embedder, quiet=True)
+    trainer, rollout = build_trainer(args, lora_model_args(fitted_model_dir), embedder=embedder, quiet=True)
     before = snapshot(trainer.model)
-    run_training(trainer, selfplay, args)
+    run_training(trainer, rollout, args)
     after = snapshot(trainer.model)
 
     lora = [n for n in before if "lora_" in n]
@@ -69,10 +69,10 @@ def test_two_self_play_steps(tmp_path, fitted_model_dir, embedder):
     assert (tmp_path / "run" / "adapter_model.safetensors").is_file()
     checkpoint = tmp_path / "run" / "checkpoint-2"
     assert (checkpoint / POOL_FILE).is_file(), "checkpoints include the pool"
-    assert len(ProblemPool.from_jsonl(checkpoint / POOL_FILE)) == len(selfplay.pool)
+    assert len(ProblemPool.from_jsonl(checkpoint / POOL_FILE)) == len(rollout.pool)
 
     # What the end of scripts/train.py writes, on a run that has legal problems.
-    from opensir_lite.curves import write_run_plots
+    from opensir_lite.exploration import write_run_plots
 
     curves, report = write_run_plots(tmp_path / "run")
     assert curves.read_bytes()[:4] == b"\x89PNG"
@@ -86,14 +86,14 @@ def test_all_illegal_rounds_train_and_continue(tmp_path, tiny_model_dir, embedde
     """A random model writes no legal problem: the run trains on zero-weight rows and goes on (OpenSIR raises)."""
     torch.manual_seed(0)
     args = tiny_run_args(tmp_path / "run", save_steps=10)
-    trainer, selfplay = build_trainer(args, lora_model_args(tiny_model_dir), embedder=embedder, quiet=True)
-    run_training(trainer, selfplay, args)
+    trainer, rollout = build_trainer(args, lora_model_args(tiny_model_dir), embedder=embedder, quiet=True)
+    run_training(trainer, rollout, args)
     metrics = read_jsonl(tmp_path / "run" / METRICS_FILE)
     assert len(metrics) == 2
     for m in metrics:
         assert m["degenerate/no_legal_problem"] == 1 and m["filler_groups"] == 1 and m["legal_problems"] == 0
         assert math.isfinite(m["loss"])
-    assert len(selfplay.pool) == 1  # only the seed, never lost
+    assert len(rollout.pool) == 1  # only the seed, never lost
     assert len(read_jsonl(tmp_path / "run" / POOL_FILE)) == 1 + 2 * 8  # every illegal problem is recorded
 
 
@@ -106,13 +106,13 @@ def test_one_step_embedded_smollm2_qlora(tmp_path, embedded_dir, embedder):
         teacher_max_new_tokens=32, student_max_new_tokens=32, learning_rate=1e-4,
     )  # fmt: skip
     model_args = PolicyModelConfig(model_name_or_path="embedded", load_in_4bit=True, lora_r=8, lora_alpha=16)
-    trainer, selfplay = build_trainer(args, model_args, embedder=embedder, quiet=True)
+    trainer, rollout = build_trainer(args, model_args, embedder=embedder, quiet=True)
     import bitsandbytes as bnb
 
     assert any(isinstance(m, bnb.nn.Linear4bit) for m in trainer.model.modules()), "base weights are 4-bit"
     lora = [p for n, p in trainer.model.named_parameters() if "lora_" in n]
     assert lora and all(p.requires_grad and p.dtype == torch.float32 for p in lora)
-    run_training(trainer, selfplay, args)
+    run_training(trainer, rollout, args)
     metrics = read_jsonl(tmp_path / "run" / METRICS_FILE)
     assert len(metrics) == 1 and math.isfinite(metrics[0]["loss"])
     assert metrics[0]["teacher_outputs"] == 2
@@ -145,7 +145,7 @@ def test_merged_rollout_model_samples_the_scored_policy(tmp_path, fitted_model_d
     model_args = PolicyModelConfig(
         model_name_or_path=str(fitted_model_dir), load_in_4bit=four_bit, lora_r=8, lora_alpha=16, lora_dropout=0.0
     )
-    trainer, selfplay = build_trainer(args, model_args, embedder=embedder, quiet=True)
+    trainer, rollout = build_trainer(args, model_args, embedder=embedder, quiet=True)
     policy = trainer.model
     if four_bit:
         import bitsandbytes as bnb
@@ -165,7 +165,7 @@ def test_merged_rollout_model_samples_the_scored_policy(tmp_path, fitted_model_d
         ]  # fmt: skip
         return max(gaps)
 
-    copy = selfplay.rollout_model(trainer)
+    copy = rollout.rollout_model(trainer)
     assert copy is not policy and not any(p.requires_grad for p in copy.parameters())
     assert max_gap(copy) < 1e-4  # LoRA B starts at zero: the base alone, de-quantised
     with torch.no_grad():  # an optimiser step's worth of change in the adapter
@@ -173,7 +173,7 @@ def test_merged_rollout_model_samples_the_scored_policy(tmp_path, fitted_model_d
             if "lora_B" in name:
                 param.normal_(0, 0.2)
     assert max_gap(copy) > 1e-2  # the copy is stale until synchronised
-    selfplay.rollout_model.sync()
+    rollout.rollout_model.sync()
     assert max_gap(copy) < 1e-4  # and the same policy again
     if four_bit:  # sampling from the 4-bit policy itself left its weights in the layout training uses
         assert not any(getattr(getattr(p, "quant_state", None), "packing_format_for_cpu", False)
@@ -204,7 +204,7 @@ def test_embedded_qwen_self_play_step_under_qlora(tmp_path, qwen_dir, embedder):
     the gated format reward, and a GRPO update with the KL anchor."""
     import bitsandbytes as bnb
 
-    from opensir_lite.config import parse_config
+    from opensir_lite.runtime import parse_config
 
     train_args, model_args = parse_config([
         "--config", "learn-cpu-qwen", "--output_dir", str(tmp_path / "run"), "--max_steps", "1", "--load_in_4bit", "true",
@@ -212,22 +212,23 @@ def test_embedded_qwen_self_play_step_under_qlora(tmp_path, qwen_dir, embedder):
         "--per_device_train_batch_size", "4", "--gradient_accumulation_steps", "2", "--probe_every", "0",
         "--save_steps", "1", "--write_plots", "false", "--disable_tqdm", "true",
     ])  # fmt: skip
-    trainer, selfplay = build_trainer(train_args, model_args, embedder=embedder, quiet=True)
+    trainer, rollout = build_trainer(train_args, model_args, embedder=embedder, quiet=True)
     policy = trainer.accelerator.unwrap_model(trainer.model)
     assert sum(isinstance(m, bnb.nn.Linear4bit) for m in policy.modules()) == 24 * 7  # every projection, 24 blocks
     from opensir_lite.models import cpu_has_native_bf16
 
-    copy = selfplay.rollout_model.model  # bf16 where the CPU computes it natively, else fp32 (bf16_when_native)
+    assert rollout.rollout_model.model is None  # the merged copy is built from the trainer's policy at round 1
+    before = snapshot(trainer.model)
+    run_training(trainer, rollout, train_args)
+    after = snapshot(trainer.model)
+    copy = rollout.rollout_model.model  # bf16 where the CPU computes it natively, else fp32 (bf16_when_native)
     assert copy.dtype == (torch.bfloat16 if cpu_has_native_bf16() else torch.float32)
     assert copy.config._attn_implementation == "sdpa_grouped"
-    before = snapshot(trainer.model)
-    run_training(trainer, selfplay, train_args)
-    after = snapshot(trainer.model)
     (m,) = read_jsonl(tmp_path / "run" / METRICS_FILE)
     # one teacher group of G=4, upscaled 2x by the recipe (the most varied group is trained)
     assert m["teacher_outputs"] == 4 * 2 and m["teacher_tokens"] > 0 and math.isfinite(m["loss"])
     assert m["pool_size"] >= 512 and "advantage/format_share" in m and "student_mean_entropy" in m
-    assert selfplay.rollout_model.syncs >= 1
+    assert rollout.rollout_model.syncs >= 1
     changed = [n for n in before if "lora_" in n and not torch.equal(before[n], after[n])]
     assert changed or m["grad_norm"] == 0.0  # the adapter moved unless every advantage was zero
     assert (tmp_path / "run" / "adapter_model.safetensors").is_file()
@@ -247,7 +248,7 @@ def test_embedded_qwen_self_play_step_under_qlora(tmp_path, qwen_dir, embedder):
     ],
 )  # fmt: skip
 def test_stop_rule_reason(first, current, metrics, fired):
-    from opensir_lite.training import stop_rule_reason
+    from opensir_lite.callbacks import stop_rule_reason
 
     reason = stop_rule_reason(first, current, metrics, 0.5)
     assert (reason is not None) == fired
@@ -256,26 +257,29 @@ def test_stop_rule_reason(first, current, metrics, fired):
 
 
 def test_stop_rule_ends_the_run_with_a_checkpoint(tmp_path):
-    """The callback keeps step 1 as the reference, and at the first step under half of it asks the trainer for a
-    checkpoint and the end of training, marks the step's metrics and writes stop_rule.json."""
+    """The callbacks keep step 1 as the reference, and at the first step under half of it ask the trainer for a
+    checkpoint and the end of training, mark the step's metrics and write stop_rule.json."""
     from types import SimpleNamespace
 
+    from opensir_lite.callbacks import training_callbacks
     from opensir_lite.checkpointing import STOP_RULE_FILE
     from opensir_lite.pool import ProblemPool
-    from opensir_lite.training import SelfPlayCallback
 
-    selfplay = SimpleNamespace(round_stats=[], pool=ProblemPool.from_seed("What is 1+1?"), take_evidence=list,
-                               state_dict=lambda: {"rng": 0})  # fmt: skip
-    callback = SelfPlayCallback(selfplay, tmp_path, quiet=True)
+    rollout = SimpleNamespace(round_stats=[], pool=ProblemPool.from_seed("What is 1+1?"), take_evidence=list,
+                              state_dict=lambda: {"rng": 0}, before_round=None)  # fmt: skip
+    callbacks = training_callbacks(rollout, tmp_path, quiet=True)
     args = SimpleNamespace(stop_rule_metrics=["student_mean_tokens"], stop_rule_ratio=0.5, save_strategy="steps",
                            output_dir=str(tmp_path))  # fmt: skip
     state = SimpleNamespace(global_step=0, is_world_process_zero=True, max_steps=10)
     for step, tokens in [(1, 120.0), (2, 70.0), (3, 59.0)]:
         state.global_step = step
         control = SimpleNamespace(should_save=False, should_training_stop=False)
-        callback.on_step_begin(args, state, control)
-        selfplay.round_stats.append({"student_mean_tokens": tokens, "time/rollout": 0.0})
-        callback.on_step_end(args, state, control)
+        for callback in callbacks:
+            callback.on_step_begin(args, state, control)
+        rollout.round_stats.append({"student_mean_tokens": tokens, "time/rollout": 0.0})
+        for callback in callbacks:
+            callback.on_step_end(args, state, control)
         assert control.should_training_stop == (step == 3) and control.should_save == (step == 3)
     assert json.loads((tmp_path / STOP_RULE_FILE).read_text())["step"] == 3
-    assert callback._pending[-1]["stop_rule_fired"] == 1
+    assert (tmp_path / "checkpoint-3" / "selfplay_state.json").is_file()  # the checkpoint holds the state
+    assert callbacks[-1].pending[-1]["stop_rule_fired"] == 1  # the metrics line of that step is marked

@@ -1,4 +1,5 @@
-"""Step-time breakdown of a self-play run from its ``metrics.jsonl``: a table for the console and a JSON record."""
+"""The measuring helpers the scripts in ``benchmarks/`` share (step-time breakdowns, decoding and rollout timing,
+log-probability gaps, round ablations, synthetic runs): measurement tools, kept out of the package."""
 
 from __future__ import annotations
 
@@ -9,10 +10,6 @@ from typing import Any
 from opensir_lite.curves import finite_mean
 
 PARTS = ["teacher_generation", "student_generation", "grading", "embedding", "selfplay_other", "update"]
-
-
-def read_metrics(path: str | Path) -> list[dict[str, Any]]:
-    return [json.loads(line) for line in Path(path).read_text().splitlines() if line.strip()]
 
 
 def step_breakdown(rows: list[dict[str, Any]], skip_first: int = 0) -> dict[str, Any]:

@@ -1,59 +1,50 @@
-"""Publishing a run: the adapter with a model card (and optionally the generated pool as a dataset) on the Hub.
-
-:func:`stage_model` / :func:`stage_pool_dataset` write exactly the files that would be uploaded into a folder (the
-``--dry_run`` of ``scripts/push_to_hub.py``); :func:`push_run` stages into a temporary folder and uploads it with
-``huggingface_hub``. The token comes from ``HF_TOKEN`` or ``hf auth login``, never from the command line.
+"""The cards of a published run: what a run folder holds (:func:`read_run`), the model card of its adapter and the
+dataset card of its generated pool, built with ``huggingface_hub``'s card classes (nothing is uploaded here).
 """
 
 from __future__ import annotations
 
 import json
-import shutil
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 from opensir_lite.checkpointing import METRICS_FILE, RUN_CONFIG_FILE
-from opensir_lite.curves import CURVES_FILE, write_run_plots
+from opensir_lite.curves import CURVES_FILE
 from opensir_lite.evaluation.benchmarks import BENCHMARKS
 from opensir_lite.evaluation.runner import MACRO
 from opensir_lite.exploration import (
-    EXPLORE_DIRNAME,
-    EXPLORER_FILE,
     FIGURES,
     format_optional,
     hardest_problems,
     load_run_pool,
     summarize_pool,
-    write_explorer_html,
 )
 from opensir_lite.models import EMBEDDED_MODELS, SMOLLM2, embedded_model_for
-from opensir_lite.rewards import GATE_LOWER, GATE_UPPER
 
 EMBEDDED_HUB_ID = SMOLLM2.hub_id  # what the embedded GGUF was converted from
+
+
 CARD_TAGS = ("trl", "grpo", "opensir", "self-play", "qlora", "math")  # qlora only for a 4-bit base
+
+
 BENCHMARK_TITLES = {
     "gsm8k": "GSM8K", "math500": "MATH-500", "college_math": "College Math", "minerva_math": "Minerva Math",
     "olympiadbench": "OlympiadBench", "aime24": "AIME 2024", "amc23": "AMC 2023", "asdiv": "ASDiv",
 }  # fmt: skip
+
+
 CARD_TRAINING_KEYS = (
     "num_generations", "learning_rate", "solve_rate_lower", "solve_rate_upper", "teacher_max_new_tokens",
     "student_max_new_tokens", "temperature", "max_steps", "seed", "seed_problem", "teacher_prefill",
 )  # fmt: skip
+
+
 CARD_MODEL_KEYS = ("model_name_or_path", "lora_r", "lora_alpha", "load_in_4bit")
-ADAPTER_FILES = ("adapter_config.json", "adapter_model.safetensors")
-TOKENIZER_FILES = (
-    "tokenizer.json",
-    "tokenizer_config.json",
-    "special_tokens_map.json",
-    "chat_template.jinja",
-    "vocab.json",
-    "merges.txt",
-    "tokenizer.model",
-)
-PLOTS_DIRNAME = "plots"
-POOL_DATA_FILE = "data/train.jsonl"
+
+
 REWARD_COLUMNS = ("solvability", "diversity", "teacher_format", "response_length")
+
 
 OPENSIR_BIBTEX = """@article{kwan2025opensir,
   title   = {OpenSIR: Open-Ended Self-Improving Reasoner},
@@ -61,7 +52,15 @@ OPENSIR_BIBTEX = """@article{kwan2025opensir,
   journal = {arXiv preprint arXiv:2511.00602},
   year    = {2025}
 }"""
+
+
 CITATION_LINES = ("## Citation", "", "```bibtex", OPENSIR_BIBTEX, "```", "")  # the end of both cards
+
+
+ADAPTER_FILES = ("adapter_config.json", "adapter_model.safetensors")
+
+
+POOL_DATA_FILE = "data/train.jsonl"
 
 
 class PublishError(ValueError):
@@ -119,7 +118,7 @@ def eval_result_entries(eval_results: dict[str, Any]) -> list:
     return entries
 
 
-def _read_json(path: Path) -> dict[str, Any]:
+def read_json(path: Path) -> dict[str, Any]:
     try:
         data = json.loads(path.read_text(encoding="utf-8"))
     except (OSError, json.JSONDecodeError) as e:
@@ -136,7 +135,7 @@ def find_eval_results(run_dir: Path, extra: list[str | Path] = ()) -> dict[str, 
     for path in files:
         if not path.is_file():
             raise PublishError(f"evaluation results not found: {path}")
-        for bench, result in _read_json(path).items():
+        for bench, result in read_json(path).items():
             if isinstance(result, dict) and "metrics" in result:
                 results[bench] = result
     return results
@@ -149,8 +148,8 @@ def read_run(run_dir: str | Path, eval_results: list[str | Path] = ()) -> RunInf
     missing = [f for f in ADAPTER_FILES if not (run_dir / f).is_file()]
     if missing:
         raise PublishError(f"{run_dir} holds no trained adapter (missing {', '.join(missing)}); train with use_peft")
-    adapter_config = _read_json(run_dir / "adapter_config.json")
-    run_config = _read_json(run_dir / RUN_CONFIG_FILE) if (run_dir / RUN_CONFIG_FILE).is_file() else {}
+    adapter_config = read_json(run_dir / "adapter_config.json")
+    run_config = read_json(run_dir / RUN_CONFIG_FILE) if (run_dir / RUN_CONFIG_FILE).is_file() else {}
     steps = None
     if (run_dir / METRICS_FILE).is_file():
         from opensir_lite.curves import read_metrics
@@ -171,11 +170,6 @@ def read_run(run_dir: str | Path, eval_results: list[str | Path] = ()) -> RunInf
         pool_summary=pool_summary,
         eval_results=find_eval_results(run_dir, list(eval_results)),
     )
-
-
-def _require_empty(out: Path) -> None:
-    if out.exists() and any(out.iterdir()):
-        raise PublishError(f"{out} is not empty; give an empty or new folder")
 
 
 def model_card_data(info: RunInfo, repo_id: str, pool_repo_id: str | None = None):
@@ -329,65 +323,6 @@ def model_card_body(
     return "\n".join(lines)
 
 
-def stage_model(
-    run_dir: str | Path,
-    out_dir: str | Path,
-    repo_id: str,
-    eval_results: list[str | Path] = (),
-    pool_repo_id: str | None = None,
-) -> Path:
-    """Write the adapter repo into ``out_dir``: adapter files (base model named by its Hub id), tokenizer files,
-    ``README.md`` (the card), ``plots/`` and ``run_config.json``. Returns ``out_dir``."""
-    info = read_run(run_dir, eval_results)
-    run_dir, out = Path(run_dir), Path(out_dir)
-    _require_empty(out)
-    out.mkdir(parents=True, exist_ok=True)
-    config = dict(info.adapter_config, base_model_name_or_path=info.base_model)
-    (out / "adapter_config.json").write_text(json.dumps(config, indent=2) + "\n", encoding="utf-8")
-    shutil.copy2(run_dir / "adapter_model.safetensors", out / "adapter_model.safetensors")
-    for name in TOKENIZER_FILES:
-        if (run_dir / name).is_file():
-            shutil.copy2(run_dir / name, out / name)
-    if info.run_config:
-        (out / RUN_CONFIG_FILE).write_text(json.dumps(info.run_config, indent=2) + "\n", encoding="utf-8")
-    if not (run_dir / CURVES_FILE).is_file() or not (run_dir / EXPLORE_DIRNAME).is_dir():
-        lower = info.run_config.get("training", {}).get("solve_rate_lower", GATE_LOWER)
-        upper = info.run_config.get("training", {}).get("solve_rate_upper", GATE_UPPER)
-        write_run_plots(run_dir, lower, upper)
-    plots = []
-    sources = [run_dir / CURVES_FILE] + [run_dir / EXPLORE_DIRNAME / f"{k}.png" for k in FIGURES]
-    for src in sources:
-        if src.is_file():
-            (out / PLOTS_DIRNAME).mkdir(exist_ok=True)
-            shutil.copy2(src, out / PLOTS_DIRNAME / src.name)
-            plots.append(f"{PLOTS_DIRNAME}/{src.name}")
-    write_explorer_html(run_dir, out / EXPLORER_FILE)
-    model_card(info, repo_id, plots, pool_repo_id, explorer=EXPLORER_FILE).save(out / "README.md")
-    return out
-
-
-def export_adapter(source: str | Path, out_dir: str | Path, dtype: str = "bfloat16") -> Path:
-    """Copy a LoRA adapter (a run folder or one of its ``checkpoint-N`` folders) into ``out_dir`` with its weights
-    cast to ``dtype`` (bf16 halves the fp32 file; LoRA deltas lose nothing that matters at inference), the base
-    model named by its Hub id. Returns the written weights file."""
-    import torch
-    from safetensors.torch import load_file, save_file
-
-    source, out = Path(source), Path(out_dir)
-    missing = [f for f in ADAPTER_FILES if not (source / f).is_file()]
-    if missing:
-        raise PublishError(f"{source} holds no adapter (missing {', '.join(missing)})")
-    if dtype not in ("bfloat16", "float16", "float32"):
-        raise PublishError(f"dtype must be bfloat16, float16 or float32, got {dtype!r}")
-    config = _read_json(source / "adapter_config.json")
-    config["base_model_name_or_path"] = hub_base_model(str(config.get("base_model_name_or_path", "")))
-    weights = {k: v.to(getattr(torch, dtype)) for k, v in load_file(source / "adapter_model.safetensors").items()}
-    out.mkdir(parents=True, exist_ok=True)
-    (out / "adapter_config.json").write_text(json.dumps(config, indent=2) + "\n", encoding="utf-8")
-    save_file(weights, out / "adapter_model.safetensors", metadata={"format": "pt"})
-    return out / "adapter_model.safetensors"
-
-
 def pool_rows(run_dir: str | Path) -> list[dict[str, Any]]:
     """The pool records as flat rows (one column per reward) that ``datasets`` loads with a stable schema."""
     rows = []
@@ -417,6 +352,8 @@ POOL_FIELDS: dict[str, tuple[str, str]] = {
     "combined_score": ("float64", "solvability + novelty, the score that selects problems"),
     **{f"reward_{k}": ("float64", f"the teacher's {k} reward") for k in REWARD_COLUMNS},
 }
+
+
 _FEATURE_DTYPES = {"list of string": {"sequence": "string"}}
 
 
@@ -467,89 +404,3 @@ def dataset_card(repo_id: str, model_repo_id: str, info: RunInfo, rows: int):
         *CITATION_LINES,
     ]
     return DatasetCard(f"---\n{data.to_yaml()}\n---\n\n" + "\n".join(body))
-
-
-def stage_pool_dataset(run_dir: str | Path, out_dir: str | Path, repo_id: str, model_repo_id: str) -> Path:
-    """Write the pool dataset repo into ``out_dir``: ``data/train.jsonl`` and ``README.md``."""
-    info = read_run(run_dir)
-    out = Path(out_dir)
-    _require_empty(out)
-    (out / "data").mkdir(parents=True, exist_ok=True)
-    rows = pool_rows(run_dir)
-    lines = "".join(json.dumps(row, ensure_ascii=False) + "\n" for row in rows)
-    (out / POOL_DATA_FILE).write_text(lines, encoding="utf-8")
-    dataset_card(repo_id, model_repo_id, info, len(rows)).save(out / "README.md")
-    return out
-
-
-def default_pool_repo_id(repo_id: str) -> str:
-    return f"{repo_id}-pool"
-
-
-def stage_run(
-    run_dir: str | Path,
-    out_dir: str | Path,
-    repo_id: str,
-    with_pool: bool = False,
-    pool_repo_id: str | None = None,
-    eval_results: list[str | Path] = (),
-) -> dict[str, Path]:
-    """The dry run: ``out_dir/model`` (and ``out_dir/pool`` with ``with_pool``) hold exactly what would be uploaded."""
-    validate_repo_id(repo_id)
-    out = Path(out_dir)
-    staged = {}
-    pool_repo = (pool_repo_id or default_pool_repo_id(repo_id)) if with_pool else None
-    if pool_repo:
-        validate_repo_id(pool_repo)
-    staged["model"] = stage_model(run_dir, out / "model", repo_id, eval_results, pool_repo)
-    if pool_repo:
-        staged["pool"] = stage_pool_dataset(run_dir, out / "pool", pool_repo, repo_id)
-    return staged
-
-
-def validate_repo_id(repo_id: str) -> None:
-    parts = repo_id.split("/")
-    if len(parts) != 2 or not all(parts) or any(c.isspace() for c in repo_id):
-        raise PublishError(f"repo_id must look like USER/NAME, got {repo_id!r}")
-
-
-def push_run(
-    run_dir: str | Path,
-    repo_id: str,
-    private: bool = False,
-    with_pool: bool = False,
-    pool_repo_id: str | None = None,
-    eval_results: list[str | Path] = (),
-) -> dict[str, str]:
-    """Stage and upload; returns {"model": url, "pool": url}. Raises PublishError before any upload when the run
-    cannot be staged."""
-    import tempfile
-
-    from huggingface_hub import HfApi
-
-    with tempfile.TemporaryDirectory() as tmp:
-        staged = stage_run(run_dir, tmp, repo_id, with_pool, pool_repo_id, eval_results)
-        api = HfApi()
-        urls = {}
-        api.create_repo(repo_id, private=private, exist_ok=True, repo_type="model")
-        api.upload_folder(folder_path=staged["model"], repo_id=repo_id, repo_type="model",
-                          commit_message="opensir_lite: adapter and model card")  # fmt: skip
-        urls["model"] = f"https://huggingface.co/{repo_id}"
-        if "pool" in staged:
-            pool_repo = pool_repo_id or default_pool_repo_id(repo_id)
-            api.create_repo(pool_repo, private=private, exist_ok=True, repo_type="dataset")
-            api.upload_folder(folder_path=staged["pool"], repo_id=pool_repo, repo_type="dataset",
-                              commit_message="opensir_lite: generated problem pool")  # fmt: skip
-            urls["pool"] = f"https://huggingface.co/datasets/{pool_repo}"
-    return urls
-
-
-__all__ = [
-    "PublishError",
-    "model_card",
-    "push_run",
-    "read_run",
-    "stage_model",
-    "stage_pool_dataset",
-    "stage_run",
-]
