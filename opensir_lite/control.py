@@ -1,4 +1,5 @@
-"""The gold-label control of a self-play run: plain GRPO on labelled problems, as TRL's ``rollout_func``.
+"""The gold-label control of a self-play run: plain GRPO on labelled problems, a round source as self-play is (TRL
+calls it through :class:`opensir_lite.rollout.Rollout`).
 
 Each round takes the next ``gold_candidates`` problems of a labelled training set (rows no evaluation subset and
 no probe contains, :func:`opensir_lite.evaluation.training_items`), samples G student solutions for each with the
@@ -145,11 +146,9 @@ class GoldControl:
         rnd.student_problems, rnd.rows = trained, rows
 
     def _evidence_rows(self, rnd, items, correct, accuracies, trained) -> None:
-        cap, G, out = (
-            getattr(self.args, "evidence_completion_chars", 300),
-            self.args.num_generations,
-            rnd.student_completions,
-        )
+        """One evidence row per sampled problem: its students' answers and grades, accuracy and whether it trained."""
+        cap = getattr(self.args, "evidence_completion_chars", 300)
+        G, out = self.args.num_generations, rnd.student_completions
         if cap is None or cap < 0:
             return
         for k, (item, vote) in enumerate(zip(items, rnd.votes, strict=True)):
