@@ -134,12 +134,10 @@ def filter_rows(
 def _hover(row: dict[str, Any]) -> str:
     import html
 
-    def fmt(v, spec=".2f"):
-        return "-" if v is None else format(v, spec)
-
+    fmt = format_optional
     return (
         f"<b>#{row['id']}</b> step {row['step']}<br>{html.escape(one_line(row['problem'], 120))}<br>"
-        f"solve rate {fmt(row['solve_rate'])} · majority {html.escape(str(row['majority_answer']))} · "
+        f"solve rate {fmt(row['solve_rate'], '.2f')} · majority {html.escape(str(row['majority_answer']))} · "
         f"novelty {fmt(row['novelty'], '.3f')}<br>{html.escape(', '.join(row['concepts']))}"
     )
 
