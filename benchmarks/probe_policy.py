@@ -74,7 +74,7 @@ def main() -> int:
             model = merged.model
         torch.manual_seed(train_args.seed)
         probe = LabelProbe(train_args, every=1)
-        reading = probe(model, tokenizer, step=1, use_system_prompt=supports_system_prompt(tokenizer))
+        reading = probe.read_model(model, tokenizer, step=1, use_system_prompt=supports_system_prompt(tokenizer))
     except (ConfigError, ModelLoadError, TrainingSetupError, FileNotFoundError) as e:
         print(f"error: {e}", file=sys.stderr)
         return 2

@@ -202,3 +202,23 @@ def prepare_output_dir(output_dir: str | Path, overwrite: bool) -> None:
         else:
             path.unlink()
     logger.warning("--overwrite_output_dir: removed the previous run in %s", output_dir)
+
+
+_INDEXED_CPU_REGISTERED = False
+
+
+def _indexed_cpu_storage(storage, location: str):
+    """torch.load deserializer for the location "cpu:N" (None for every other location)."""
+    return storage if location.startswith("cpu:") else None
+
+
+def allow_indexed_cpu_locations() -> None:
+    """Let ``torch.load`` accept ``map_location="cpu:0"``: with several CPU processes transformers resumes the
+    optimizer state onto ``args.device``, which accelerate names ``cpu:0``, and torch only knows ``cpu``. Registered
+    through torch's public ``register_package`` (idempotent)."""
+    global _INDEXED_CPU_REGISTERED
+    import torch.serialization as serialization
+
+    if not _INDEXED_CPU_REGISTERED:
+        serialization.register_package(30, lambda obj: None, _indexed_cpu_storage)
+        _INDEXED_CPU_REGISTERED = True

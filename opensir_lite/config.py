@@ -4,14 +4,12 @@ YAML recipe (a packaged recipe name or a path) plus command-line overrides, as o
 
 from __future__ import annotations
 
-import enum
 import logging
 import sys
-import types
 import typing
 from dataclasses import dataclass, field, fields
 from pathlib import Path
-from typing import Any, Literal, Union
+from typing import Any
 
 from trl import GRPOConfig, ModelConfig, TrlParser
 
@@ -26,13 +24,13 @@ from opensir_lite.method_args import (  # noqa: F401  (the method's names, re-ex
     WatchArguments,
     parse_append_strategy,
 )
-from opensir_lite.ranges import Range, RangeError, above, at_least, between, check_ranges, ranged
+from opensir_lite.ranges import Range, RangeError, above, at_least, between, check_ranges, ranged, type_problem
 
 RECIPES_DIR = Path(__file__).parent / "recipes"
-GENERATION_BACKENDS = ("transformers", "vllm")
+GENERATION_BACKENDS = ("transformers", "vllm", "vllm_lora")
 logger = logging.getLogger(__name__)
 
-ROLLOUT_DTYPES = ("auto", "bfloat16", "float32")
+ROLLOUT_DTYPES = ("auto", "bfloat16", "float16", "float32")
 
 
 class ConfigError(ValueError):
@@ -62,24 +60,70 @@ class SelfPlayConfig(SelfPlayArguments, ScoreArguments, ProgramCheckArguments, G
     generation_backend: str = field(
         default="transformers",
         metadata={
-            "help": "What generates the rollouts: 'transformers' (generate in this process) or 'vllm' (TRL's vLLM "
-            "integration: a `trl vllm-serve` server with vllm_mode server, or vllm_mode colocate; a 16-bit base)."
+            "help": "What generates the rollouts: 'transformers' (generate in this process), 'vllm_lora' (a vLLM "
+            "engine in this process serving the policy's current LoRA adapter each round: QLoRA or LoRA, one "
+            "process; TRL's importance-sampling correction on) or 'vllm' (TRL's vLLM integration, which copies the "
+            "weights into vLLM: a `trl vllm-serve` server with vllm_mode server, or vllm_mode colocate; a 16-bit "
+            "base, GPU only). use_vllm true means 'vllm'."
+        },
+    )
+    vllm_cpu_kv_cache_gib: float | None = field(
+        default=None,
+        metadata={
+            "help": ranged(
+                above(0),
+                "vllm_lora on a CPU: GiB of memory for vLLM's KV cache (None: enough for one round's sequences at "
+                "their longest, at least 1). On a GPU vllm_gpu_memory_utilization sets vLLM's share instead.",
+            )
+        },
+    )
+    vllm_base: str = field(
+        default="trained",
+        metadata={
+            "help": "vllm_lora: the base vLLM serves. 'trained': the base as the trainer holds it (a 4-bit base is "
+            "de-quantised once and saved, so vLLM samples the policy that trains, up to 16-bit rounding); "
+            "'original': the model's own 16-bit weights (the NF4 trainer then differs from vLLM by its quantisation, "
+            "which TRL's importance-sampling correction weighs)."
+        },
+    )
+    vllm_sync: str = field(
+        default="auto",
+        metadata={
+            "help": "vllm_lora: how the policy reaches vLLM after each step. 'adapter': the LoRA adapter is saved "
+            "and served (vLLM's LoRA kernels); 'merged': the adapter is merged into the base and vLLM reloads its "
+            "weights in place (no LoRA kernels: 3-4x faster on a CPU); 'auto': merged on a CPU, adapter on a GPU."
+        },
+    )
+    vllm_max_lora_rank: int | None = field(
+        default=None,
+        metadata={"help": "vllm_lora: vLLM's max_lora_rank (None: the smallest rank vLLM accepts that holds lora_r)."},
+    )
+    sampling_gap_every: int = field(
+        default=1,
+        metadata={
+            "help": ranged(
+                at_least(0),
+                "With a vLLM backend, every N steps (and at step 1) measure on the round's rows how far the trained "
+                "policy's log-probabilities are from vLLM's (sampling/logp_gap_mean) and the share of tokens TRL's "
+                "importance-sampling correction masks (sampling/masked_token_share): one forward pass. 0: off.",
+            )
         },
     )
     rollout_model: str = field(
         default="policy",
         metadata={
-            "help": "What samples the rounds: 'policy' (the training model itself) or 'merged' (a plain copy of the "
-            "base, de-quantised when 4-bit, with the current LoRA weights merged in at every step: several times "
-            "faster on a CPU; needs use_peft)."
+            "help": "What samples the rounds with transformers: 'policy' (the training model itself) or 'merged' (a "
+            "plain copy of the base, de-quantised when 4-bit, with the current LoRA weights merged in at every step: "
+            "several times faster on a CPU; needs use_peft). Not used with a vLLM generation_backend."
         },
     )
     rollout_dtype: str = field(
         default="auto",
         metadata={
-            "help": "dtype of the merged rollout copy: 'auto' (the adapter's, the same function as the policy), "
-            "'bfloat16' (about twice as fast on a CPU with AVX512-BF16/AMX; samples up to bf16 rounding) or "
-            "'float32'."
+            "help": "dtype of the merged rollout copy and of vllm_lora's engine: 'auto' (the copy: the adapter's, "
+            "the same function as the policy; vLLM: the device's native 16-bit type), 'bfloat16' (about twice as "
+            "fast on a CPU with AVX512-BF16/AMX; samples up to bf16 rounding; float16 below compute capability "
+            "8.0), 'float16' or 'float32'."
         },
     )
     bf16_when_native: bool = field(
@@ -132,8 +176,12 @@ class SelfPlayConfig(SelfPlayArguments, ScoreArguments, ProgramCheckArguments, G
                   *self.gold_errors(self.method, self.num_student_groups), *self.watch_errors(), *machinery_errors(self)]  # fmt: skip
         if errors:
             raise ConfigError("; ".join(errors))
+        if self.use_vllm and self.generation_backend == "transformers":
+            self.generation_backend = "vllm"  # TRL's flag: its vLLM integration, with every check of that backend
         if self.generation_backend == "vllm":
             self.use_vllm = True  # TRL's vLLM client (server) or engine (colocate), and its weight sync
+        if self.generation_backend != "transformers":
+            self.rollout_model = "policy"  # vLLM samples: no transformers copy of the policy is made
         if self.method == "gold":  # the control's rewards: gold_accuracy and student_format
             self.reward_weights = list(self.student_reward_weights)
             self.max_completion_length = self.student_max_new_tokens
@@ -169,6 +217,12 @@ def machinery_errors(c: SelfPlayConfig) -> list[str]:
         f"generation_backend must be one of {', '.join(GENERATION_BACKENDS)}"]  # fmt: skip
     if c.rollout_model not in ("policy", "merged"):
         errors.append(f"rollout_model must be 'policy' or 'merged', got {c.rollout_model!r}")
+    if c.vllm_base not in ("trained", "original"):
+        errors.append(f"vllm_base must be 'trained' or 'original', got {c.vllm_base!r}")
+    if c.vllm_sync not in ("auto", "adapter", "merged"):
+        errors.append(f"vllm_sync must be auto, adapter or merged, got {c.vllm_sync!r}")
+    elif c.vllm_sync == "merged" and c.vllm_base == "original":
+        errors.append("vllm_sync merged merges into the base the trainer holds: use vllm_base trained")
     if c.rollout_dtype not in ROLLOUT_DTYPES:
         errors.append(f"rollout_dtype must be one of {', '.join(ROLLOUT_DTYPES)}, got {c.rollout_dtype!r}")
     if not c.num_generations:
@@ -310,22 +364,26 @@ def parse_config(argv: list[str] | None = None, extra: tuple = (), defaults: dic
 
 
 def check_backend(train_args: SelfPlayConfig, model_args: PolicyModelConfig) -> None:
-    """A generation backend that cannot run this configuration fails here, in one line, before any model loads."""
-    if train_args.generation_backend != "vllm":
+    """A generation backend that cannot run this configuration fails here, in one line, before any model loads
+    (what needs the machine or vLLM itself is checked by :func:`opensir_lite.runtime.backend_problem`)."""
+    backend = train_args.generation_backend
+    if backend == "transformers":
         return
-    if model_args.load_in_4bit or model_args.load_in_8bit:
+    quantized = model_args.load_in_4bit or model_args.load_in_8bit
+    if backend == "vllm" and quantized:
         raise ConfigError(
-            "generation_backend vllm with a 4-bit/8-bit base: TRL cannot sync QLoRA weights to vLLM; use LoRA on a "
-            "16-bit base (--load_in_4bit false) or generation_backend transformers"
+            "generation_backend vllm with a 4-bit/8-bit base: TRL cannot sync QLoRA weights to vLLM; use "
+            "generation_backend vllm_lora (the adapter served to vLLM), LoRA on a 16-bit base (--load_in_4bit "
+            "false) or generation_backend transformers"
         )
-    if train_args.rollout_model == "merged":
-        raise ConfigError(
-            "generation_backend vllm samples from vLLM's own copy of the policy: set rollout_model policy"
-        )
-    import importlib.util
-
-    if importlib.util.find_spec("vllm") is None:
-        raise ConfigError("generation_backend vllm needs vLLM, which is not installed here: pip install vllm (CUDA)")
+    if backend == "vllm_lora":
+        if train_args.use_vllm:
+            raise ConfigError("use_vllm would start TRL's own vLLM engine beside vllm_lora's: leave it false")
+        if not model_args.use_peft:
+            raise ConfigError(
+                "generation_backend vllm_lora serves a LoRA adapter: set use_peft true, or use generation_backend "
+                "vllm (TRL's weight sync) for full fine-tuning"
+            )
 
 
 def _check_yaml(path: Path, extra: tuple = ()) -> None:
@@ -346,7 +404,7 @@ def _check_yaml(path: Path, extra: tuple = ()) -> None:
     hints = _field_types((SelfPlayConfig, PolicyModelConfig, *extra))
     for key, value in data.items():
         if key in hints:
-            problem = _type_problem(value, hints[key])
+            problem = type_problem(value, hints[key])
             if problem is not None:
                 raise ConfigError(f"{path}: {key}: {problem}, got {value!r}")
 
@@ -364,53 +422,3 @@ def _field_types(classes: tuple) -> dict[str, Any]:
             if f.name in hints:
                 types_.setdefault(f.name, hints[f.name])
     return types_
-
-
-_BOOL_WORDS = {"true", "false", "yes", "no", "t", "f", "y", "n", "1", "0"}
-
-
-def _type_problem(value: Any, tp: Any) -> str | None:
-    """Why a YAML value does not fit the field type ``tp`` (None when it fits or the type is not checked)."""
-    origin, args = typing.get_origin(tp), typing.get_args(tp)
-    if tp is Any:
-        return None
-    if origin in (Union, types.UnionType):
-        if value is None and type(None) in args:
-            return None
-        problems = [_type_problem(value, a) for a in args if a is not type(None)]
-        return None if any(p is None for p in problems) else problems[0]
-    if value is None:
-        return "expected a value"
-    if origin is Literal:
-        return None if value in args else f"expected one of {', '.join(map(repr, args))}"
-    if tp is bool:
-        ok = isinstance(value, bool) or (isinstance(value, str | int) and str(value).lower() in _BOOL_WORDS)
-        return None if ok else "expected true or false"
-    if tp in (int, float):
-        if isinstance(value, bool) or isinstance(value, list | dict):
-            return f"expected {'an integer' if tp is int else 'a number'}"
-        if tp is int and isinstance(value, float) and not value.is_integer():
-            return "expected an integer"
-        try:
-            tp(value)  # int("2.5") and int("two") fail, float("1e-5") parses
-        except (TypeError, ValueError):
-            return f"expected {'an integer' if tp is int else 'a number'}"
-        return None
-    if tp is str:
-        return None if isinstance(value, str | int | float) and not isinstance(value, bool) else "expected a string"
-    if isinstance(tp, type) and issubclass(tp, enum.Enum):
-        allowed = [e.value for e in tp]
-        return None if value in allowed or value in [e.name for e in tp] else f"expected one of {allowed}"
-    if origin in (list, tuple) or tp in (list, tuple):
-        items = value if isinstance(value, list) else [value]
-        if isinstance(value, dict):
-            return "expected a list"
-        inner = args[0] if args else Any
-        for item in items:
-            problem = _type_problem(item, inner)
-            if problem is not None:
-                return f"list item {item!r}: {problem}"
-        return None
-    if origin is dict or tp is dict:
-        return None if isinstance(value, dict | str) else "expected a mapping"
-    return None

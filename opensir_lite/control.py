@@ -25,7 +25,7 @@ from opensir_lite.pool import ProblemPool, ProblemRecord
 from opensir_lite.prompts import render, student_messages
 from opensir_lite.rewards import STUDENT
 from opensir_lite.round import Round, timed
-from opensir_lite.round_output import advantage_metrics, student_advantage_stats, tail
+from opensir_lite.round_output import advantage_metrics, row_logprobs, student_advantage_stats, tail
 from opensir_lite.sampling import Sampler, TransformersSampler
 
 
@@ -144,6 +144,8 @@ class GoldControl:
                                                  [out[j].text for k in trained for j in rnd.group(k, G)])  # fmt: skip
         rows["format_scored"] = rnd.advantages.pop("format_scored")
         rnd.student_problems, rnd.rows = trained, rows
+        trained_completions = [out[j] for k in trained for j in rnd.group(k, G)]
+        rnd.logprobs = row_logprobs(trained_completions, [True] * len(trained_completions))
 
     def _evidence_rows(self, rnd, items, correct, accuracies, trained) -> None:
         """One evidence row per sampled problem: its students' answers and grades, accuracy and whether it trained."""

@@ -6,6 +6,7 @@ The decisions themselves (a run's precision, CPU process groups) are made in :mo
 from __future__ import annotations
 
 import os
+from dataclasses import dataclass
 from pathlib import Path
 
 import torch
@@ -57,6 +58,66 @@ def cpu_model_name() -> str:
     import platform
 
     return platform.processor() or "unknown"
+
+
+@dataclass(frozen=True)
+class DeviceFacts:
+    """What a decision about precision, placement or memory needs to know of a machine's device."""
+
+    kind: str  # "cpu" or "cuda"
+    name: str = ""
+    compute_capability: tuple[int, int] | None = None  # CUDA only
+    memory_gib: float | None = None  # the GPU's memory (None on a CPU)
+    cpu_native_bf16: bool = False  # AVX512-BF16 or AMX (CPU only)
+
+    @property
+    def native_bf16(self) -> bool:
+        """Whether bf16 runs natively: a GPU of compute capability 8.0 or newer, or a CPU with AVX512-BF16/AMX."""
+        if self.kind == "cuda":
+            return self.compute_capability is not None and self.compute_capability >= (8, 0)
+        return self.cpu_native_bf16
+
+    @property
+    def train_dtype(self) -> torch.dtype:
+        """The dtype weights load in for training: :func:`pick_dtype`."""
+        return pick_dtype(self.kind, self.compute_capability)
+
+    @property
+    def half_dtype(self) -> str:
+        """The 16-bit dtype that runs natively here: bfloat16 where native, float16 on older GPUs, and float32 on
+        a CPU without native bf16 (emulated 16-bit arithmetic is slower there than fp32)."""
+        if self.native_bf16:
+            return "bfloat16"
+        return "float16" if self.kind == "cuda" else "float32"
+
+
+# Devices the decisions are tested on (tests/test_runtime.py) and the plan tool knows (benchmarks/gpu_plan.py).
+DEVICES: dict[str, DeviceFacts] = {
+    "cpu": DeviceFacts("cpu", "a CPU without AVX512-BF16/AMX"),
+    "cpu-bf16": DeviceFacts("cpu", "a CPU with AVX512-BF16/AMX", cpu_native_bf16=True),
+    "t4": DeviceFacts("cuda", "Tesla T4", (7, 5), 15.0),
+    "v100": DeviceFacts("cuda", "Tesla V100-SXM2-16GB", (7, 0), 16.0),
+    "l4": DeviceFacts("cuda", "NVIDIA L4", (8, 9), 22.5),
+    "a100": DeviceFacts("cuda", "NVIDIA A100-SXM4-80GB", (8, 0), 80.0),
+    "h100": DeviceFacts("cuda", "NVIDIA H100 80GB HBM3", (9, 0), 79.6),
+}
+
+
+def current_device_facts() -> DeviceFacts:
+    """This machine's device: the first CUDA device when one is visible, else the CPU."""
+    if torch.cuda.is_available():
+        props = torch.cuda.get_device_properties(0)
+        return DeviceFacts(
+            "cuda", props.name, torch.cuda.get_device_capability(0), round(props.total_memory / 2**30, 1)
+        )
+    return DeviceFacts("cpu", cpu_model_name(), cpu_native_bf16=cpu_has_native_bf16())
+
+
+def resolve_device(name: str, facts: DeviceFacts | None = None) -> str:
+    """A device name for a tool's ``--device``: ``auto`` is ``cuda`` where a GPU is visible, else ``cpu``."""
+    if name != "auto":
+        return name
+    return (facts or current_device_facts()).kind
 
 
 def current_device_dtype() -> tuple[str, torch.dtype]:

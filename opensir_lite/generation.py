@@ -36,6 +36,9 @@ class Completion:
     completion_ids: list[int]
     text: str
     entropy: float | None = None  # mean entropy (nats) of the sampled distributions; None when not measured
+    # the sampler's log-probability of each completion token (after temperature), for TRL's importance-sampling
+    # correction; None when the sampler gives none (transformers), an entry None where the sampler could not score
+    logprobs: list[float | None] | None = None
 
     @property
     def num_tokens(self) -> int:
@@ -284,13 +287,7 @@ def generate(
     encoded = tokenizer(expanded, add_special_tokens=False)["input_ids"]
     if max_prompt_tokens:
         encoded = [ids[-max_prompt_tokens:] for ids in encoded]
-    eos = (
-        model.generation_config.eos_token_id
-        if model.generation_config.eos_token_id is not None
-        else tokenizer.eos_token_id
-    )
-    eos_ids = set(eos if isinstance(eos, list) else [eos])
-    eos_ids.add(tokenizer.eos_token_id)
+    eos_ids = eos_token_ids(model, tokenizer)
     pad_id = tokenizer.pad_token_id
     device = next(model.parameters()).device
     step = max_batch if max_batch and max_batch > 0 else len(expanded)
@@ -340,20 +337,27 @@ def generate_with_vllm(
     num_samples: int,
     sampling: SamplingSettings,
     max_prompt_tokens: int | None = None,
+    pad_prompts_to: int = 0,
 ) -> list[Completion]:
     """Sample through TRL's vLLM integration (``trainer.vllm_generation``: a ``trl vllm-serve`` server or a
     colocated engine, whose weights TRL keeps in sync with the policy) with this role's settings: the token budget,
-    temperature, top_p, top_k, min_p and repetition penalty are set on it for the call and restored after. In server
-    mode this is a collective: every rank calls it, with or without prompts."""
+    temperature, top_p, top_k, min_p and repetition penalty are set on it for the call and restored after. Each
+    completion carries the sampled tokens' log-probabilities (TRL asks vLLM for them). In server mode this is a
+    collective: every rank calls it, with or without prompts, and ``pad_prompts_to`` (the largest prompt count of
+    any rank) pads this rank's prompts with copies so that TRL's slice of the server's answers is this rank's; the
+    padding's completions are dropped."""
     encoded = tokenizer(list(prompts), add_special_tokens=False)["input_ids"] if prompts else []
     if max_prompt_tokens:
         encoded = [ids[-max_prompt_tokens:] for ids in encoded]
+    real = len(encoded)
+    filler = encoded[0] if encoded else [tokenizer.eos_token_id if tokenizer.eos_token_id is not None else 0]
+    encoded = encoded + [list(filler)] * max(0, pad_prompts_to - real)
     expanded = [ids for ids in encoded for _ in range(num_samples)]
     settings = {
         "max_completion_length": sampling.max_new_tokens,
         "temperature": sampling.temperature,
         "top_p": sampling.top_p,
-        "top_k": sampling.top_k or -1,
+        "top_k": sampling.top_k or 0,
         "min_p": sampling.min_p or 0.0,
         "repetition_penalty": sampling.repetition_penalty,
     }
@@ -361,11 +365,27 @@ def generate_with_vllm(
     try:
         for k, v in settings.items():
             setattr(vllm_generation, k, v)
-        prompt_ids, completion_ids, _, _ = vllm_generation.generate(expanded, None, num_samples)
+        prompt_ids, completion_ids, logprobs, _ = vllm_generation.generate(expanded, None, num_samples)
     finally:
         for k, v in saved.items():
             setattr(vllm_generation, k, v)
+    keep = real * num_samples
+    logprobs = logprobs if logprobs is not None else [None] * len(completion_ids)
     return [
-        Completion(list(p), list(c), tokenizer.decode(c, skip_special_tokens=True))
-        for p, c in zip(prompt_ids, completion_ids, strict=True)
+        Completion(
+            list(p),
+            list(c),
+            tokenizer.decode(c, skip_special_tokens=True),
+            logprobs=None if lp is None else [row[0] if row else None for row in lp],
+        )  # fmt: skip
+        for p, c, lp in zip(prompt_ids[:keep], completion_ids[:keep], logprobs[:keep], strict=True)
     ]
+
+
+def eos_token_ids(model, tokenizer) -> set[int]:
+    """The tokens that end a completion: the model's generation-config EOS (one or several) and the tokenizer's."""
+    own = getattr(getattr(model, "generation_config", None), "eos_token_id", None)
+    eos = own if own is not None else tokenizer.eos_token_id
+    ids = set(eos if isinstance(eos, list) else [eos])
+    ids.add(tokenizer.eos_token_id)
+    return {int(i) for i in ids if i is not None}

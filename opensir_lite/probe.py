@@ -19,18 +19,20 @@ from typing import Any
 import numpy as np
 
 from opensir_lite.evaluation.benchmarks import Item, probe_items
-from opensir_lite.generation import generate, sequence_seed
+from opensir_lite.generation import sequence_seed
 from opensir_lite.grading import majority_vote
 from opensir_lite.parsing import extract_answer, normalise_answer, verify_parsed
 from opensir_lite.prompts import render, student_messages
-from opensir_lite.sampling import sampling_settings
+from opensir_lite.sampling import Sampler, TransformersSampler, sampling_settings
 
 PROBE_STREAM = 1  # the probe's key in sequence seeds (evaluation streams have none), so the two never coincide
 
 
 class LabelProbe:
-    """Called with (model, tokenizer, step) before a round; returns ``probe/...`` metrics on probe steps (the first
-    step, every ``every`` steps, and ``last_step``), else an empty dict."""
+    """Called with (sampler, step) before a round; returns ``probe/...`` metrics on probe steps (the first step,
+    every ``every`` steps, and ``last_step``), else an empty dict. The sampler is the round's
+    (:mod:`opensir_lite.sampling`), so the probe reads the policy that samples the rounds; wrap a bare model in a
+    :class:`opensir_lite.sampling.TransformersSampler` (:meth:`read_model`)."""
 
     def __init__(self, args, items: list[Item] | None = None, every: int | None = None, last_step: int | None = None):
         self.args = args
@@ -42,17 +44,20 @@ class LabelProbe:
     def due(self, step: int) -> bool:
         return self.every > 0 and (step == 1 or step % self.every == 0 or step == self.last_step)
 
-    def __call__(self, model, tokenizer, step: int, use_system_prompt: bool = True) -> dict[str, Any]:
+    def read_model(self, model, tokenizer, step: int, use_system_prompt: bool = True) -> dict[str, Any]:
+        """The probe's reading of a transformers model in this process."""
+        return self(TransformersSampler(model, tokenizer, self.args), step, use_system_prompt)
+
+    def __call__(self, sample: Sampler, step: int, use_system_prompt: bool = True) -> dict[str, Any]:
         if not self.due(step):
             return {}
         a = self.args
         start = time.perf_counter()
         G = a.probe_samples or a.num_generations
-        prompts = [render(tokenizer, student_messages(it.question, use_system_prompt)) for it in self.items]
+        prompts = [render(sample.tokenizer, student_messages(it.question, use_system_prompt)) for it in self.items]
         seed = int(getattr(a, "seed", 0) or 0)
-        outs = generate(
-            model, tokenizer, prompts, G, sampling_settings(a, "student"), a.max_generate_batch,
-            max_prompt_tokens=a.max_prompt_length,
+        outs = sample.generate(
+            prompts, G, sampling_settings(a, "student"),
             sample_seeds=[sequence_seed(seed, PROBE_STREAM, it.index, j) for it in self.items for j in range(G)],
         )  # fmt: skip
         majority_right, rates, valid, sample_right = [], [], [], []

@@ -15,7 +15,7 @@ from __future__ import annotations
 
 import json
 from collections import Counter
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
@@ -62,10 +62,16 @@ def write_programs(
     max_new_tokens: int = 384,
     max_batch: int = 0,
     use_system_prompt: bool = True,
+    sample: Callable[..., list[Completion]] | None = None,
 ) -> list[Completion]:
-    """One greedy program completion per problem, all in as few batched calls as ``max_batch`` allows."""
+    """One greedy program completion per problem, all in as few batched calls as ``max_batch`` allows. ``sample``
+    (a sampler's ``generate``: prompts, num_samples, settings) writes them instead of ``model``: in training, the
+    round's own sampler (vLLM where the round samples with vLLM)."""
     prompts = [render(tokenizer, program_messages(p, use_system_prompt)) for p in problems]
-    return generate(model, tokenizer, prompts, 1, SamplingSettings(max_new_tokens, temperature=0.0), max_batch)
+    greedy = SamplingSettings(max_new_tokens, temperature=0.0)
+    if sample is not None:
+        return sample(prompts, 1, greedy)
+    return generate(model, tokenizer, prompts, 1, greedy, max_batch)
 
 
 def run_programs(
@@ -112,12 +118,14 @@ def check_problems(
     use_system_prompt: bool = True,
     limits: SandboxLimits | None = None,
     allow_unisolated: bool = False,
+    sample: Callable[..., list[Completion]] | None = None,
 ) -> list[ProgramCheck]:
-    """The whole check for ``(id, problem, majority answer, gold or None)`` items: write, run, grade."""
+    """The whole check for ``(id, problem, majority answer, gold or None)`` items: write (with ``model``, or with
+    ``sample``: see :func:`write_programs`), run, grade."""
     if not items:
         return []
     completions = write_programs(model, tokenizer, [it[1] for it in items], max_new_tokens, max_batch,
-                                 use_system_prompt)  # fmt: skip
+                                 use_system_prompt, sample)  # fmt: skip
     ran = run_programs([c.text for c in completions], limits, allow_unisolated)
     checks = []
     for (pid, problem, majority, gold), completion, (program, result) in zip(items, completions, ran, strict=True):

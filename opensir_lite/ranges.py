@@ -10,9 +10,12 @@ field, the value and the range, in one line, before any model loads or any file 
 
 from __future__ import annotations
 
+import enum
 import math
+import types
+import typing
 from dataclasses import dataclass, fields
-from typing import Any
+from typing import Any, Literal, Union
 
 
 @dataclass(frozen=True)
@@ -112,3 +115,54 @@ def check_ranges(config: Any, table: dict[str, Range] | None = None) -> None:
     problems = range_problems(config, declared_ranges(config, table))
     if problems:
         raise RangeError("; ".join(problems))
+
+
+_BOOL_WORDS = {"true", "false", "yes", "no", "t", "f", "y", "n", "1", "0"}
+
+
+def type_problem(value: Any, tp: Any) -> str | None:
+    """Why a recipe's (YAML) value does not fit the field type ``tp`` (None when it fits or the type is not
+    checked): the type check every recipe key gets before a model loads."""
+    origin, args = typing.get_origin(tp), typing.get_args(tp)
+    if tp is Any:
+        return None
+    if origin in (Union, types.UnionType):
+        if value is None and type(None) in args:
+            return None
+        problems = [type_problem(value, a) for a in args if a is not type(None)]
+        return None if any(p is None for p in problems) else problems[0]
+    if value is None:
+        return "expected a value"
+    if origin is Literal:
+        return None if value in args else f"expected one of {', '.join(map(repr, args))}"
+    if tp is bool:
+        ok = isinstance(value, bool) or (isinstance(value, str | int) and str(value).lower() in _BOOL_WORDS)
+        return None if ok else "expected true or false"
+    if tp in (int, float):
+        if isinstance(value, bool) or isinstance(value, list | dict):
+            return f"expected {'an integer' if tp is int else 'a number'}"
+        if tp is int and isinstance(value, float) and not value.is_integer():
+            return "expected an integer"
+        try:
+            tp(value)  # int("2.5") and int("two") fail, float("1e-5") parses
+        except (TypeError, ValueError):
+            return f"expected {'an integer' if tp is int else 'a number'}"
+        return None
+    if tp is str:
+        return None if isinstance(value, str | int | float) and not isinstance(value, bool) else "expected a string"
+    if isinstance(tp, type) and issubclass(tp, enum.Enum):
+        allowed = [e.value for e in tp]
+        return None if value in allowed or value in [e.name for e in tp] else f"expected one of {allowed}"
+    if origin in (list, tuple) or tp in (list, tuple):
+        items = value if isinstance(value, list) else [value]
+        if isinstance(value, dict):
+            return "expected a list"
+        inner = args[0] if args else Any
+        for item in items:
+            problem = type_problem(item, inner)
+            if problem is not None:
+                return f"list item {item!r}: {problem}"
+        return None
+    if origin is dict or tp is dict:
+        return None if isinstance(value, dict | str) else "expected a mapping"
+    return None

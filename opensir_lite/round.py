@@ -63,6 +63,7 @@ class Round:
     pool_added: int = 0
     program_fields: dict[int, dict[str, Any]] = field(default_factory=dict)  # per record id (program check)
     rows: dict[str, list] = field(default_factory=dict)  # what TRL trains on
+    logprobs: list[list[float | None]] | None = None  # the sampler's per-token log-probabilities of each row
     stats: dict[str, Any] = field(default_factory=dict)  # the round's metrics
     advantages: dict[str, Any] = field(default_factory=dict)  # the trained student rows' advantage split
     times: dict[str, float] = field(default_factory=dict)

@@ -87,14 +87,30 @@ def tail(text: str, cap: int) -> str:
     return text if len(text) <= cap else "…" + text[-cap:]
 
 
+def row_logprobs(completions: list, scored: list[bool]) -> list[list[float | None]] | None:
+    """TRL's ``logprobs`` of the rows: each row's completion's sampling log-probabilities (``[None] * length`` for a
+    row that trains nothing, which TRL reads as no correction); None when a scored row's sampler gave none."""
+    out: list[list[float | None]] = []
+    for c, keep in zip(completions, scored, strict=True):
+        if not keep:
+            out.append([None] * len(c.completion_ids))
+        elif c.logprobs is None or len(c.logprobs) != len(c.completion_ids):
+            return None
+        else:
+            out.append(list(c.logprobs))
+    return out
+
+
 def batch(rnd: Round, args, tokenizer) -> dict[str, list]:
     """The round's rows for TRL: the trained teacher groups, the trained student problems' groups, then filler
     groups (zero loss weight, every reward None) when fewer problems could train the student than it has groups.
     Sets ``rnd.rows`` and ``rnd.advantages`` (the student rows' advantage split) and returns the rows."""
     G, pos, prefill = args.num_generations, rnd.cand_pos, args.teacher_prefill or ""
     rows: dict[str, list] = {k: [] for k in ROW_COLUMNS}
+    sources: list = []  # each row's completion (for its sampling log-probabilities)
 
     def add(c, env_mask, role, record, answer=None, majority=None, in_majority=None):
+        sources.append(c)
         values = {"prompt_ids": list(c.prompt_ids), "completion_ids": list(c.completion_ids), "env_mask": env_mask,
                   "role": role, "legal": record.legal, "solve_rate": record.solve_rate, "novelty": record.novelty,
                   "mean_student_tokens": scored_student_tokens(record), "answer": answer, "majority_answer": majority,
@@ -126,6 +142,7 @@ def batch(rnd: Round, args, tokenizer) -> dict[str, list]:
     for _ in range((args.num_student_groups - len(rnd.student_problems)) * G):
         add(filler, [0] * len(filler.completion_ids), PAD, rnd.records[first])
     rnd.rows = rows
+    rnd.logprobs = row_logprobs(sources, [role != PAD for role in rows["role"]])
     return rows
 
 

@@ -1,9 +1,23 @@
-"""Decisions about this machine, made once when a run's configuration is read: the precision (bf16 where the GPU
-has it, fp16 on older GPUs, fp32 on a CPU, and ``bf16_when_native``'s fallback on a CPU that only emulates bf16),
-CPU process groups under ``torchrun``, and whether the sandbox can isolate the programs a recipe runs.
+"""Decisions about this machine, made once when a run's configuration is read, from the device's facts
+(:class:`opensir_lite.device.DeviceFacts`): the precision, where the Trainer runs, the dtype of rollouts, what a
+vLLM backend can do here, and whether the sandbox can isolate the programs a recipe runs.
+
+A recipe states what it wants (``bf16: true`` for bf16 mixed precision, ``bf16: null`` for the device's default,
+``rollout_dtype: bfloat16``); :func:`resolve` turns that into what the device runs, the same way on every machine
+(tests/test_runtime.py holds it for a CPU with and without native bf16, a T4, a V100, an L4, an A100 and an H100):
+
+- precision: bf16 where the device computes it natively (compute capability 8.0 or newer, a CPU with AVX512-BF16 or
+  AMX); below 8.0 a bf16 request becomes fp16; on a CPU without native bf16 it becomes fp32 when
+  ``bf16_when_native`` (else bf16 is emulated); fp16 on a CPU becomes fp32 (no fp16 autocast there). Unset
+  (``null``): bf16 or fp16 on a GPU by compute capability, fp32 on a CPU.
+- ``use_cpu``: only without a GPU, where accelerate needs it for CPU bf16 autocast or to form a gloo group of
+  several processes; never on a GPU machine.
+- rollout dtype: bfloat16 becomes float16 below compute capability 8.0 and float32 on a CPU without native bf16
+  (with ``bf16_when_native``); float16 on a CPU becomes float32.
 
 :func:`parse_config` is what scripts call: the recipe and command line read by :func:`opensir_lite.config.parse_config`
-(validation only) with the hardware's defaults below them, then these decisions.
+(validation only), then these decisions (read again with them, so TRL's own settings follow), then the checks
+that need the machine.
 """
 
 from __future__ import annotations
@@ -12,23 +26,17 @@ import logging
 import os
 from typing import Any
 
-import torch
-
 from opensir_lite import config
 from opensir_lite.config import ConfigError
-from opensir_lite.device import cpu_has_native_bf16, current_device_dtype, gpu_available
+from opensir_lite.device import DeviceFacts, current_device_facts
 
 logger = logging.getLogger(__name__)
 
 
-def hardware_defaults() -> dict[str, Any]:
-    """Field defaults the hardware decides (a recipe or the command line still wins): mixed precision in the
-    device's training dtype; no pinned memory without an accelerator."""
-    device, dtype = current_device_dtype()
-    defaults: dict[str, Any] = {"bf16": dtype == torch.bfloat16, "fp16": dtype == torch.float16}
-    if device == "cpu":
-        defaults["dataloader_pin_memory"] = False  # nothing to pin without an accelerator
-    return defaults
+def hardware_defaults(facts: DeviceFacts) -> dict[str, Any]:
+    """Field defaults the hardware decides before the recipe is read: no pinned memory without an accelerator.
+    (Precision is decided after it, by :func:`resolve`, from what the recipe asked for.)"""
+    return {"dataloader_pin_memory": False} if facts.kind == "cpu" else {}
 
 
 def several_processes() -> bool:
@@ -36,23 +44,107 @@ def several_processes() -> bool:
     return os.environ.get("WORLD_SIZE", "1") not in ("", "1")
 
 
-def overrides(train_args) -> dict[str, Any]:
-    """Values the configuration must change on this machine, as field -> value (empty when none)."""
-    out: dict[str, Any] = {}
-    if train_args.bf16_when_native and not gpu_available() and not cpu_has_native_bf16():
-        if train_args.bf16 or train_args.rollout_dtype == "bfloat16":
-            logger.warning(
-                "this CPU has no native bf16 (AVX512-BF16/AMX): bf16 autocast and bf16 rollouts run in fp32 "
-                "instead (bf16_when_native)"
-            )
-            out["bf16"] = False
-            if train_args.rollout_dtype == "bfloat16":
-                out["rollout_dtype"] = "float32"
-    if not train_args.use_cpu and several_processes() and current_device_dtype()[0] == "cpu":
-        # Several processes (torchrun) on a machine without an accelerator: accelerate forms a gloo group only
-        # when told it is a CPU run; otherwise every rank would train alone as its own "main process".
+def resolve_precision(requested_bf16: bool | None, fp16: bool, bf16_when_native: bool, facts: DeviceFacts) -> dict:
+    """``{"bf16": ..., "fp16": ...}``: the mixed precision this device runs for what the recipe asked
+    (``requested_bf16`` None: the device's default). See the module docstring."""
+    if facts.kind == "cuda":
+        if requested_bf16 is None:
+            return {"bf16": facts.native_bf16 and not fp16, "fp16": fp16 or not facts.native_bf16}
+        if requested_bf16 and not facts.native_bf16:
+            return {"bf16": False, "fp16": True}
+        return {"bf16": bool(requested_bf16), "fp16": bool(fp16) and not requested_bf16}
+    bf16 = bool(requested_bf16)
+    if bf16 and not facts.native_bf16 and bf16_when_native:
+        bf16 = False
+    return {"bf16": bf16, "fp16": False}
+
+
+def resolve_rollout_dtype(name: str, bf16_when_native: bool, facts: DeviceFacts) -> str:
+    """The dtype the rollout copy (or a vLLM engine) samples in here, for the recipe's ``rollout_dtype``."""
+    if name == "bfloat16" and not facts.native_bf16:
+        if facts.kind == "cuda":
+            return "float16"
+        return "float32" if bf16_when_native else name
+    if name == "float16" and facts.kind == "cpu":
+        return "float32"
+    return name
+
+
+def requested_precision(argv: list[str]) -> dict[str, bool | None]:
+    """What the recipe (``--config``) and the command line ask of ``bf16`` and ``fp16``, read the way TRL's parser
+    reads them (the command line over the recipe; a bare ``--bf16`` is true); ``bf16`` None: not set. Read before the
+    configuration is built, because TrainingArguments refuses a precision the machine lacks (bf16 on a T4 or on a
+    CPU without use_cpu) before the device could decide anything."""
+    import argparse
+
+    import yaml
+    from transformers.hf_argparser import string_to_bool
+
+    recipe: dict[str, Any] = {}
+    if "--config" in argv and argv.index("--config") + 1 < len(argv):
+        try:
+            recipe = yaml.safe_load(config.resolve_recipe(argv[argv.index("--config") + 1]).read_text()) or {}
+        except (OSError, yaml.YAMLError, ConfigError):
+            recipe = {}  # the real parse reports it
+    parser = argparse.ArgumentParser(add_help=False, allow_abbrev=False)
+    for name in ("bf16", "fp16"):
+        parser.add_argument(f"--{name}", type=string_to_bool, nargs="?", const=True, default=recipe.get(name))
+    try:
+        known, _ = parser.parse_known_args(argv)
+    except (SystemExit, argparse.ArgumentTypeError):
+        return {"bf16": recipe.get("bf16"), "fp16": bool(recipe.get("fp16"))}
+    return {"bf16": known.bf16, "fp16": bool(known.fp16)}
+
+
+def resolve(train_args, facts: DeviceFacts, processes: int = 1, requested: dict | None = None) -> dict[str, Any]:
+    """The fields this device changes in a parsed configuration, as field -> value (empty when none).
+    ``requested``: what the recipe asked of ``bf16`` / ``fp16`` (:func:`requested_precision`; default: the parsed
+    values, where None is still unset)."""
+    requested = requested or {"bf16": train_args.bf16, "fp16": train_args.fp16}
+    wanted = resolve_precision(requested["bf16"], bool(requested["fp16"]), train_args.bf16_when_native, facts)
+    out: dict[str, Any] = {k: v for k, v in wanted.items() if getattr(train_args, k) != v}
+    rollout = resolve_rollout_dtype(train_args.rollout_dtype, train_args.bf16_when_native, facts)
+    if rollout != train_args.rollout_dtype:
+        out["rollout_dtype"] = rollout
+    if facts.kind == "cpu" and not train_args.use_cpu and (wanted["bf16"] or processes > 1):
+        # accelerate forms a gloo group, and autocasts to bf16 on a CPU, only when told it is a CPU run
         out["use_cpu"] = True
     return out
+
+
+def log_changes(changes: dict[str, Any], facts: DeviceFacts) -> None:
+    if changes:
+        listed = ", ".join(f"{k} {v}" for k, v in changes.items())
+        logger.warning("on %s (%s) the run uses: %s", facts.name or facts.kind, facts.kind, listed)
+
+
+def backend_problem(train_args, model_args, facts: DeviceFacts, processes: int = 1) -> str | None:
+    """Why the recipe's generation backend cannot run on this machine with the vLLM installed here, or None."""
+    backend = train_args.generation_backend
+    if backend == "transformers":
+        return None
+    from opensir_lite.vllm_engine import VLLMError, install_problem, lora_rank_for, unservable_modules
+
+    if backend == "vllm" and facts.kind == "cpu":
+        return ("generation_backend vllm (TRL's weight sync into vLLM) does not run on vLLM's CPU backend: use "
+                "generation_backend vllm_lora (the adapter served to vLLM) with a LoRA policy")  # fmt: skip
+    if backend == "vllm_lora" and processes > 1:
+        return ("generation_backend vllm_lora runs one engine in one process: use one process, or "
+                "generation_backend vllm with a `trl vllm-serve` server for several")  # fmt: skip
+    try:
+        problem = install_problem()
+        if problem:
+            raise VLLMError(problem)
+        if backend == "vllm_lora":
+            lora_rank_for(model_args.lora_r, train_args.vllm_max_lora_rank)
+            bad = unservable_modules(model_args.lora_target_modules)
+            if bad or model_args.lora_modules_to_save:
+                names = ", ".join(bad + list(model_args.lora_modules_to_save or []))
+                raise VLLMError(f"vLLM cannot serve a LoRA on {names}: set lora_target_modules to projections "
+                                "(or all-linear) and no lora_modules_to_save, or use generation_backend transformers")  # fmt: skip
+    except VLLMError as e:
+        return f"generation_backend {backend}: {e}"
+    return None
 
 
 def isolation_problem(train_args) -> str | None:
@@ -70,20 +162,28 @@ def isolation_problem(train_args) -> str | None:
             "set allow_unisolated_sandbox to run them without isolation")  # fmt: skip
 
 
-def parse_config(argv: list[str] | None = None, extra: tuple = ()) -> tuple:
-    """(SelfPlayConfig, PolicyModelConfig, *extra) for this machine: the recipe and command line over the
-    hardware's defaults, then :func:`overrides` (read again with them, so TRL's own settings follow), then the
-    sandbox check; ConfigError (one line) when the run cannot start."""
+def parse_config(argv: list[str] | None = None, extra: tuple = (), facts: DeviceFacts | None = None) -> tuple:
+    """(SelfPlayConfig, PolicyModelConfig, *extra) for this machine (``facts``: another device's, for tests and
+    plans): the recipe and command line over the hardware's defaults, then :func:`resolve` (read again with its
+    changes, so TRL's own settings follow), then the backend and sandbox checks; ConfigError (one line) when the run
+    cannot start."""
     import sys
 
+    facts = facts or current_device_facts()
+    processes = int(os.environ.get("WORLD_SIZE", "1") or 1)
     argv = list(sys.argv[1:] if argv is None else argv)
-    defaults = hardware_defaults()
-    parsed = config.parse_config(argv, extra, defaults)
-    changes = overrides(parsed[0])
-    if changes:
-        flags = [item for k, v in changes.items() for item in (f"--{k}", str(v).lower() if isinstance(v, bool) else v)]
-        parsed = config.parse_config([*argv, *flags], extra, defaults)
-    problem = isolation_problem(parsed[0])
+    defaults = hardware_defaults(facts)
+    requested = requested_precision(argv)
+    parsed = config.parse_config([*argv, "--bf16", "false", "--fp16", "false"], extra, defaults)  # no precision yet
+    changes = resolve(parsed[0], facts, processes, requested)
+    precision = {"bf16": changes.pop("bf16", False), "fp16": changes.pop("fp16", False)}
+    asked = {"bf16": requested["bf16"], "fp16": requested["fp16"]}
+    moved = {k: v for k, v in precision.items() if asked[k] is not None and bool(asked[k]) != v}
+    log_changes({**moved, **changes}, facts)
+    flags = [item for k, v in {**precision, **changes}.items()
+             for item in (f"--{k}", str(v).lower() if isinstance(v, bool) else v)]  # fmt: skip
+    parsed = config.parse_config([*argv, *flags], extra, defaults)
+    problem = backend_problem(parsed[0], parsed[1], facts, processes) or isolation_problem(parsed[0])
     if problem:
         raise ConfigError(problem)
     return parsed

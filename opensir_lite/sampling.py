@@ -1,9 +1,18 @@
 """Samplers: what a round samples its teacher and student completions from, passed in by the caller.
 
 A sampler is called with prompt texts and a role and returns ``num_generations`` completions per prompt, in prompt
-order; it carries the tokenizer that rendered the prompts and the model the program check writes with. Two ship:
-:class:`TransformersSampler` (a model in this process: the policy, or the merged rollout copy of
-:mod:`opensir_lite.training`) and :class:`VLLMSampler` (TRL's vLLM integration). Tests pass scripted ones.
+order; ``sampler.generate(texts, n, settings, sample_seeds)`` samples with any other settings (the program check's
+greedy programs, the label probe's seeded answers), so everything a round samples comes from one sampler. It carries
+the tokenizer that rendered the prompts. Three ship:
+
+- :class:`TransformersSampler`: a model in this process (the policy, or the merged rollout copy of
+  :mod:`opensir_lite.training`), the package's compacting decoder.
+- :class:`VLLMLoRASampler`: a vLLM engine in this process serving the policy's current LoRA adapter
+  (``generation_backend: vllm_lora``, :mod:`opensir_lite.vllm_engine`); completions carry vLLM's log-probabilities.
+- :class:`VLLMSampler`: TRL's vLLM integration (``generation_backend: vllm``: a ``trl vllm-serve`` server or a
+  colocated engine whose weights TRL keeps equal to the policy's); completions carry vLLM's log-probabilities.
+
+Tests pass scripted ones.
 """
 
 from __future__ import annotations
@@ -11,16 +20,20 @@ from __future__ import annotations
 from typing import Any, Protocol
 
 from opensir_lite.distributed import all_ranks
-from opensir_lite.generation import Completion, SamplingSettings, generate, generate_with_vllm
+from opensir_lite.generation import Completion, SamplingSettings, eos_token_ids, generate, generate_with_vllm
 
 
 class Sampler(Protocol):
-    """``sampler(texts, role)``: ``num_generations`` completions per prompt text, in order."""
+    """``sampler(texts, role)``: ``num_generations`` completions per prompt text, in order; ``sampler.generate``:
+    ``num_samples`` completions per prompt with the given settings (and per-completion seeds, where given)."""
 
     tokenizer: Any
-    model: Any
 
     def __call__(self, texts: list[str], role: str) -> list[Completion]: ...
+
+    def generate(
+        self, texts: list[str], num_samples: int, sampling: SamplingSettings, sample_seeds: list[int] | None = None
+    ) -> list[Completion]: ...
 
 
 def sampling_settings(args, role: str) -> SamplingSettings:
@@ -36,32 +49,80 @@ def sampling_settings(args, role: str) -> SamplingSettings:
     )
 
 
+def encode_prompts(tokenizer, texts: list[str], max_prompt_tokens: int | None) -> list[list[int]]:
+    """Prompt texts (already chat-templated) as token ids, no special tokens added, cut to the last
+    ``max_prompt_tokens`` (as the transformers decoder cuts them)."""
+    encoded = tokenizer(list(texts), add_special_tokens=False)["input_ids"] if texts else []
+    return [ids[-max_prompt_tokens:] for ids in encoded] if max_prompt_tokens else encoded
+
+
 class TransformersSampler:
     """Samples with a transformers model in this process (:func:`opensir_lite.generation.generate`)."""
 
     def __init__(self, model, tokenizer, args):
         self.model, self.tokenizer, self.args = model, tokenizer, args
 
-    def __call__(self, texts: list[str], role: str) -> list[Completion]:
+    def generate(
+        self, texts: list[str], num_samples: int, sampling: SamplingSettings, sample_seeds: list[int] | None = None
+    ) -> list[Completion]:
         a = self.args
         return generate(
-            self.model, self.tokenizer, texts, a.num_generations, sampling_settings(a, role), a.max_generate_batch,
-            max_prompt_tokens=getattr(a, "max_prompt_length", None),
+            self.model, self.tokenizer, texts, num_samples, sampling, a.max_generate_batch,
+            max_prompt_tokens=getattr(a, "max_prompt_length", None), sample_seeds=sample_seeds,
         )  # fmt: skip
+
+    def __call__(self, texts: list[str], role: str) -> list[Completion]:
+        return self.generate(texts, self.args.num_generations, sampling_settings(self.args, role))
+
+
+class VLLMLoRASampler:
+    """Samples from a vLLM engine in this process that serves the policy's adapter (``server``: an
+    :class:`opensir_lite.vllm_engine.AdapterServer` whose adapter the caller has published for this step).
+    ``stop_ids``: the tokens that end a completion (the policy's end-of-turn tokens)."""
+
+    def __init__(self, server, tokenizer, args, stop_ids: list[int]):
+        self.server, self.tokenizer, self.args, self.stop_ids = server, tokenizer, args, stop_ids
+
+    def generate(
+        self, texts: list[str], num_samples: int, sampling: SamplingSettings, sample_seeds: list[int] | None = None
+    ) -> list[Completion]:
+        ids = encode_prompts(self.tokenizer, texts, getattr(self.args, "max_prompt_length", None))
+        return self.server.generate(self.tokenizer, ids, num_samples, sampling, self.stop_ids, sample_seeds)
+
+    def __call__(self, texts: list[str], role: str) -> list[Completion]:
+        return self.generate(texts, self.args.num_generations, sampling_settings(self.args, role))
 
 
 class VLLMSampler:
-    """Samples through TRL's vLLM integration (``trainer.vllm_generation``); ``model`` is the policy (the program
-    check writes with it). In server mode a call is a collective: ranks with nothing to ask skip it together."""
+    """Samples through TRL's vLLM integration (``trainer.vllm_generation``). In server mode a call is a collective:
+    every rank calls it, and TRL hands each rank the slice ``rank x its prompt count`` of the server's answers, so
+    every rank asks for as many prompts as the rank with the most (padding repeats a prompt) and drops the padding.
+    TRL's integration takes no per-request seeds: :meth:`generate` with ``sample_seeds`` (the label probe's common
+    random numbers) samples with ``model`` (the policy) in this process instead."""
 
     def __init__(self, vllm_generation, model, tokenizer, args):
         self.vllm_generation, self.model, self.tokenizer, self.args = vllm_generation, model, tokenizer, args
 
-    def __call__(self, texts: list[str], role: str) -> list[Completion]:
+    def generate(
+        self, texts: list[str], num_samples: int, sampling: SamplingSettings, sample_seeds: list[int] | None = None
+    ) -> list[Completion]:
         a = self.args
-        if not any(all_ranks(len(texts))):
+        if sample_seeds is not None:
+            return TransformersSampler(self.model, self.tokenizer, a).generate(texts, num_samples, sampling,
+                                                                               sample_seeds)  # fmt: skip
+        counts = all_ranks(len(texts))
+        if not any(counts):
             return []
+        pad_to = max(counts) if getattr(self.vllm_generation, "mode", "colocate") == "server" else 0
         return generate_with_vllm(
-            self.vllm_generation, self.tokenizer, texts, a.num_generations, sampling_settings(a, role),
-            max_prompt_tokens=getattr(a, "max_prompt_length", None),
+            self.vllm_generation, self.tokenizer, texts, num_samples, sampling,
+            max_prompt_tokens=getattr(a, "max_prompt_length", None), pad_prompts_to=pad_to,
         )  # fmt: skip
+
+    def __call__(self, texts: list[str], role: str) -> list[Completion]:
+        return self.generate(texts, self.args.num_generations, sampling_settings(self.args, role))
+
+
+def policy_stop_ids(model, tokenizer) -> list[int]:
+    """The tokens that end a completion of ``model`` (its generation config's EOS and the tokenizer's)."""
+    return sorted(eos_token_ids(model, tokenizer))

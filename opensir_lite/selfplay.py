@@ -160,9 +160,9 @@ def check_labels(rnd: Round, args, sample: Sampler, use_system_prompt: bool) -> 
     items = [(r.id, r.problem, rnd.votes[pos[i]].majority, None) for i, r in enumerate(rnd.records)
              if r.legal and i in pos and rnd.votes[pos[i]].majority is not None]  # fmt: skip
     t0 = time.perf_counter()
-    checks = check_problems(sample.model, sample.tokenizer, items, args.program_max_new_tokens,
-                            args.max_generate_batch, bool(use_system_prompt),
-                            allow_unisolated=args.allow_unisolated_sandbox)  # fmt: skip
+    checks = check_problems(None, sample.tokenizer, items, args.program_max_new_tokens, args.max_generate_batch,
+                            bool(use_system_prompt), allow_unisolated=args.allow_unisolated_sandbox,
+                            sample=sample.generate)  # fmt: skip
     seconds = time.perf_counter() - t0
     local = [len(checks), sum(c.agrees is not None for c in checks), sum(c.agrees is True for c in checks),
              sum(c.failure is not None for c in checks), sum(c.tokens for c in checks)]  # fmt: skip

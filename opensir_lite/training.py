@@ -19,6 +19,7 @@ from opensir_lite.checkpointing import (
     EVIDENCE_FILE,
     METRICS_FILE,
     RunFolderError,
+    allow_indexed_cpu_locations,
     checkpoint_step,
     load_checkpoint_state,
     prepare_output_dir,
@@ -38,7 +39,7 @@ from opensir_lite.models import (
     require_bitsandbytes,
     resolve_model_path,
 )
-from opensir_lite.pool import ProblemPool
+from opensir_lite.pool import ProblemPool, resolve_pool_path
 from opensir_lite.rewards import make_gold_reward_funcs, make_reward_funcs
 from opensir_lite.rollout import Rollout, RoundSource
 from opensir_lite.runtime import isolation_problem
@@ -162,7 +163,13 @@ def keep_4bit_weights_unpacked(model) -> int:
 def load_pool(train_args: SelfPlayConfig) -> ProblemPool:
     """The initial pool: a pool file when given, else the single seed problem."""
     if train_args.initial_pool_path:
-        return ProblemPool.from_jsonl(train_args.initial_pool_path, max_size=train_args.pool_max_size)
+        path = resolve_pool_path(train_args.initial_pool_path)
+        if not path.is_file():
+            raise TrainingSetupError(
+                f"initial_pool_path {path} does not exist: make it first (python scripts/seed_pool.py --config "
+                f"{train_args.recipe or 'RECIPE'} --n_problems 512 --output {path}; the recipe's header says how)"
+            )
+        return ProblemPool.from_jsonl(path, max_size=train_args.pool_max_size)
     return ProblemPool.from_seed(train_args.seed_problem, max_size=train_args.pool_max_size)
 
 
@@ -265,8 +272,10 @@ def build_trainer(
     pool: ProblemPool | None = None,
     embedder=None,
     quiet: bool = False,
+    vllm_lora=None,
 ):
-    """(trainer, rollout): a ready GRPOTrainer whose rollouts are rounds of the run's source."""
+    """(trainer, rollout): a ready GRPOTrainer whose rollouts are rounds of the run's source. ``vllm_lora``: the
+    engine of ``generation_backend: vllm_lora`` (default: started here for the policy)."""
     from datasets import Dataset
 
     if train_args.runs_programs:  # before the model loads: the program check needs an isolating sandbox
@@ -281,7 +290,7 @@ def build_trainer(
         raise TrainingSetupError(f"cannot import TRL's GRPOTrainer: {message[-1] if message else e}") from None
     source = build_source(train_args, pool, embedder)
     reward_funcs = make_gold_reward_funcs() if train_args.method == "gold" else make_reward_funcs()
-    device, dtype = current_device_dtype()
+    device, _ = current_device_dtype()
     probe = None
     if train_args.probe_every:
         from opensir_lite.probe import LabelProbe
@@ -291,7 +300,15 @@ def build_trainer(
     if train_args.rollout_model == "merged":  # built from the trainer's policy at the first round
         merged = MergedRolloutModel(None, attention_for(device, model_args.attn_implementation),
                                     rollout_dtype(train_args.rollout_dtype))  # fmt: skip
-    rollout = Rollout(source, rollout_model=merged, before_round=probe)
+    if vllm_lora is None and train_args.generation_backend == "vllm_lora":  # before the trainer takes more memory
+        from opensir_lite.vllm_backend import VLLMLoRABackend
+        from opensir_lite.vllm_engine import VLLMError
+
+        try:
+            vllm_lora = VLLMLoRABackend.for_run(train_args, model_args, model, tokenizer)
+        except VLLMError as e:
+            raise TrainingSetupError(f"generation_backend vllm_lora: {e}") from None
+    rollout = Rollout(source, rollout_model=merged, before_round=probe, vllm_lora=vllm_lora)
     # One placeholder prompt per group of one round on every process: TRL's sampler hands each rank its share.
     rows = train_args.rows_per_round // train_args.num_generations * train_args.world_size
     dataset = Dataset.from_dict({"prompt": [ROUND_PLACEHOLDER_PROMPT] * rows})
@@ -310,12 +327,25 @@ def build_trainer(
             rollout_func=rollout,
             callbacks=training_callbacks(rollout, train_args.output_dir, quiet=quiet),
         )
-    if (model_args.load_in_4bit or model_args.load_in_8bit) and dtype != torch.bfloat16:
-        # TRL casts QLoRA adapters to bf16; without native bf16 (CPU, T4) train them in fp32 instead.
-        for param in trainer.model.parameters():
-            if param.requires_grad:
-                param.data = param.data.float()
+    trainable_to_fp32(trainer.model, deepspeed=trainer.is_deepspeed_enabled)
+    if vllm_lora is not None:
+        vllm_lora.attach(trainer)
     return trainer, rollout
+
+
+def trainable_to_fp32(model, deepspeed: bool = False) -> int:
+    """Keep every trainable parameter in fp32 (returns how many were cast). TRL casts QLoRA adapters to bf16, and a
+    LoRA on a 16-bit base may start in it: at LoRA learning rates most Adam steps of ``lora_A`` are below half a
+    bf16 spacing and round away. Mixed precision still computes in bf16/fp16 under autocast. Under DeepSpeed
+    nothing is cast: its optimiser keeps fp32 master weights itself, and ZeRO-3 needs one dtype per partition."""
+    if deepspeed:
+        return 0
+    cast = 0
+    for param in model.parameters():
+        if param.requires_grad and param.dtype != torch.float32:
+            param.data = param.data.float()
+            cast += 1
+    return cast
 
 
 def rollout_dtype(name: str | None) -> torch.dtype | None:
@@ -346,31 +376,15 @@ def run_training(
     ``output_dir``."""
     output_dir = Path(train_args.output_dir)
     allow_indexed_cpu_locations()
-    trainer.train(resume_from_checkpoint=str(resume_from_checkpoint) if resume_from_checkpoint else None)
+    try:
+        trainer.train(resume_from_checkpoint=str(resume_from_checkpoint) if resume_from_checkpoint else None)
+    finally:
+        if rollout.vllm_lora is not None:
+            rollout.vllm_lora.close()
     trainer.save_model(str(output_dir))
     if trainer.accelerator.is_main_process:
         rollout.pool.save(output_dir)
     return output_dir
-
-
-_INDEXED_CPU_REGISTERED = False
-
-
-def _indexed_cpu_storage(storage, location: str):
-    """torch.load deserializer for the location "cpu:N" (None for every other location)."""
-    return storage if location.startswith("cpu:") else None
-
-
-def allow_indexed_cpu_locations() -> None:
-    """Let ``torch.load`` accept ``map_location="cpu:0"``: with several CPU processes transformers resumes the
-    optimizer state onto ``args.device``, which accelerate names ``cpu:0``, and torch only knows ``cpu``. Registered
-    through torch's public ``register_package`` (idempotent)."""
-    global _INDEXED_CPU_REGISTERED
-    import torch.serialization as serialization
-
-    if not _INDEXED_CPU_REGISTERED:
-        serialization.register_package(30, lambda obj: None, _indexed_cpu_storage)
-        _INDEXED_CPU_REGISTERED = True
 
 
 def _wait_for_all_ranks() -> None:

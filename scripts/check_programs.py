@@ -69,7 +69,7 @@ def probe_items(model, tokenizer, train_args, limit: int, use_system_prompt: boo
     probe = LabelProbe(train_args, every=1, last_step=1)
     if limit:
         probe.items = probe.items[:limit]
-    probe(model, tokenizer, 1, use_system_prompt)
+    probe.read_model(model, tokenizer, 1, use_system_prompt)
     return [(item.index, item.question, row["majority"], item.gold)
             for item, row in zip(probe.items, probe.last_rows, strict=True)]  # fmt: skip
 

@@ -28,14 +28,18 @@ from opensir_lite.evaluation.runner import (
     EvalSettings,
     evaluate_items,
     format_results,
+    free_memory_bytes,
     load_results,
     load_samples,
+    sequence_cap,
     setting_help,
     transformers_sampler,
     vllm_sampler,
     write_outputs,
 )
 from opensir_lite.models import ModelLoadError
+
+PROMPT_TOKENS = 1024  # a question's prompt, at most (for the memory budget of a sampling call)
 
 
 def parse_args(argv=None) -> argparse.Namespace:
@@ -65,6 +69,7 @@ def parse_args(argv=None) -> argparse.Namespace:
         "--max_new_tokens", type=int, default=None, help=setting_help("max_new_tokens", "default: the protocol's")
     )
     p.add_argument("--batch_size", type=int, default=64, help=setting_help("batch_size"))
+    p.add_argument("--max_sequences", type=int, default=None, help=setting_help("max_sequences"))
     p.add_argument("--limit", type=int, default=None, help=setting_help("limit"))
     p.add_argument("--seed", type=int, default=0, help=setting_help("seed"))
     p.add_argument("--sampling_seed", type=int, default=None, help=setting_help("sampling_seed"))
@@ -114,6 +119,7 @@ def main() -> int:
         settings = EvalSettings.for_protocol(
             args.protocol, n=args.n, temperature=args.temperature, top_p=args.top_p,
             max_new_tokens=args.max_new_tokens, k=args.k, batch_size=args.batch_size, seed=args.seed,
+            max_sequences=args.max_sequences,
             limit=args.limit, use_system_prompt=not args.no_system_prompt, dtype=args.dtype,
             sampling_seed=args.sampling_seed, common_random_numbers=not args.independent_sampling,
         )  # fmt: skip
@@ -127,14 +133,20 @@ def main() -> int:
             raise BenchmarkError("--benchmarks names no benchmark")
         torch.manual_seed(args.seed)
         if args.backend == "vllm":
-            sample, tokenizer = vllm_sampler(args.model, args.adapter, args.seed)
+            sample, tokenizer = vllm_sampler(args.model, args.adapter, args.seed, settings.dtype)
         else:
+            from opensir_lite.memory import shape_of
             from opensir_lite.models import load_for_inference
 
             model, tokenizer = load_for_inference(
                 args.model, args.adapter, load_in_4bit=args.load_in_4bit, dtype=settings.dtype
             )
-            sample = transformers_sampler(model, tokenizer)
+            cap = settings.max_sequences or sequence_cap(
+                shape_of(model.config), str(model.dtype).replace("torch.", ""),
+                PROMPT_TOKENS + settings.max_new_tokens, free_memory_bytes(model.device.type),
+            )  # fmt: skip
+            print(f"decoding at most {cap} sequences at once (--max_sequences)", file=sys.stderr)
+            sample = transformers_sampler(model, tokenizer, cap)
         results = []
         for bench, items, skipped, source in benches:  # written after each benchmark: a long run keeps them
             results.append(evaluate_items(bench, items, sample, tokenizer, settings, skipped, source=source))

@@ -90,7 +90,7 @@ def main() -> int:
             for start in range(0, len(todo), args.chunk):
                 probe.items = todo[start : start + args.chunk]
                 t0 = time.perf_counter()
-                probe(model, tokenizer, 1, use_system)
+                probe.read_model(model, tokenizer, 1, use_system)
                 seconds = (time.perf_counter() - t0) / len(probe.items)
                 with samples_file.open("a") as f:
                     for item, row in zip(probe.items, probe.last_rows, strict=True):

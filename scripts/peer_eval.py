@@ -23,6 +23,7 @@ import shlex
 import sys
 from pathlib import Path
 
+from opensir_lite.device import resolve_device
 from opensir_lite.evaluation.benchmarks import BenchmarkError
 from opensir_lite.evaluation.peer import (
     agreement_report,
@@ -63,7 +64,7 @@ def parse_args() -> argparse.Namespace:
     )
     p.add_argument("--batch_size", type=int, default=8, help="the harness's batch size")
     p.add_argument("--dtype", default="bfloat16", help="model dtype (the harness's dtype=)")
-    p.add_argument("--device", default="cpu", help="cpu, cuda, ...")
+    p.add_argument("--device", default="auto", help="auto (cuda when a GPU is visible, else cpu), cpu, cuda, ...")
     p.add_argument("--max_gen_toks", type=int, default=None, help="the harness's token budget (default: its 256)")
     p.add_argument("--repeats", type=int, default=1, help="completions per row (scripts/evaluate.py's --n)")
     p.add_argument("--temperature", type=float, default=0.0, help="0: the task's greedy decoding; > 0: sampled")
@@ -111,7 +112,7 @@ def main() -> int:
             cmd = lm_eval_command(
                 model, task, out / "lm_eval", adapter=adapter, include_path=include, sampling_seed=args.sampling_seed,
                 data_dir=args.data_dir, limit=args.limit, seed=args.seed, holdout=args.holdout, batch_size=args.batch_size,
-                dtype=args.dtype, device=args.device, max_gen_toks=args.max_gen_toks,
+                dtype=args.dtype, device=resolve_device(args.device), max_gen_toks=args.max_gen_toks,
             )  # fmt: skip
             print(shlex.join(cmd), flush=True)
             run_lm_eval(cmd)

@@ -52,9 +52,19 @@ CASES = [
     ("4-bit without bitsandbytes", "train", [*SMOKE, "--output_dir", "{out}"], "needs bitsandbytes"),
     ("token in config", "train", [*SMOKE, "--hub_token", "hf_secret"], "hub_token must not be set"),
     ("vLLM with a 4-bit base", "train", [*SMOKE, "--generation_backend", "vllm"], "cannot sync QLoRA weights to vLLM"),
-    ("vLLM not installed", "train",
-     [*SMOKE, "--generation_backend", "vllm", "--load_in_4bit", "false", "--rollout_model", "policy"],
-     "needs vLLM, which is not installed here: pip install vllm"),
+    ("use_vllm means the vllm backend", "train", [*SMOKE, "--use_vllm", "true"], "use generation_backend vllm_lora"),
+    ("vLLM weight sync on a CPU", "train", [*SMOKE, "--generation_backend", "vllm", "--load_in_4bit", "false"],
+     "does not run on vLLM's CPU backend"),
+    ("vLLM not installed", "train", [*SMOKE, "--generation_backend", "vllm_lora"],
+     "vLLM is not installed here: make setup-vllm"),
+    ("vLLM LoRA rank too small", "train", [*SMOKE, "--generation_backend", "vllm_lora", "--vllm_max_lora_rank", "8"],
+     "vllm_max_lora_rank 8 is below lora_r 16"),
+    ("vLLM cannot serve the modules", "train",
+     [*SMOKE, "--generation_backend", "vllm_lora", "--lora_target_modules", "q_proj", "lm_head"],
+     "vLLM cannot serve a LoRA on lm_head"),
+    ("vLLM LoRA without an adapter", "train",
+     [*SMOKE, "--generation_backend", "vllm_lora", "--use_peft", "false", "--load_in_4bit", "false"],
+     "serves a LoRA adapter: set use_peft true"),
     ("unknown backend", "train", [*SMOKE, "--generation_backend", "sglang"], "generation_backend must be one of"),
     ("unknown benchmark", "evaluate", ["--benchmarks", "gsm9k", "--data_dir", "{tmp}/bench"], "unknown benchmark"),
     ("missing benchmark file", "evaluate", ["--benchmarks", "math500", "--data_dir", "{tmp}/bench"], "math500"),
@@ -98,6 +108,8 @@ def test_cli_error(tmp_path, case, embedded_dir):
     env = {**os.environ, "HF_HUB_OFFLINE": "1", "TRANSFORMERS_OFFLINE": "1"}
     if "bitsandbytes" in name:
         env["PYTHONPATH"] = os.pathsep.join([str(tmp_path / "no_bnb"), env.get("PYTHONPATH", "")])
+    if "not installed" in name:  # whether or not this environment has vLLM (make setup-vllm installs it)
+        env["PYTHONPATH"] = os.pathsep.join([str(ROOT / "tests" / "fixtures" / "no_vllm"), env.get("PYTHONPATH", "")])
     before = {p: p.read_bytes() for p in tmp_path.rglob("*") if p.is_file()}
     proc = subprocess.run(
         [sys.executable, f"scripts/{script}.py", *args], cwd=ROOT, env=env, capture_output=True, text=True,

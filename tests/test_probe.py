@@ -19,8 +19,8 @@ def probe_args(**overrides):
     return SimpleNamespace(**args)
 
 
-def item(question, gold):
-    return Item(question, gold, 1, raw_gold=f"#### {gold}", gold_format="hashes", gold_rule="dollars")
+def item(question, gold, index=1):
+    return Item(question, gold, index, raw_gold=f"#### {gold}", gold_format="hashes", gold_rule="dollars")
 
 
 @pytest.mark.parametrize(
@@ -47,20 +47,26 @@ def test_shipped_probe_rows():
 def test_probe_scores_the_majority_against_gold(monkeypatch, tokenizer):
     """Question 1: majority 12 (3 of 4) = gold; question 2: majority 7 (2 of 4, one invalid) != gold 9, one of the
     four samples right."""
-    import opensir_lite.probe as probe_module
-
     said = [["12", "12", "12", "5"], ["7", "7", "9", "I cannot tell"]]
+    seen = {}
 
-    def fake_generate(model, tok, prompts, n, sampling, max_batch=0, max_prompt_tokens=None, sample_seeds=None):
-        texts = [f"The answer is {a}." for group in said for a in group]
-        return [Completion([1], [2, 3], t) for t in texts]
+    class ScriptedSampler:  # the round's sampler: the probe asks it for seeded samples
+        def __init__(self):
+            self.tokenizer = tokenizer
 
-    monkeypatch.setattr(probe_module, "generate", fake_generate)
-    probe = LabelProbe(probe_args(), items=[item("q1", "12"), item("q2", "9")])
-    stats = probe(None, tokenizer, step=1)
+        def generate(self, prompts, n, sampling, sample_seeds=None):
+            seen.update(n=n, seeds=sample_seeds, prompts=len(prompts))
+            texts = [f"The answer is {a}." for group in said for a in group]
+            return [Completion([1], [2, 3], t) for t in texts]
+
+    sampler = ScriptedSampler()
+    probe = LabelProbe(probe_args(), items=[item("q1", "12", 1), item("q2", "9", 2)])
+    stats = probe(sampler, step=1)
+    # one seed per sample: the same streams at every reading (common random numbers)
+    assert seen["n"] == 4 and seen["prompts"] == 2 and len(seen["seeds"]) == 8 and len(set(seen["seeds"])) == 8
     assert stats["probe/majority_correct"] == 0.5
     assert stats["probe/solve_rate"] == pytest.approx((3 / 4 + 2 / 3) / 2)
     assert stats["probe/valid_rate"] == pytest.approx((4 / 4 + 3 / 4) / 2)
     assert stats["probe/sample_accuracy"] == pytest.approx((3 / 4 + 1 / 4) / 2)
-    assert probe(None, tokenizer, step=2) == {}  # not a probe step
+    assert probe(sampler, step=2) == {}  # not a probe step
     assert official_gold("#### 12", "hashes", "dollars")[0] == 12

