@@ -86,6 +86,7 @@ def requested_precision(argv: list[str]) -> dict[str, bool | None]:
             recipe = yaml.safe_load(config.resolve_recipe(argv[argv.index("--config") + 1]).read_text()) or {}
         except (OSError, yaml.YAMLError, ConfigError):
             recipe = {}  # the real parse reports it
+        recipe = recipe if isinstance(recipe, dict) else {}
     parser = argparse.ArgumentParser(add_help=False, allow_abbrev=False)
     for name in ("bf16", "fp16"):
         parser.add_argument(f"--{name}", type=string_to_bool, nargs="?", const=True, default=recipe.get(name))
@@ -147,6 +148,32 @@ def backend_problem(train_args, model_args, facts: DeviceFacts, processes: int =
     return None
 
 
+def backend_warnings(train_args) -> list[str]:
+    """What a vLLM backend does differently from the transformers one that the run cannot fix, said once at start:
+    vLLM returns no sampling entropy (a stop rule on it then watches its other metrics only), and TRL caps a
+    colocated engine at fewer sequences than a round asks for (they queue)."""
+    backend = train_args.generation_backend
+    if backend == "transformers":
+        return []
+    out = []
+    if "student_mean_entropy" in (train_args.stop_rule_metrics or []):
+        others = [m for m in train_args.stop_rule_metrics if m != "student_mean_entropy"]
+        out.append(f"generation_backend {backend}: vLLM returns no sampling entropy, so student_mean_entropy is not "
+                   f"measured and the stop rule watches {', '.join(others) or 'nothing'} only")  # fmt: skip
+    if backend == "vllm" and train_args.vllm_mode == "colocate":
+        cap = (
+            train_args.per_device_train_batch_size
+            * train_args.vllm_tensor_parallel_size
+            * (train_args.steps_per_generation or 1)
+        )
+        asked = train_args.num_teacher_groups * train_args.teacher_upscale_ratio * train_args.num_generations**2
+        if asked > cap:
+            out.append(f"generation_backend vllm (colocate): TRL caps its engine at {cap} sequences at once "
+                       f"(per_device_train_batch_size x steps_per_generation); a round asks up to {asked}, which queue "
+                       "(generation_backend vllm_lora has no such cap)")  # fmt: skip
+    return out
+
+
 def isolation_problem(train_args) -> str | None:
     """Why the recipe's programs cannot run here (the sandbox cannot isolate them and unisolated runs are not
     allowed), or None."""
@@ -186,4 +213,6 @@ def parse_config(argv: list[str] | None = None, extra: tuple = (), facts: Device
     problem = backend_problem(parsed[0], parsed[1], facts, processes) or isolation_problem(parsed[0])
     if problem:
         raise ConfigError(problem)
+    for warning in backend_warnings(parsed[0]):
+        logger.warning(warning)
     return parsed

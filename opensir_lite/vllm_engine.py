@@ -157,22 +157,64 @@ def engine_kwargs(config: EngineConfig, device: str) -> dict[str, Any]:
     return kwargs
 
 
-def build_llm(config: EngineConfig, device: str):
-    """A ``vllm.LLM`` for ``config`` on ``device``; one :class:`VLLMError` line when it cannot start."""
-    vllm = require_vllm()
+# Run by a small process beside the engine: once this process is gone (a SIGKILL leaves vLLM's engine processes
+# running, holding their memory), it kills the engine's processes.
+WATCHDOG = """
+import os, sys, time, signal
+parent, pids = int(sys.argv[1]), [int(p) for p in sys.argv[2:]]
+while os.getppid() == parent:
+    time.sleep(1.0)
+for pid in pids:
     try:
-        return vllm.LLM(**engine_kwargs(config, device))
+        os.kill(pid, signal.SIGKILL)
+    except OSError:
+        pass
+"""
+
+
+def child_pids() -> set[int]:
+    """This process's descendants now."""
+    import psutil
+
+    return {c.pid for c in psutil.Process().children(recursive=True)}
+
+
+def guard(pids: set[int]):
+    """A watchdog process that kills ``pids`` once this process has died (None when there is nothing to guard)."""
+    import os
+    import subprocess
+    import sys
+
+    if not pids:
+        return None
+    return subprocess.Popen([sys.executable, "-c", WATCHDOG, str(os.getpid()), *map(str, sorted(pids))],
+                            stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)  # fmt: skip
+
+
+def build_llm(config: EngineConfig, device: str):
+    """A ``vllm.LLM`` for ``config`` on ``device``, its engine processes guarded (they die with this process, even
+    by SIGKILL); one :class:`VLLMError` line when it cannot start."""
+    vllm = require_vllm()
+    before = child_pids()
+    try:
+        llm = vllm.LLM(**engine_kwargs(config, device))
     except Exception as e:  # noqa: BLE001 - vLLM raises many types; the run needs one line
         lines = [line for line in str(e).strip().splitlines() if line.strip()]
         raise VLLMError(f"vLLM could not start on {config.model}: {lines[-1] if lines else type(e).__name__}") from None
+    llm._opensir_watchdog = guard(child_pids() - before)
+    return llm
 
 
 def shutdown(llm) -> None:
-    """Stop an engine's process (idempotent; an engine already gone is fine)."""
+    """Stop an engine's processes and its watchdog (idempotent; an engine already gone is fine)."""
     try:
         llm.llm_engine.engine_core.shutdown()
     except Exception:  # noqa: BLE001
         pass
+    watchdog = getattr(llm, "_opensir_watchdog", None)
+    if watchdog is not None:
+        watchdog.kill()
+        watchdog.wait()
 
 
 def sampling_params(vllm, sampling: SamplingSettings, n: int, stop_ids: Sequence[int], seed: int | None = None):

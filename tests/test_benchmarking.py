@@ -115,3 +115,43 @@ def test_learn_cpu_breaks_the_deadlock_on_the_embedded_model(tmp_path, embedded_
     assert row["legal_ratio"] > 0  # legal problems: the teacher deadlock is broken
     assert row["answered_share"] > 0 and row["student_valid_rate"] >= 0.3  # latex_expr reads the prose answers
     assert row["teacher_groups_with_signal"] > 0  # rewards vary inside a teacher group: non-zero advantages
+
+
+@pytest.mark.parametrize(
+    "recipe,gpu,backend,fits",
+    [
+        ("colab-t4", "t4", "transformers", True),  # the Colab recipe fits its card
+        ("paper-llama3.2-3b", "t4", "transformers", False),  # full bf16 fine-tuning of 3B does not
+        ("gpu-qwen0.5b", "a100", "vllm_lora", True),
+    ],
+)
+def test_gpu_plan_prints_an_estimate(recipe, gpu, backend, fits, tmp_path):
+    """benchmarks/gpu_plan.py: every memory component and the step time of a recipe on a GPU, marked as an estimate
+    with its assumptions; more memory for longer sequences, more time for more steps."""
+    import json
+    import subprocess
+    import sys
+
+    from gpu_plan import Assumptions, plan
+
+    out = tmp_path / "plan.json"
+    proc = subprocess.run([sys.executable, "benchmarks/gpu_plan.py", "--recipe", recipe, "--gpu", gpu, "--backend",
+                           backend, "--json", str(out)], cwd=Path(__file__).parents[1], capture_output=True, text=True)  # fmt: skip
+    assert proc.returncode == 0, proc.stderr
+    assert proc.stdout.startswith("ESTIMATE (not measured)") and "assumptions:" in proc.stdout
+    p = json.loads(out.read_text())
+    assert p["fits"] is fits and p["estimate"] is True
+    assert p["total_gib"] == pytest.approx(sum(p["memory_gib"].values()), abs=0.05)
+    assert p["step_s"] == pytest.approx(p["generation_s_per_step"] + p["update_s_per_step"], abs=0.2)
+    if backend == "transformers":
+        assert p["memory_gib"]["KV cache (largest generate call)"] > 0
+    longer = plan(recipe, gpu, backend, Assumptions(teacher_fill=0.9, student_fill=0.9))  # longer completions
+    assert longer["generation_s_per_step"] > p["generation_s_per_step"]
+
+
+def test_gpu_plan_protocol_adds_up():
+    from gpu_plan import claim_protocol
+
+    hours = claim_protocol("a100")
+    assert hours["estimate"] is True and hours["total_hours"] == pytest.approx(sum(hours["hours"].values()), abs=0.2)
+    assert claim_protocol("t4")["total_hours"] > hours["total_hours"]  # a slower card takes longer

@@ -261,8 +261,13 @@ def test_the_gpu_recipe_is_the_registered_method_at_a_larger_budget(tmp_path):
     differ = [
         f.name for f in fields(cpu) if f.name not in GPU_BUDGET_FIELDS and getattr(cpu, f.name) != getattr(gpu, f.name)
     ]
-    assert differ == ["embedder_name_or_path"]  # MiniLM from the Hub instead of its PyPI copy
+    # MiniLM from the Hub instead of its PyPI copy; the paper's start (a generated initial pool) instead of questions
+    assert sorted(differ) == ["embedder_name_or_path", "initial_pool_path"]
+    assert gpu.initial_pool_path == "runs/gpu-qwen0.5b-seed/pool.jsonl"
     assert gpu.max_steps == 200 and gpu.rounds_per_step() == 16  # the paper's budget
+    variant, _ = parse_config(["--config", "gpu-qwen0.5b-gsm8k-pool", "--output_dir", str(tmp_path / "a")])
+    differ = [f.name for f in fields(gpu) if getattr(gpu, f.name) != getattr(variant, f.name)]
+    assert sorted(differ) == ["initial_pool_path", "recipe"] and variant.initial_pool_path == cpu.initial_pool_path
     assert gpu_model.model_name_or_path == "Qwen/Qwen2.5-Coder-0.5B-Instruct"
     for f in ["load_in_4bit", "lora_r", "lora_alpha", "lora_dropout", "lora_target_modules"]:
         assert getattr(cpu_model, f) == getattr(gpu_model, f), f

@@ -28,7 +28,7 @@ DOCS = [
 COMMAND = re.compile(r"python3? ((?:scripts|benchmarks)/\w+\.py)((?:\\\n|[^\n`])*)")
 FLAG = re.compile(r"(?<![\w-])--([A-Za-z][\w-]*)")
 # scripts that pass unknown --field value pairs on to a recipe (their help says so); they accept train.py's flags
-FORWARDS_RECIPE_FIELDS = {"benchmarks/step.py", "benchmarks/overhead.py", "benchmarks/multiprocess.py"}
+FORWARDS_RECIPE_FIELDS = {"benchmarks/step.py", "benchmarks/overhead.py", "benchmarks/two_processes.py"}
 
 
 def quoted_commands(docs: list[Path] = DOCS) -> dict[str, set[str]]:

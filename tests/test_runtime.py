@@ -143,3 +143,22 @@ def test_parse_config_on_this_cpu_for_both_cpu_kinds(tmp_path):
 def test_unknown_gpu_is_judged_by_its_capability():
     assert DeviceFacts("cuda", "a future card", (12, 0), 192.0).half_dtype == "bfloat16"
     assert DeviceFacts("cuda", "a Pascal card", (6, 1), 11.0).half_dtype == "float16"
+
+
+@pytest.mark.parametrize(
+    "extra,expected",
+    [
+        # the registered stop rule watches the student's entropy, which vLLM does not return
+        (["--generation_backend", "vllm_lora"], ["no sampling entropy", "watches student_mean_tokens only"]),
+        # TRL's colocated engine decodes per_device_train_batch_size x steps_per_generation sequences at once
+        (["--generation_backend", "vllm", "--load_in_4bit", "false"], ["caps its engine at 24 sequences", "up to 128"]),
+        (["--generation_backend", "transformers"], []),
+    ],
+)
+def test_backend_warnings(extra, expected, tmp_path):
+    from opensir_lite.runtime import backend_warnings
+
+    args = config.parse_config(["--config", "learn-cpu-qwen", "--output_dir", str(tmp_path / "r"), "--bf16", "false",
+                                *extra])[0]  # fmt: skip
+    said = " | ".join(backend_warnings(args))
+    assert all(words in said for words in expected) and (said == "") == (not expected)

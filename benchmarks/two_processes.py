@@ -1,6 +1,6 @@
-"""One process against two at the same global batch: python benchmarks/multiprocess.py --config smoke
+"""One process against two at the same global batch: python benchmarks/two_processes.py --config smoke
 
-python benchmarks/multiprocess.py --config <recipe> [--steps 2] [--threads 2] [--json FILE] [--field value ...]
+python benchmarks/two_processes.py --config <recipe> [--steps 2] [--threads 2] [--json FILE] [--field value ...]
 
 Runs ``scripts/train.py`` twice with the recipe (plus any ``--field value`` overrides): under
 ``torch.distributed.run`` as two processes (gloo on a CPU, NCCL on GPUs) with ``threads / 2`` torch threads each and the
