@@ -96,7 +96,11 @@ class SelfPlayConfig(SelfPlayArguments, ScoreArguments, ProgramCheckArguments, G
     )
     vllm_max_lora_rank: int | None = field(
         default=None,
-        metadata={"help": "vllm_lora: vLLM's max_lora_rank (None: the smallest rank vLLM accepts that holds lora_r)."},
+        metadata={
+            "help": ranged(
+                at_least(1), "vllm_lora: vLLM's max_lora_rank (None: the smallest rank vLLM accepts that holds lora_r)."
+            )
+        },
     )
     sampling_gap_every: int = field(
         default=1,

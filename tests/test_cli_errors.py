@@ -43,7 +43,7 @@ CASES = [
     ("nothing to resume", "train", [*SMOKE, "--output_dir", "{out}", "--resume_from_checkpoint", "true"],
      "no complete checkpoint"),
     ("missing pool", "train", [*SMOKE, "--output_dir", "{out}", "--initial_pool_path", "{tmp}/none.jsonl"],
-     "pool file not found"),
+     "none.jsonl does not exist: make it first"),
     ("malformed pool", "train", [*SMOKE, "--output_dir", "{out}", "--initial_pool_path", "{tmp}/bad_pool.jsonl"],
      "bad_pool.jsonl:2: not valid JSON"),
     ("unknown model offline", "train",

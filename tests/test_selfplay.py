@@ -174,10 +174,13 @@ class FakeSampler:
     def __init__(self, fake, tokenizer, args):
         self.fake, self.tokenizer, self.args, self.model = fake, tokenizer, args, None
 
+    def generate(self, texts, num_samples, sampling, sample_seeds=None):  # the program check samples through it
+        return self.fake(None, self.tokenizer, texts, num_samples, sampling)
+
     def __call__(self, texts, role):
         from opensir_lite.sampling import sampling_settings
 
-        return self.fake(None, self.tokenizer, texts, self.args.num_generations, sampling_settings(self.args, role))
+        return self.generate(texts, self.args.num_generations, sampling_settings(self.args, role))
 
 
 def play(sp, fake, tokenizer, step=1):
@@ -328,11 +331,9 @@ def test_label_filter_keeps_only_confirmed_labels(monkeypatch, tokenizer, embedd
     """program_confirmed: a problem trains the student, and earns solvability, only when its program printed the
     majority answer; TRL's solvability (from the row columns) agrees with the round's; with the filter off the
     same round rewards and trains by the majority alone."""
-    import opensir_lite.programs as programs_module
     from opensir_lite.rewards import make_reward_funcs, make_teacher_rewards
 
-    fake = _label_round_generate(tokenizer, LABEL_CASES)
-    monkeypatch.setattr(programs_module, "generate", fake)
+    fake = _label_round_generate(tokenizer, LABEL_CASES)  # the programs come from the round's sampler too
     rounds = {}
     for label in ("majority", "program_confirmed"):
         args = make_args(teacher_upscale_ratio=2, num_student_groups=3, student_label=label, program_check=False,
@@ -379,11 +380,8 @@ def test_label_filter_keeps_only_confirmed_labels(monkeypatch, tokenizer, embedd
 
 def test_label_filter_without_confirmed_problems_trains_fillers(monkeypatch, tokenizer, embedder):
     """No confirmed problem in a round: the student groups are fillers (no loss), as with no legal problem."""
-    import opensir_lite.programs as programs_module
-
     cases = [c for c in LABEL_CASES if not c[3]][:2]
     fake = _label_round_generate(tokenizer, cases)
-    monkeypatch.setattr(programs_module, "generate", fake)
     args = make_args(teacher_upscale_ratio=1, student_label="program_confirmed", program_max_new_tokens=32,
                      allow_unisolated_sandbox=True)  # fmt: skip
     res = play(SelfPlay(args, ProblemPool.from_seed(), embedder), fake, tokenizer)
