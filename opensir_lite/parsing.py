@@ -177,7 +177,6 @@ ANSWER_EXTRACTIONS = ("latex", "latex_expr", "boxed")
 #   string      - the official code: equal strings of math-verify's normal form (``str`` of the sympy object).
 #   equivalence - math-verify ``verify`` against each class's first answer (merges 3.0 and 3, (x+1)^2 and x^2+2x+1).
 ANSWER_VOTES = ("string", "equivalence")
-MAX_PARSE_CHARS = 100_000  # a completion longer than this is read from its last characters (hostile input bound)
 
 
 def _extraction_configs(mode: str) -> list:
@@ -198,7 +197,7 @@ def parse_completion(text: object, mode: str = "latex", timeout_s: float = PARSE
     if mode == "boxed":
         return normalise_answer(extract_boxed_answer(text))
     configs = _extraction_configs(mode)
-    text = clean_text(text)[-MAX_PARSE_CHARS:]
+    text = clean_text(text)  # the whole completion, as the official code reads it (math-verify's time limit bounds it)
     from math_verify import parse
 
     try:
@@ -267,10 +266,33 @@ def _sympy_str(parsed: tuple | None) -> str | None:
         return None
 
 
-@lru_cache(maxsize=16384)
+class Answer(str):
+    """An answer read from a completion: the text it was read from (what grading and the evidence show), with
+    ``key``, the official vote key math-verify gave it while reading the whole completion (``str`` of its first
+    element, which is the raw match itself when math-verify could not parse the match)."""
+
+    key: str | None
+
+    def __new__(cls, text: str, key: str | None = None):
+        answer = super().__new__(cls, text)
+        answer.key = key
+        return answer
+
+    def __reduce__(self):  # pickles (across ranks) with its key
+        return (Answer, (str(self), self.key))
+
+
 def answer_key(answer: str | None) -> str | None:
     """The official OpenSIR vote key of an answer: ``str`` of math-verify's sympy object (``0.5`` and
-    ``\\frac{1}{2}`` both give ``1/2``; ``3.0`` gives ``3.00000000000000`` and ``3`` gives ``3``)."""
+    ``\\frac{1}{2}`` both give ``1/2``; ``3.0`` gives ``3.00000000000000`` and ``3`` gives ``3``). An
+    :class:`Answer` read from a completion carries the key the official code computes there; any other answer
+    string is parsed on its own."""
+    key = getattr(answer, "key", None)
+    return key if key is not None else _string_key(None if answer is None else str(answer))
+
+
+@lru_cache(maxsize=16384)
+def _string_key(answer: str | None) -> str | None:
     return _sympy_str(normalise_answer(answer))
 
 
@@ -308,19 +330,20 @@ def extract_answer(text: object, mode: str = "latex") -> str | None:
     """The student's answer as the text it was read from (``\\frac{1}{2}``, ``18``), or None.
 
     ``latex`` and ``latex_expr`` read the completion as the official code does and, as it does, keep the answer
-    only when its normal form looks like maths (:func:`is_math_expression`); ``boxed`` keeps the last boxed
-    expression when it parses."""
+    only when its key (``str`` of math-verify's first element) looks like maths (:func:`is_math_expression`): an
+    :class:`Answer`, the matched text carrying that key. ``boxed`` keeps the last boxed expression when it parses."""
     if mode == "boxed":
         answer = extract_boxed_answer(text)
         return answer if normalise_answer(answer) is not None else None
     parsed = parse_completion(text, mode)
     if not parsed:
         return None
-    source = parsed[1] if len(parsed) > 1 and isinstance(parsed[1], str) else _sympy_str(parsed)
-    if not source or len(source) > MAX_ANSWER_CHARS:
+    key = _sympy_str(parsed)  # the official key: str(answer[0]), whatever math-verify returned
+    if key is None or not is_math_expression(key):
         return None
-    key = answer_key(source.strip())
-    return source.strip() if key is not None and is_math_expression(key) else None
+    source = parsed[1] if len(parsed) > 1 and isinstance(parsed[1], str) else key
+    source = source.strip() or key
+    return Answer(source if len(source) <= MAX_ANSWER_CHARS else key, key)
 
 
 # ---- the official filters on answers and problems ---------------------------------------------------------
@@ -351,18 +374,47 @@ _MATH_SEARCHES = [
         r"[\+\-\*/\^=<>(){}[\]]",  # operators and brackets
     )
 ]
+_NOTATION_SEARCHES = [
+    re.compile(p)
+    for p in (
+        r"^\d+\^\d+$",  # powers like 135^2
+        r"^\d+[a-z]$",  # 2a
+        r"^\d+\$$",  # 1$
+        r"^[a-zA-Z]{1,2}$",  # one- or two-letter variables
+        r"[_\^]",  # subscripts, superscripts
+        r"E_[a-z]",  # E_k
+        r"^\d+(\.\d+)?[eE][+-]?\d+$",  # 1.23e-4
+    )
+]
+_MATH_CHARACTER = re.compile(r"[\d\+\-\*/\^=<>(){}[\]\\%!$:£€¥¢₹₽₪₨₩₦₡₵₴₸₺₼]")
+_LETTERS_AND_SPACES = re.compile(r"^[A-Za-z\s]+$")
+_ALPHANUMERIC = re.compile(r"^[A-Za-z0-9]+$")
 _TEXT_COMMAND = re.compile(r"\\text\{[^}]*\}")
 
 
 def is_math_expression(s: str | None) -> bool:
-    """The official code's test that a parsed answer looks like maths (its ``is_math_expression`` rules): numbers,
-    decimals, thousands separators, lists, ratios, percentages, factorials, currency, fractions, LaTeX maths
-    commands or operators; not empty, not ``\\text{...}``, not the prompt's ``\\boxed{ANSWER}`` placeholder."""
+    """The official code's test that a parsed answer looks like maths (its ``is_math_expression``, rule for rule):
+    numbers, decimals, thousands separators, lists, ratios, percentages, factorials, currency, fractions, LaTeX maths
+    commands, operators, powers, variables (``2a``, ``x``, ``pi``), subscripts, scientific notation, short
+    alphanumerics and digits with letters (``12 apples``); not empty, not ``\\text{...}``, not the prompt's
+    ``\\boxed{ANSWER}`` placeholder, not descriptive text, all-caps labels or words of more than three letters."""
     if not s or s.isspace() or s.strip() == "\\boxed{ANSWER}" or _TEXT_COMMAND.match(s):
         return False
     if any(p.match(s) for p in _MATH_PATTERNS):
         return True
-    return any(p.search(s) for p in _MATH_SEARCHES)
+    if any(p.search(s) for p in _MATH_SEARCHES):
+        return True
+    if any(p.search(s) for p in _NOTATION_SEARCHES):
+        return True
+    if len(s) > 10 and " " in s and not _MATH_CHARACTER.search(s):  # descriptive text
+        return False
+    if s.isupper() and len(s) > 3 and s.isalpha():  # labels
+        return False
+    if _LETTERS_AND_SPACES.match(s) and len(s) > 3:  # words
+        return False
+    if len(s) <= 3 and _ALPHANUMERIC.match(s):  # short variables and constants
+        return True
+    return bool(re.search(r"\d", s) and re.search(r"[a-zA-Z]", s))  # digits with letters
 
 
 # A tag such as <problem>, </think> or <br/>: a letter-led name of at least two characters (x < 5 is no tag).

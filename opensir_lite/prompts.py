@@ -88,8 +88,7 @@ def teacher_messages(reference_problem: str, use_system_prompt: bool = True, for
     turns.append(request(reference_problem))
     if use_system_prompt:
         return [{"role": "system", "content": TEACHER_SYSTEM_PROMPT}, *turns]
-    turns[0]["content"] = TEACHER_SYSTEM_PROMPT + "\n\n" + turns[0]["content"]
-    return turns
+    return turns  # official: without a system message the teacher prompt is the request alone
 
 
 def student_messages(problem: str, use_system_prompt: bool = True) -> Messages:

@@ -145,8 +145,9 @@ EXTRACTION_CASES = [
     ("The answer is 18.", None, "18", None),  # prose number: only the evaluation reading
     ("We get 3 + 4 = 7 apples. The answer is 654.", None, "654", None),  # the answer, not the first number
     ("first \\boxed{1} then \\boxed{2}", "1,2", "1,2", "2"),  # math-verify reads several boxes as one set
-    ("\\boxed{\\frac{}{}}", None, None, None),  # a box that is not maths
-    ("Therefore, the final answer is: $\\boxed{x}$", None, None, "x"),  # official: a bare letter is no maths
+    ("\\boxed{\\frac{}{}}", "\\frac{}{}", "\\frac{}{}", None),  # official: math-verify's unparsed string is a vote
+    ("Therefore, the final answer is: $\\boxed{x}$", "x", "x", "x"),  # official: a letter is a variable
+    ("\\boxed{\\pi}", "\\pi", "\\pi", "\\pi"),  # official: pi
     ("no answer at all", None, None, None),  # nothing to read
     ("Therefore, the final answer is: $\\boxed{ANSWER}$", "ANSWER", "ANSWER", "ANSWER"),  # A*N*S*W*E*R: "maths"
 ]
@@ -213,7 +214,17 @@ def test_answers_equal_by_rule(a, b, string, equivalence):
         ("3/4", True),  # fraction
         ("2*sqrt(2)", True),  # operators
         ("\\pi", True),  # LaTeX command
-        ("x", False),  # a bare symbol
+        ("x", True),  # a one-letter variable (official)
+        ("ab", True),  # two letters (official)
+        ("pi", True),  # the key of \\pi
+        ("2a", True),  # a number and a variable
+        ("135^2", True),  # a power
+        ("1.23e-4", True),  # scientific notation
+        ("12 apples", True),  # digits with letters (official)
+        ("a1b", True),  # a short alphanumeric
+        ("apples", False),  # a word
+        ("ANSWER", False),  # an all-caps label
+        ("the number of apples", False),  # descriptive text
         ("", False),  # empty
         ("\\text{apples}", False),  # text
         ("\\boxed{ANSWER}", False),  # the prompt's placeholder

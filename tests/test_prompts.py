@@ -33,7 +33,9 @@ def test_worked_example_hint(use_system):
     assert roles == (["system"] if use_system else []) + ["user", "assistant", "user"]
     assert EXAMPLE_REFERENCE in msgs[-3]["content"] and "What is 1+1?" in msgs[-1]["content"]
     assert parse_teacher_output(msgs[-2]["content"]).ok  # the worked reply is a legal teacher output
-    assert ("You are a helpful AI Assistant" in msgs[0]["content"]) and (use_system or msgs[0]["role"] == "user")
+    # without a system message the official teacher prompt is the request alone (the student's folds its system text in)
+    assert ("You are a helpful AI Assistant" in msgs[0]["content"]) is use_system
+    assert teacher_messages("y", use_system_prompt=False) == [teacher_messages("y")[1]]
     with pytest.raises(ValueError, match="teacher_format_hint"):
         teacher_messages("x", format_hint="fancy")
 
