@@ -55,5 +55,6 @@ format: setup
 benchmark: setup
 	$(BIN)/python benchmarks/step.py --recipe smoke
 
-notebooks: setup  ## re-execute the notebooks in SMOKE mode and store their outputs (what is committed)
-	$(BIN)/python scripts/run_notebooks.py --inplace
+notebooks: setup setup-qwen  ## the committed outputs: every notebook in showcase mode (the embedded Qwen on this CPU, 1-2 h)
+	OPENSIR_LITE_MODE=showcase OPENSIR_LITE_DATA=$${OPENSIR_LITE_DATA:-../shared/benchmarks} \
+	    $(BIN)/python scripts/run_notebooks.py --inplace --timeout 3600

@@ -123,6 +123,28 @@ class VLLMSampler:
         return self.generate(texts, self.args.num_generations, sampling_settings(self.args, role))
 
 
+class ProgressSampler:
+    """A sampler shown as a progress bar of its calls (a round: the teacher's, then the students'), each with the
+    number of sequences it decodes and the seconds it took (notebooks)."""
+
+    def __init__(self, sampler, total: int = 2, desc: str = "round"):
+        from tqdm.auto import tqdm
+
+        self.sampler, self.tokenizer = sampler, sampler.tokenizer
+        self.bar = tqdm(total=total, desc=desc)
+
+    def __call__(self, texts: list[str], role: str) -> list[Completion]:
+        self.bar.set_postfix_str(f"{role}: {len(texts)} prompts")
+        out = self.sampler(texts, role)
+        self.bar.update(1)
+        if self.bar.n >= self.bar.total:
+            self.bar.close()
+        return out
+
+    def generate(self, texts, num_samples, sampling, sample_seeds=None) -> list[Completion]:
+        return self.sampler.generate(texts, num_samples, sampling, sample_seeds)
+
+
 def policy_stop_ids(model, tokenizer) -> list[int]:
     """The tokens that end a completion of ``model`` (its generation config's EOS and the tokenizer's)."""
     return sorted(eos_token_ids(model, tokenizer))

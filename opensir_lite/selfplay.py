@@ -40,7 +40,7 @@ from opensir_lite.prompts import EXAMPLE_REPLY, SEED_PROBLEM, supports_system_pr
 from opensir_lite.rewards import in_gate, make_teacher_rewards
 from opensir_lite.round import Round
 from opensir_lite.round_output import batch, evidence, metrics
-from opensir_lite.sampling import Sampler, TransformersSampler
+from opensir_lite.sampling import ProgressSampler, Sampler, TransformersSampler
 
 logger = logging.getLogger(__name__)
 
@@ -90,13 +90,16 @@ class SelfPlay:
         return rows
 
     # ---- the round ----------------------------------------------------------------------------------------
-    def play_round(self, model, tokenizer, step: int, use_system_prompt: bool | None = None) -> Round:
-        """One round sampled with a transformers model in this process (notebooks, benchmarks)."""
+    def play_round(self, model, tokenizer, step: int, use_system_prompt: bool | None = None,
+                   progress: bool = False) -> Round:  # fmt: skip
+        """One round sampled with a transformers model in this process (notebooks, benchmarks); ``progress`` shows
+        the teacher's and the students' sampling as a progress bar."""
         if use_system_prompt is None:
             use_system_prompt = self.args.use_system_prompt
         if use_system_prompt is None:
             use_system_prompt = supports_system_prompt(tokenizer)
-        return self.play(TransformersSampler(model, tokenizer, self.args), step, use_system_prompt)
+        sample = TransformersSampler(model, tokenizer, self.args)
+        return self.play(ProgressSampler(sample) if progress else sample, step, use_system_prompt)
 
     def play(self, sample: Sampler, step: int, use_system_prompt: bool) -> Round:
         """One round, as a linear sequence of stages (see the module docstring)."""

@@ -1,4 +1,5 @@
-"""Execute notebooks top to bottom (SMOKE mode unless OPENSIR_LITE_SMOKE is set): what CI does.
+"""Execute notebooks top to bottom (SMOKE mode unless OPENSIR_LITE_MODE or OPENSIR_LITE_SMOKE says otherwise): what
+CI does (in copies, --out); `make notebooks` runs them in showcase mode --inplace (the committed outputs).
 
 python scripts/run_notebooks.py [NOTEBOOK ...] [--inplace | --out DIR] [--timeout SECONDS]
 

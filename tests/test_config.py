@@ -318,3 +318,21 @@ def test_batch_size_is_checked_with_the_program_check(tmp_path):
         with pytest.raises(ConfigError, match="must divide the rows of one round"):
             parse_config(["--config", "smoke", "--output_dir", str(tmp_path), "--per_device_train_batch_size", "7",
                           *extra])  # fmt: skip
+
+
+def test_the_colab_recipe_is_the_registered_method(tmp_path):
+    """colab-t4: learn-cpu-qwen's method (the protections against collapse included) on a 1.5B model in 4 bits, with
+    a T4's machinery (sampling from the 4-bit policy, gradient checkpointing, 8-bit paged AdamW) and a Colab budget."""
+    from dataclasses import fields
+
+    cpu, cpu_model = parse_config(["--config", "learn-cpu-qwen", "--output_dir", str(tmp_path / "a")])
+    t4, t4_model = parse_config(["--config", "colab-t4", "--output_dir", str(tmp_path / "a")])
+    machinery = GPU_BUDGET_FIELDS | {"rollout_model", "rollout_dtype", "optim", "gradient_checkpointing",
+                                     "gradient_checkpointing_kwargs", "embedder_name_or_path"}  # fmt: skip
+    differ = [f.name for f in fields(cpu) if f.name not in machinery and getattr(cpu, f.name) != getattr(t4, f.name)]
+    assert differ == []
+    assert t4.mask_truncated_completions and t4.student_format_gate == "accuracy_variance" and t4.stop_rule_metrics
+    assert t4.teacher_format_hint == "example" and t4.beta == 0.04 and t4.learning_rate == 2e-5
+    assert t4_model.model_name_or_path == "Qwen/Qwen2.5-1.5B-Instruct" and t4_model.load_in_4bit
+    for f in ["lora_r", "lora_alpha", "lora_dropout", "lora_target_modules"]:
+        assert getattr(cpu_model, f) == getattr(t4_model, f), f

@@ -24,7 +24,7 @@ LAYERS = [
     # pure functions and loaders over them
     ["grading", "rewards", "checkpointing", "models", "programs", "sampling", "vllm_engine"],
     # configuration, evaluation, seeding, the probe, training curves
-    ["method_args", "config", "evaluation", "evaluation.benchmarks", "evaluation.protocols", "evaluation.stats",
+    ["method_args", "config", "plan", "evaluation", "evaluation.benchmarks", "evaluation.protocols", "evaluation.stats",
      "evaluation.runner", "evaluation.compare", "evaluation.regrade", "evaluation.peer", "evaluation.lm_eval_cpu",
      "peer_tasks.data", "seeding", "probe", "curves"],
     # the engine: a round, its sources and the rollout adapter
@@ -33,7 +33,7 @@ LAYERS = [
     ["runtime", "callbacks", "training"],
     # reports of a run: exploration and publishing
     ["exploration", "exploration.statistics", "exploration.figures", "exploration.report", "exploration.explorer",
-     "hub", "hub.cards", "hub.upload"],
+     "hub", "hub.cards", "hub.upload", "notebook"],
 ]  # fmt: skip
 LAYER = {name: i for i, names in enumerate(LAYERS) for name in names}
 CONFIG_MAY_IMPORT = {"method_args", "ranges", "parsing", "prompts", "rewards"}  # validation only: nothing that runs

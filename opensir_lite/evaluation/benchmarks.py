@@ -186,6 +186,9 @@ def _rows_from_hub(spec: BenchmarkSpec) -> list[tuple[int, dict]]:
     return [(i + 1, dict(row)) for i, row in enumerate(ds)]
 
 
+DATA_ENV = "OPENSIR_LITE_DATA"  # a folder of the benchmarks' JSONL copies (offline); unset: the Hub
+
+
 def load_items(
     name: str,
     data_dir: str | Path | None = None,
@@ -193,7 +196,13 @@ def load_items(
     answer_field: str | None = None,
     skip_bad_rows: bool = False,
 ) -> tuple[str, list[Item], int]:
-    """(benchmark name, items, skipped rows). ``name`` is a known benchmark or a path to a custom JSONL."""
+    """(benchmark name, items, skipped rows). ``name`` is a known benchmark or a path to a custom JSONL. A known
+    benchmark is read from ``data_dir`` (its JSONL copy there), else from the folder ``OPENSIR_LITE_DATA`` names,
+    else from the Hub; ``data_dir=""`` means the Hub whatever the environment says."""
+    import os
+
+    if data_dir is None:
+        data_dir = os.environ.get(DATA_ENV) or None
     rule = "raw"
     if name.endswith(".jsonl"):
         path = Path(name)

@@ -19,6 +19,7 @@ from opensir_lite.exploration.explorer import (  # noqa: F401
     load_program_checks,
     problem_detail,
     program_status,
+    static_map,
     write_explorer_html,
 )
 from opensir_lite.exploration.figures import (  # noqa: F401

@@ -177,6 +177,24 @@ def explorer_map(rows: Sequence[dict[str, Any]], color_by: str = "step"):
     return fig
 
 
+def static_map(rows: Sequence[dict[str, Any]], color_by: str = "step"):
+    """The map of :func:`explorer_map` as a matplotlib figure (a PNG in a committed notebook, where plotly's JSON
+    shows nothing on GitHub): the same points, coloured by ``step`` or ``solve_rate``."""
+    import matplotlib.pyplot as plt
+
+    points = [r for r in rows if r["x"] is not None]
+    fig, ax = plt.subplots(figsize=(6.4, 4.8))
+    values = [r[color_by] if r[color_by] is not None else float("nan") for r in points]
+    dots = ax.scatter([r["x"] for r in points], [r["y"] for r in points], c=values, cmap="viridis", s=16)
+    fig.colorbar(dots, ax=ax, label=color_by.replace("_", " "))
+    ax.set_title(f"{len(points)} pool problems (embedding map)")
+    ax.set_xticks([])
+    ax.set_yticks([])
+    fig.tight_layout()
+    plt.close(fig)
+    return fig
+
+
 def problem_detail(row: dict[str, Any]) -> str:
     """A Markdown account of one problem: its reference problem, the teacher output, the student answers grouped
     by vote class (the majority marked) and each reward; says what is missing for runs without evidence."""

@@ -30,10 +30,14 @@ from opensir_lite.hub.cards import (  # noqa: F401
     size_category,
 )
 from opensir_lite.hub.upload import (  # noqa: F401
+    HUB_DIR_ENV,
     PLOTS_DIRNAME,
+    RUN_DIRNAME,
     TOKENIZER_FILES,
     default_pool_repo_id,
     export_adapter,
+    fetch_run,
+    local_hub,
     push_run,
     stage_model,
     stage_pool_dataset,

@@ -1,7 +1,11 @@
 """Publishing a run: :func:`stage_model` / :func:`stage_pool_dataset` write exactly the files that would be uploaded
 into a folder (the ``--dry_run`` of ``scripts/push_to_hub.py``); :func:`push_run` stages into a temporary folder and
 uploads it with ``huggingface_hub``. The token comes from ``HF_TOKEN`` or ``hf auth login``, never from the command
-line.
+line. The model repo also carries the run's own files under ``run/`` (pool, embeddings, metrics, round evidence), so
+a notebook on another machine opens the whole run from its Hub id (:func:`fetch_run`).
+
+``OPENSIR_LITE_HUB_DIR`` names a folder that stands in for the Hub (an air-gapped machine, the tests): pushes copy
+the staged repos into ``<folder>/<repo_id>`` and fetches read from there.
 """
 
 from __future__ import annotations
@@ -44,6 +48,17 @@ TOKENIZER_FILES = (
 
 
 PLOTS_DIRNAME = "plots"
+RUN_DIRNAME = "run"  # the run's files inside the model repo
+RUN_FILES = ("pool.jsonl", "pool_embeddings.npz", "metrics.jsonl", "round_evidence.jsonl", RUN_CONFIG_FILE)
+HUB_DIR_ENV = "OPENSIR_LITE_HUB_DIR"
+
+
+def local_hub() -> Path | None:
+    """The folder standing in for the Hub (``OPENSIR_LITE_HUB_DIR``), or None."""
+    import os
+
+    folder = os.environ.get(HUB_DIR_ENV)
+    return Path(folder) if folder else None
 
 
 def _require_empty(out: Path) -> None:
@@ -84,6 +99,10 @@ def stage_model(
             shutil.copy2(src, out / PLOTS_DIRNAME / src.name)
             plots.append(f"{PLOTS_DIRNAME}/{src.name}")
     write_explorer_html(run_dir, out / EXPLORER_FILE)
+    for name in RUN_FILES:  # the run itself, for notebooks and tools on another machine
+        if (run_dir / name).is_file():
+            (out / RUN_DIRNAME).mkdir(exist_ok=True)
+            shutil.copy2(run_dir / name, out / RUN_DIRNAME / name)
     model_card(info, repo_id, plots, pool_repo_id, explorer=EXPLORER_FILE).save(out / "README.md")
     return out
 
@@ -170,6 +189,16 @@ def push_run(
 
     with tempfile.TemporaryDirectory() as tmp:
         staged = stage_run(run_dir, tmp, repo_id, with_pool, pool_repo_id, eval_results)
+        hub = local_hub()
+        if hub is not None:  # the stand-in Hub: the staged repos, copied
+            urls = {}
+            for kind, folder in staged.items():
+                name = repo_id if kind == "model" else (pool_repo_id or default_pool_repo_id(repo_id))
+                target = hub / name
+                shutil.rmtree(target, ignore_errors=True)
+                shutil.copytree(folder, target)
+                urls[kind] = str(target)
+            return urls
         api = HfApi()
         urls = {}
         api.create_repo(repo_id, private=private, exist_ok=True, repo_type="model")
@@ -183,3 +212,21 @@ def push_run(
                               commit_message="opensir_lite: generated problem pool")  # fmt: skip
             urls["pool"] = f"https://huggingface.co/datasets/{pool_repo}"
     return urls
+
+
+def fetch_run(repo_id: str) -> Path:
+    """A model repo pushed by :func:`push_run`, downloaded (or read from the stand-in Hub): its local folder, with
+    the adapter at the top and the run's files in ``run/``. PublishError (one line) when it cannot be fetched."""
+    validate_repo_id(repo_id)
+    hub = local_hub()
+    if hub is not None:
+        if not (hub / repo_id).is_dir():
+            raise PublishError(f"{repo_id} is not on the Hub ({hub})")
+        return hub / repo_id
+    from huggingface_hub import snapshot_download
+
+    try:
+        return Path(snapshot_download(repo_id))
+    except Exception as e:  # noqa: BLE001 - offline, unknown repo, no access: one line
+        lines = [line for line in str(e).splitlines() if line.strip()]
+        raise PublishError(f"cannot fetch {repo_id} from the Hub: {lines[0] if lines else type(e).__name__}") from None
