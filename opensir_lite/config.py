@@ -314,6 +314,26 @@ def list_recipes() -> list[str]:
     return sorted(p.stem for p in RECIPES_DIR.glob("*.yaml"))
 
 
+def recipe_purpose(name: str) -> str:
+    """A packaged recipe's one-line purpose: its header's first sentence (``# name: purpose ...``)."""
+    header = []
+    for line in (RECIPES_DIR / f"{name}.yaml").read_text(encoding="utf-8").splitlines():
+        if not line.startswith("#"):
+            break
+        header.append(line.lstrip("# ").strip())
+    text = " ".join(header)
+    text = text.split(":", 1)[1].strip() if text.startswith(f"{name}:") else text
+    sentence = text.split(". ")[0].rstrip(".")
+    return sentence.split(" (")[0] if len(sentence) > 100 else sentence
+
+
+USAGE = (
+    "python scripts/train.py --config RECIPE_OR_YAML [--field value ...]: --config takes a packaged recipe "
+    "(--list_recipes prints them with their purpose) or a YAML file; every field below can be set in the YAML or "
+    "on the command line, which wins."
+)
+
+
 def resolve_recipe(name_or_path: str) -> Path:
     """A packaged recipe name (``smoke``) or a YAML path -> the YAML file."""
     path = Path(name_or_path)
@@ -340,7 +360,11 @@ def parse_config(argv: list[str] | None = None, extra: tuple = (), defaults: dic
         recipe = args[i + 1]
         args[i + 1] = str(resolve_recipe(args[i + 1]))
         _check_yaml(Path(args[i + 1]), extra)
-    parser = TrlParser((SelfPlayConfig, PolicyModelConfig, *extra))
+    parser = TrlParser(
+        (SelfPlayConfig, PolicyModelConfig, *extra),
+        description=USAGE,
+        usage="%(prog)s --config RECIPE_OR_YAML [--field value ...]  (or --list_recipes)",
+    )
 
     def one_line_error(message: str):  # argparse would print the whole usage first; one line is enough
         raise ConfigError(message.replace("/--", " / --"))

@@ -50,7 +50,9 @@ def parse_args(argv=None) -> argparse.Namespace:
     )  # fmt: skip
     p.add_argument("--adapter", default=None, help="LoRA adapter folder or Hub id")
     p.add_argument("--benchmarks", default="gsm8k", help="comma-separated names or .jsonl paths")
-    p.add_argument("--data_dir", default=None, help="folder of local JSONL copies (default: $OPENSIR_LITE_DATA, else the Hub)")
+    p.add_argument(
+        "--data_dir", default=None, help="folder of local JSONL copies (default: $OPENSIR_LITE_DATA, else the Hub)"
+    )
     p.add_argument("--question_field", default=None, help="question field of a custom JSONL")
     p.add_argument("--answer_field", default=None, help="gold answer field of a custom JSONL")
     p.add_argument("--skip_bad_rows", action="store_true", help="skip (and count) rows without a usable gold answer")

@@ -12,6 +12,12 @@ from opensir_lite.training import ModelLoadError, RunFolderError, TrainingSetupE
 
 
 def main() -> int:
+    if "--list_recipes" in sys.argv[1:]:
+        from opensir_lite.config import list_recipes, recipe_purpose
+
+        for name in list_recipes():
+            print(f"{name:24} {recipe_purpose(name)}")
+        return 0
     try:
         train_args, model_args = parse_config()
         output_dir = train(train_args, model_args)

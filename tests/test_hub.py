@@ -63,7 +63,10 @@ def test_dry_run_files_and_card(trained_run, tmp_path):
     assert {"tokenizer.json", "tokenizer_config.json"} <= names
     assert "plots/training_curves.png" in names and "plots/embedding_map.png" in names
     assert "explorer.html" in names  # the self-contained pool explorer
-    assert not any(n.endswith((".pt", ".bin", ".npz")) for n in names)  # no optimizer state or pickles
+    assert not any(n.endswith((".pt", ".bin", ".pkl")) for n in names)  # no optimizer state or pickles
+    # the run itself rides along under run/: the embeddings are plain arrays (Pool.load refuses pickles)
+    assert {"run/pool.jsonl", "run/pool_embeddings.npz", "run/metrics.jsonl"} <= names
+    assert not any(n.startswith(("checkpoint-", "run/checkpoint-")) for n in names)
     card = (model_dir / "README.md").read_text()
     for expected in (
         f"base_model: {EMBEDDED_HUB_ID}",  # the embedded cache folder is named by its Hub id

@@ -70,20 +70,65 @@ def test_document_length(name, limit):
     assert lines <= limit, f"{name} has {lines} lines (limit {limit}): move detail next to its evidence in results/"
 
 
-LINK = re.compile(r"\]\(([^)#\s]+)(?:#[^)]*)?\)")
+LINK = re.compile(r"\]\(([^)\s]*)\)")  # [text](target) and ![alt](target)
+SECTION = re.compile(r"\]\(([^)#\s]+\.(?:md|ipynb))\), \"([^\"]+)\"")  # [file](path), "Section"
 
 
-def test_relative_links_resolve():
-    """Every relative Markdown link in README, docs and the results READMEs points to a file or folder that exists."""
-    docs = [ROOT / "README.md", *ROOT.glob("docs/**/*.md"), *ROOT.glob("results/**/README.md")]
+def slug(heading: str) -> str:
+    """GitHub's anchor of a heading: lower case, punctuation but hyphens and underscores dropped, spaces to hyphens."""
+    return re.sub(r"[^\w\- ]", "", heading.strip().lower()).replace(" ", "-")
+
+
+def headings(path: Path) -> list[str]:
+    if path.suffix == ".ipynb":
+        import nbformat
+
+        text = "\n".join(c.source for c in nbformat.read(path, as_version=4).cells if c.cell_type == "markdown")
+    else:
+        text = path.read_text(encoding="utf-8")
+    text = re.sub(r"```.*?```", "", text, flags=re.DOTALL)
+    return [m.group(1).strip() for m in re.finditer(r"^#{1,6} +(.+)$", text, re.MULTILINE)]
+
+
+def documents() -> list[tuple[Path, str]]:
+    """(path, Markdown text) of README, docs, every Markdown file under results/ and the notebooks' markdown cells."""
+    import nbformat
+
+    out = [(p, p.read_text(encoding="utf-8")) for p in
+           [ROOT / "README.md", *ROOT.glob("docs/**/*.md"), *ROOT.glob("results/**/*.md")]]  # fmt: skip
+    for book in sorted((ROOT / "notebooks").glob("*.ipynb")):
+        cells = nbformat.read(book, as_version=4).cells
+        out.append((book, "\n".join(c.source for c in cells if c.cell_type == "markdown")))
+    return out
+
+
+def test_links_images_and_sections_resolve():
+    """Every relative link and image in README, docs/, results/ and the notebooks' markdown points to a file that
+    exists; every #anchor names a heading of its target; every section quoted after a link ([file](path), "Section")
+    is a heading there."""
     broken = []
-    for doc in docs:
-        for target in LINK.findall(doc.read_text(encoding="utf-8")):
-            if re.match(r"[a-z]+://", target):
+    for doc, text in documents():
+        text = re.sub(r"```.*?```", "", text, flags=re.DOTALL)
+        for target in LINK.findall(text):
+            if not target or re.match(r"[a-z]+:", target):
                 continue
-            if not (doc.parent / target).exists():
+            path, _, anchor = target.partition("#")
+            resolved = doc.parent / path if path else doc
+            if not resolved.exists():
                 broken.append(f"{doc.relative_to(ROOT)} -> {target}")
+            elif anchor and resolved.is_file() and resolved.suffix in (".md", ".ipynb"):
+                if anchor not in {slug(h) for h in headings(resolved)}:
+                    broken.append(f"{doc.relative_to(ROOT)} -> {target} (no such heading)")
+        for path, section in SECTION.findall(text):
+            resolved = doc.parent / path
+            if resolved.is_file() and not any(section.lower() in h.lower() for h in headings(resolved)):
+                broken.append(f'{doc.relative_to(ROOT)} -> {path}, "{section}" (no such section)')
     assert not broken, "\n".join(broken)
+
+
+def test_slug():
+    assert slug("Testing the claim on a GPU") == "testing-the-claim-on-a-gpu"
+    assert slug("vLLM on the CPU (`generation_backend: vllm_lora`)") == "vllm-on-the-cpu-generation_backend-vllm_lora"
 
 
 MAX_TRACKED_BYTES = 5 * 2**20

@@ -48,7 +48,8 @@ REWARD_COLUMNS = ("solvability", "diversity", "teacher_format", "response_length
 
 OPENSIR_BIBTEX = """@article{kwan2025opensir,
   title   = {OpenSIR: Open-Ended Self-Improving Reasoner},
-  author  = {Kwan, Wai-Chung and Gema, Aryo Pradipta and Leang, Joshua Ong Jun and Minervini, Pasquale},
+  author  = {Kwan, Wai-Chung and Ong Jun Leang, Joshua and Vougiouklis, Pavlos and Pan, Jeff Z. and Valentino, Marco
+             and Minervini, Pasquale},
   journal = {arXiv preprint arXiv:2511.00602},
   year    = {2025}
 }"""
