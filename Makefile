@@ -55,6 +55,6 @@ format: setup
 benchmark: setup
 	$(BIN)/python benchmarks/step.py --recipe smoke
 
-notebooks: setup setup-qwen  ## the committed outputs: every notebook in showcase mode (the embedded Qwen on this CPU, 1-2 h)
+notebooks: setup setup-qwen  ## the committed outputs: every notebook in showcase mode (the embedded Qwen on this CPU, about 40 min)
 	OPENSIR_LITE_MODE=showcase OPENSIR_LITE_DATA=$${OPENSIR_LITE_DATA:-../shared/benchmarks} \
 	    $(BIN)/python scripts/run_notebooks.py --inplace --timeout 3600
