@@ -5,7 +5,8 @@ python benchmarks/sandbox.py [--baseline_ref 07ee601] [--repeats 30] [--json doc
 Runs the same programs through both sandboxes, interleaved (one of each in turn, so that a busy moment of the
 machine costs both alike), and prints a table: wall seconds per program (mean, median, 90th percentile) for each
 sandbox and the ratio of the means. The baseline is the module ``opensir_lite/sandbox.py`` as it stood at
-``--baseline_ref`` (read with ``git show``, imported from a temporary file); nothing else of that commit is used.
+``--baseline_ref`` (read with ``git show``, imported from a temporary folder beside that commit's
+``sandbox_launcher.py``, where it had one); nothing else of that commit is used.
 Programs: a model-written arithmetic program as the program check sees them, and one that imports sympy (the
 heaviest import the model's programs use).
 """
@@ -33,12 +34,16 @@ PROGRAMS = {
 
 
 def load_baseline(ref: str):
-    """The sandbox module as it stood at ``ref``."""
+    """The sandbox module as it stood at ``ref``, with its launcher beside it (where ``ref`` had one)."""
     root = Path(__file__).resolve().parents[1]
-    text = subprocess.run(["git", "show", f"{ref}:opensir_lite/sandbox.py"], cwd=root, check=True,
-                          capture_output=True, text=True).stdout  # fmt: skip
-    path = Path(tempfile.mkdtemp(prefix="sandbox-baseline-")) / "sandbox_baseline.py"
-    path.write_text(text)
+    folder = Path(tempfile.mkdtemp(prefix="sandbox-baseline-"))
+    for name, target in (("sandbox.py", "sandbox_baseline.py"), ("sandbox_launcher.py", "sandbox_launcher.py")):
+        shown = subprocess.run(["git", "show", f"{ref}:opensir_lite/{name}"], cwd=root, capture_output=True, text=True)
+        if shown.returncode != 0 and name == "sandbox.py":
+            raise ValueError(f"cannot read opensir_lite/sandbox.py at {ref}: {shown.stderr.strip()}")
+        if shown.returncode == 0:
+            (folder / target).write_text(shown.stdout)
+    path = folder / "sandbox_baseline.py"
     spec = importlib.util.spec_from_file_location("sandbox_baseline", path)
     module = importlib.util.module_from_spec(spec)
     sys.modules[spec.name] = module  # dataclasses look their module up
@@ -63,8 +68,8 @@ def main() -> int:
         return 2
     try:
         baseline = load_baseline(args.baseline_ref)
-    except subprocess.CalledProcessError as e:
-        print(f"error: cannot read opensir_lite/sandbox.py at {args.baseline_ref}: {e.stderr.strip()}", file=sys.stderr)
+    except ValueError as e:
+        print(f"error: {e}", file=sys.stderr)
         return 2
     sandboxes = {"baseline": baseline, "current": sandbox}
     for name, module in sandboxes.items():

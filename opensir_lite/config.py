@@ -339,8 +339,7 @@ def resolve_recipe(name_or_path: str) -> Path:
     path = Path(name_or_path)
     if path.is_file():
         return path
-    packaged = RECIPES_DIR / f"{name_or_path}.yaml"
-    if packaged.is_file():
+    if (packaged := RECIPES_DIR / f"{name_or_path}.yaml").is_file():
         return packaged
     raise ConfigError(f"unknown recipe {name_or_path!r}: not a file and not one of {', '.join(list_recipes())}")
 
@@ -426,8 +425,7 @@ def _check_yaml(path: Path, extra: tuple = ()) -> None:
         raise ConfigError(f"{path}: a recipe must be a YAML mapping of field: value")
     known = set(SelfPlayConfig.__dataclass_fields__) | set(PolicyModelConfig.__dataclass_fields__) | {"env"}
     known |= {f for dc in extra for f in dc.__dataclass_fields__}
-    unknown = sorted(set(data) - known)
-    if unknown:
+    if unknown := sorted(set(data) - known):
         raise ConfigError(f"{path}: unknown config key(s): {', '.join(unknown)}")
     hints = _field_types((SelfPlayConfig, PolicyModelConfig, *extra))
     for key, value in data.items():

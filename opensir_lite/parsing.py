@@ -21,7 +21,6 @@ MAX_ANSWER_CHARS = 500  # longer "answers" are garbage, not maths; refuse before
 PARSE_TIMEOUT_S = 2  # per answer, math-verify's own time limit
 VERIFY_TIMEOUT_S = 2  # per comparison
 
-
 MAX_BOXED_CANDIDATES = 64  # \\boxed occurrences tried from the end of a text (bounds hostile inputs)
 MAX_BOXED_SCAN_CHARS = 20 * MAX_ANSWER_CHARS  # characters scanned for the closing brace of one \\boxed{
 
@@ -372,11 +371,7 @@ _MATH_SEARCHES = [
         r"\\;",
         r"\\\w+",  # any LaTeX command
         r"[\+\-\*/\^=<>(){}[\]]",  # operators and brackets
-    )
-]
-_NOTATION_SEARCHES = [
-    re.compile(p)
-    for p in (
+        # notation
         r"^\d+\^\d+$",  # powers like 135^2
         r"^\d+[a-z]$",  # 2a
         r"^\d+\$$",  # 1$
@@ -400,11 +395,7 @@ def is_math_expression(s: str | None) -> bool:
     ``\\boxed{ANSWER}`` placeholder, not descriptive text, all-caps labels or words of more than three letters."""
     if not s or s.isspace() or s.strip() == "\\boxed{ANSWER}" or _TEXT_COMMAND.match(s):
         return False
-    if any(p.match(s) for p in _MATH_PATTERNS):
-        return True
-    if any(p.search(s) for p in _MATH_SEARCHES):
-        return True
-    if any(p.search(s) for p in _NOTATION_SEARCHES):
+    if any(p.match(s) for p in _MATH_PATTERNS) or any(p.search(s) for p in _MATH_SEARCHES):
         return True
     if len(s) > 10 and " " in s and not _MATH_CHARACTER.search(s):  # descriptive text
         return False
@@ -452,10 +443,7 @@ _FENCE_RE = re.compile(
 def extract_program(text: object) -> str | None:
     """The program of a program-check completion: the last closed code block (``PROGRAM_FENCE`` or a bare fence)
     that is not empty and not too long, or None (no block, an unclosed one, only whitespace)."""
-    text = clean_text(text)
-    if _FENCE not in text:
-        return None
-    blocks = [b for b in _FENCE_RE.findall(text) if b.strip()]
+    blocks = [b for b in _FENCE_RE.findall(clean_text(text)) if b.strip()]
     if not blocks or len(blocks[-1]) > MAX_PROGRAM_CHARS:
         return None
     return blocks[-1].strip("\n") + "\n"

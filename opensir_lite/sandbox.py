@@ -1,27 +1,28 @@
 """A sandbox for model-written Python: one program, no network, no privilege, a minimal root, hard limits, one
 line back.
 
-:func:`run_program` starts ``python -I -S`` on a small launcher (:mod:`opensir_lite.sandbox_launcher`) with an empty environment. The
-launcher reads the program from its stdin and, before any byte of it runs, builds what bubblewrap and nsjail build:
+:func:`run_program` starts ``python -I -S`` on a small launcher (:mod:`opensir_lite.sandbox_launcher`) with an empty
+environment. It reads the program from stdin and, before any byte of it runs, builds what bubblewrap and nsjail build:
 
-- **namespaces** (``unshare(2)``): user, mount, network, PID, IPC, UTS and cgroup. No network interface but a
-  loopback that is down, so no host socket (abstract ones included) is reachable; the program is PID 1 of its own
-  PID namespace and sees only its own processes; when it ends, the kernel kills everything left in the namespace.
-- **an unprivileged id**: the program runs as uid/gid 1000 of its namespace, which is the host's ``nobody``
-  (65534) when the caller is root, else the caller's own ids; never 0.
+- **namespaces** (``unshare(2)``): user, mount, network, PID, IPC, UTS (host name ``sandbox``) and cgroup, with
+  the user namespace's own limits (``/proc/sys/user/max_*``: namespaces, inotify) at 0. No network interface but a
+  loopback that is down; the program is PID 1 of its own PID namespace; when it ends, the kernel kills the rest.
+- **an unprivileged id**: uid/gid 1000 of its namespace, the host's ``nobody`` (65534) when the caller is root,
+  else the caller's own ids; never 0.
 - **a minimal root** (``pivot_root(2)`` into a small ``tmpfs``, the host's root unmounted): read-only binds of
   ``/usr``, the ``/bin``/``/lib`` links, the linker cache, the Python installation and the virtual environment;
-  ``/dev/null``, ``zero``, ``random``, ``urandom``; a fresh read-only ``/proc`` of the new PID namespace; and a
-  small writable ``tmpfs`` at ``/sandbox`` as its working folder. Nothing else exists inside, so nothing else can
-  be uncovered: no home, no ``/etc``, no repository, no ``/run`` or ``/tmp`` socket.
-- **no capability and no way to gain one**: the bounding, effective, permitted, inheritable and ambient sets are
-  cleared and checked, the securebits locked, ``PR_SET_NO_NEW_PRIVS`` set, and a seccomp filter refuses mount,
-  umount, pivot_root, chroot, unshare, setns, ptrace, process_vm_readv/writev, keyctl, bpf, perf_event_open, the
-  new mount API, sockets of any family but ``AF_UNIX``, clearing the parent-death signal, io_uring, System V shared memory, semaphores and queues (memory no limit counts), memfd_secret,
-  module and kexec calls, fork, vfork, clone3 and any clone that is not a thread or that makes a namespace; other system-call ABIs (32-bit, x32) are refused.
-- **limits**: CPU seconds, address space (the tmpfs sizes counted inside the memory budget), processes (threads),
-  file size, open files, no core files, no locked memory, no message queues; a wall-clock limit kills the
-  namespace.
+  read-only, no-exec ``/dev/null``, ``zero``, ``random``, ``urandom``; a small writable, no-exec ``tmpfs`` at
+  ``/sandbox``. No ``/proc``, no home, no ``/etc``, no repository, no socket: nothing else exists inside.
+- **no capability and no way to gain one**: every capability set cleared and checked, securebits locked,
+  ``PR_SET_NO_NEW_PRIVS``, and a seccomp filter that refuses mount, umount, pivot_root, chroot, unshare, setns,
+  ptrace, process_vm_readv/writev, keyctl, bpf, perf_event_open, the new mount API, sockets and socket pairs of
+  every family, execve (the launcher starts the interpreter by ``execveat`` of one descriptor; nothing else may),
+  file locks and leases, memfd_create, memfd_secret, sysinfo, renaming the process or changing its parent-death
+  signal, io_uring, System V memory, semaphores and queues, module and kexec calls, fork, vfork, clone3 and any
+  clone that is not a thread or makes a namespace; other system-call ABIs (32-bit, x32) are refused.
+- **limits**: CPU seconds (soft = hard: exact), address space (the tmpfs sizes inside the memory budget),
+  processes (threads), file size, open files, queued signals, no core files, no locked memory, no message queues;
+  a wall-clock limit kills the namespace; a program over ``program_bytes`` is refused unread (``too_large``).
 
 Three processes: the launcher stays outside every namespace and keeps the clock; a second process enters the
 namespaces and waits for the program; the program cannot see or signal either, and every descriptor but its stdout
@@ -62,6 +63,7 @@ FAILURES = (
     "killed",  # ended by another signal
     "no_output",  # exited 0 without printing a non-empty line
     "isolation",  # the namespaces, the minimal root or the privilege drop could not be made
+    "too_large",  # the program is larger than SandboxLimits.program_bytes; nothing was run
 )
 
 
@@ -70,6 +72,12 @@ REPORT_BYTES = 4096  # the most the parent reads of the launcher's report; its l
 INNER_ID = 1000  # the program's uid and gid inside its user namespace (never 0)
 NOBODY_ID = 65534  # the host id the program runs as when the caller may map one (root)
 ROOT_BYTES = 256 * 2**10  # the minimal root's tmpfs: directories, links and mount points only
+EXEC_FD = 1000  # the interpreter's descriptor for the one execveat the filter allows (above any open-files limit)
+PENDING_SIGNALS = 64  # RLIMIT_SIGPENDING: queued signals are charged up to the host user who made the namespace
+_NAMESPACES = ("user", "pid", "net", "mnt", "ipc", "uts", "cgroup", "time")
+_COUNTED = ("inotify_instances", "inotify_watches", "fanotify_groups", "fanotify_marks")
+# the user namespace's own limits on what the kernel counts per user (0: none for the program)
+USER_NAMESPACE_LIMITS = {f"max_{name}": 0 for name in (*_COUNTED, *(f"{kind}_namespaces" for kind in _NAMESPACES))}
 PROBE_WALL_SECONDS = 30.0  # the isolation probe's wall-clock limit: generous, so that a busy machine still passes
 
 
@@ -86,7 +94,8 @@ class SandboxLimits:
     memory_bytes: int = 512 * 2**20  # the memory budget: RLIMIT_AS plus the tmpfs sizes; sympy needs ~150 MiB
     output_bytes: int = 64 * 2**10  # stdout and stderr each; more ends it as output_limit
     file_bytes: int = 2**20  # RLIMIT_FSIZE, and the size of its tmpfs working folder
-    open_files: int = 64  # RLIMIT_NOFILE
+    program_bytes: int = 256 * 2**10  # larger programs (UTF-8) are refused as too_large; it is written into the folder
+    open_files: int = 64  # RLIMIT_NOFILE (below EXEC_FD)
     processes: int = 16  # RLIMIT_NPROC in its user namespace: threads only (new processes are refused anyway)
 
     @property
@@ -120,59 +129,78 @@ LAUNCHER = os.path.join(os.path.dirname(os.path.abspath(__file__)), "sandbox_lau
 # System calls the filter refuses with EPERM, by architecture: (audit arch, {name: number}, clone, clone3,
 # pivot_root). fork and vfork exist on x86_64 only; aarch64 has the generic table.
 _X86_64 = {
-    "shmget": 29, "fork": 57, "vfork": 58, "semget": 64, "msgget": 68, "ptrace": 101, "syslog": 103, "pivot_root": 155, "chroot": 161, "acct": 163,
-    "settimeofday": 164, "mount": 165, "umount2": 166, "swapon": 167, "swapoff": 168, "reboot": 169,
-    "sethostname": 170, "setdomainname": 171, "iopl": 172, "ioperm": 173, "init_module": 175,
-    "delete_module": 176, "quotactl": 179, "clock_settime": 227, "kexec_load": 246, "add_key": 248,
-    "request_key": 249, "keyctl": 250, "unshare": 272, "perf_event_open": 298, "name_to_handle_at": 303,
-    "open_by_handle_at": 304, "setns": 308, "process_vm_readv": 310, "process_vm_writev": 311, "finit_module": 313,
-    "kexec_file_load": 320, "bpf": 321, "userfaultfd": 323, "io_uring_setup": 425, "io_uring_enter": 426,
-    "io_uring_register": 427, "open_tree": 428, "move_mount": 429, "fsopen": 430, "fsconfig": 431, "fsmount": 432,
-    "fspick": 433, "mount_setattr": 442, "memfd_secret": 447,
+    "shmget": 29, "socket": 41, "socketpair": 53, "fork": 57, "vfork": 58, "execve": 59, "semget": 64, "msgget": 68,
+    "sysinfo": 99, "ptrace": 101, "syslog": 103, "pivot_root": 155, "chroot": 161, "acct": 163, "settimeofday": 164,
+    "mount": 165, "umount2": 166, "swapon": 167, "swapoff": 168, "reboot": 169, "sethostname": 170,
+    "setdomainname": 171, "iopl": 172, "ioperm": 173, "init_module": 175, "delete_module": 176, "quotactl": 179,
+    "clock_settime": 227, "kexec_load": 246, "add_key": 248, "request_key": 249, "keyctl": 250, "unshare": 272,
+    "perf_event_open": 298, "name_to_handle_at": 303, "open_by_handle_at": 304, "setns": 308, "process_vm_readv": 310,
+    "process_vm_writev": 311, "finit_module": 313, "memfd_create": 319, "kexec_file_load": 320, "bpf": 321,
+    "userfaultfd": 323, "io_uring_setup": 425, "io_uring_enter": 426, "io_uring_register": 427, "open_tree": 428,
+    "move_mount": 429, "fsopen": 430, "fsconfig": 431, "fsmount": 432, "fspick": 433, "mount_setattr": 442,
+    "memfd_secret": 447,
 }  # fmt: skip
 _AARCH64 = {
     "umount2": 39, "mount": 40, "pivot_root": 41, "chroot": 51, "quotactl": 60, "acct": 89, "unshare": 97,
     "kexec_load": 104, "init_module": 105, "delete_module": 106, "clock_settime": 112, "syslog": 116, "ptrace": 117,
-    "reboot": 142, "sethostname": 161, "setdomainname": 162, "settimeofday": 170, "add_key": 217,
-    "request_key": 218, "keyctl": 219, "msgget": 186, "semget": 190, "shmget": 194, "swapon": 224, "swapoff": 225, "perf_event_open": 241,
-    "name_to_handle_at": 264, "open_by_handle_at": 265, "setns": 268, "process_vm_readv": 270,
-    "process_vm_writev": 271, "finit_module": 273, "bpf": 280, "userfaultfd": 282, "kexec_file_load": 294,
-    "io_uring_setup": 425, "io_uring_enter": 426, "io_uring_register": 427, "open_tree": 428, "move_mount": 429,
-    "fsopen": 430, "fsconfig": 431, "fsmount": 432, "fspick": 433, "mount_setattr": 442, "memfd_secret": 447,
+    "reboot": 142, "sethostname": 161, "setdomainname": 162, "settimeofday": 170, "sysinfo": 179, "msgget": 186,
+    "semget": 190, "shmget": 194, "socket": 198, "socketpair": 199, "add_key": 217, "request_key": 218, "keyctl": 219,
+    "execve": 221, "swapon": 224, "swapoff": 225, "perf_event_open": 241, "name_to_handle_at": 264,
+    "open_by_handle_at": 265, "setns": 268, "process_vm_readv": 270, "process_vm_writev": 271, "finit_module": 273,
+    "memfd_create": 279, "bpf": 280, "userfaultfd": 282, "kexec_file_load": 294, "io_uring_setup": 425,
+    "io_uring_enter": 426, "io_uring_register": 427, "open_tree": 428, "move_mount": 429, "fsopen": 430,
+    "fsconfig": 431, "fsmount": 432, "fspick": 433, "mount_setattr": 442, "memfd_secret": 447,
 }  # fmt: skip
 _ARCH = {"x86_64": (0xC000003E, _X86_64, 56, 435), "aarch64": (0xC00000B7, _AARCH64, 220, 435)}
-# socket and socketpair: only AF_UNIX is allowed (no other family has a use without a network, and some, AF_VSOCK
-# among them, are not confined by a network namespace)
-_SOCKET_CALLS = {"x86_64": (41, 53), "aarch64": (198, 199)}
-AF_UNIX = 1
-# prctl: PR_SET_PDEATHSIG is refused, so that the program keeps the parent-death signal the launcher set (without it,
-# a program whose supervisor is killed early, on an output flood say, would live on as an orphan)
-_PRCTL = {"x86_64": 157, "aarch64": 167}
-PR_SET_PDEATHSIG = 1
+# Calls refused by argument: flock and fcntl's locks (a lock on a bound file blocks the host's processes), leases,
+# directory notification and larger pipes (memory no limit counts); execveat but the launcher's own (EXEC_FD, an empty
+# path); prctl's PR_SET_PDEATHSIG (the program keeps the parent-death signal the launcher set) and PR_SET_NAME (its
+# name in the kernel's log stays the interpreter's)
+_ARG_CALLS = {"x86_64": {"fcntl": 72, "flock": 73, "prctl": 157, "execveat": 322},
+              "aarch64": {"fcntl": 25, "flock": 32, "prctl": 167, "execveat": 281}}  # fmt: skip
+F_LOCKS = (6, 7, 37, 38)  # F_SETLK, F_SETLKW, F_OFD_SETLK, F_OFD_SETLKW
+F_REFUSED = (1024, 1026, 1031)  # F_SETLEASE, F_NOTIFY, F_SETPIPE_SZ
+PR_SET_PDEATHSIG, PR_SET_NAME, AT_EMPTY_PATH = 1, 15, 0x1000
 CLONE_THREAD = 0x00010000
 # CLONE_NEWNS, NEWCGROUP, NEWUTS, NEWIPC, NEWUSER, NEWPID, NEWNET, NEWTIME
 CLONE_NAMESPACES = 0x00020000 | 0x02000000 | 0x04000000 | 0x08000000 | 0x10000000 | 0x20000000 | 0x40000000 | 0x80
 UNSHARE_FLAGS = CLONE_NAMESPACES & ~0x80  # every namespace but time
 
 
+_LD, _JEQ, _JGE, _JSET, _RET = 0x20, 0x15, 0x35, 0x45, 0x06
+_ALLOW, _EPERM, _ENOLCK, _ENOSYS = 0x7FFF0000, 0x00050000 | 1, 0x00050000 | 37, 0x00050000 | 38
+
+
+def _by_argument(nr: int, arg: int, refused: list[tuple[int, int]]) -> list[tuple[int, int, int, int]]:
+    """For call ``nr``: return each (value, action) when argument ``arg`` (its low word) is that value, else allow."""
+    body = [(_LD, 0, 0, 16 + 8 * arg)]
+    for value, action in refused:
+        body += [(_JEQ, 0, 1, value), (_RET, 0, 0, action)]
+    body += [(_RET, 0, 0, _ALLOW)]
+    return [(_JEQ, 0, len(body), nr)] + body
+
+
 def seccomp_filter(machine: str) -> list[tuple[int, int, int, int]]:
-    """The classic-BPF program (code, jt, jf, k) for ``machine``: refuse the table's calls, fork and vfork with
-    EPERM and clone3 with ENOSYS (so that libc falls back to clone), sockets of any family but AF_UNIX with
-    EAFNOSUPPORT, prctl(PR_SET_PDEATHSIG) with EPERM, and allow clone only for a thread that makes no namespace;
-    every other ABI gets EPERM for everything."""
+    """The classic-BPF program (code, jt, jf, k) for ``machine``: refuse the table's calls (fork, vfork, execve and
+    sockets of every family among them) with EPERM, flock and fcntl's locks with ENOLCK, fcntl's leases, notification
+    and pipe sizes, prctl(PR_SET_PDEATHSIG / PR_SET_NAME) and every execveat but the launcher's with EPERM, clone3
+    with ENOSYS (so that libc falls back to clone), and allow clone only for a thread that makes no namespace; every
+    other ABI gets EPERM for everything."""
     arch, table, nr_clone, nr_clone3 = _ARCH[machine]
-    ALLOW, EPERM, ENOSYS, EAFNOSUPPORT = 0x7FFF0000, 0x00050000 | 1, 0x00050000 | 38, 0x00050000 | 97
-    LD, JEQ, JGE, JSET, RET = 0x20, 0x15, 0x35, 0x45, 0x06
+    calls = _ARG_CALLS[machine]
+    LD, JEQ, JGE, JSET, RET, ALLOW, EPERM = _LD, _JEQ, _JGE, _JSET, _RET, _ALLOW, _EPERM
     prog = [(LD, 0, 0, 4), (JEQ, 1, 0, arch), (RET, 0, 0, EPERM), (LD, 0, 0, 0)]
     if machine == "x86_64":
         prog += [(JGE, 0, 1, 0x40000000), (RET, 0, 0, EPERM)]  # the x32 ABI
     for nr in sorted(table.values()):
         prog += [(JEQ, 0, 1, nr), (RET, 0, 0, EPERM)]
-    for nr in _SOCKET_CALLS[machine]:  # the family is the first argument (its low word)
-        prog += [(JEQ, 0, 4, nr), (LD, 0, 0, 16), (JEQ, 1, 0, AF_UNIX), (RET, 0, 0, EAFNOSUPPORT), (RET, 0, 0, ALLOW)]
-    prog += [(JEQ, 0, 4, _PRCTL[machine]), (LD, 0, 0, 16), (JEQ, 0, 1, PR_SET_PDEATHSIG), (RET, 0, 0, EPERM)]
-    prog += [(RET, 0, 0, ALLOW)]
-    prog += [(JEQ, 0, 1, nr_clone3), (RET, 0, 0, ENOSYS), (JEQ, 1, 0, nr_clone), (RET, 0, 0, ALLOW)]
+    prog += [(JEQ, 0, 1, calls["flock"]), (RET, 0, 0, _ENOLCK)]
+    prog += _by_argument(calls["fcntl"], 1, [(c, _ENOLCK) for c in F_LOCKS] + [(c, EPERM) for c in F_REFUSED])
+    prog += _by_argument(calls["prctl"], 0, [(PR_SET_PDEATHSIG, EPERM), (PR_SET_NAME, EPERM)])
+    # execveat(EXEC_FD, "", ..., AT_EMPTY_PATH) only: the descriptor is the flags' check, the path is never read
+    prog += [(JEQ, 0, 6, calls["execveat"]), (LD, 0, 0, 16), (JEQ, 0, 3, EXEC_FD), (LD, 0, 0, 48)]
+    prog += [(JEQ, 0, 1, AT_EMPTY_PATH), (RET, 0, 0, ALLOW), (RET, 0, 0, EPERM)]
+    prog += [(JEQ, 0, 1, nr_clone3), (RET, 0, 0, _ENOSYS), (JEQ, 1, 0, nr_clone), (RET, 0, 0, ALLOW)]
     prog += [(LD, 0, 0, 16), (JSET, 0, 1, CLONE_NAMESPACES), (RET, 0, 0, EPERM)]  # clone's flags (low word)
     prog += [(JSET, 1, 0, CLONE_THREAD), (RET, 0, 0, EPERM), (RET, 0, 0, ALLOW)]
     return prog
@@ -285,6 +313,12 @@ def run_program(source: str, limits: SandboxLimits | None = None, allow_unisolat
     Raises :class:`SandboxUnavailable` (before running anything) when the namespaces cannot be made here and
     ``allow_unisolated`` is False."""
     limits = limits or SandboxLimits()
+    size = len(source.encode("utf-8", errors="replace"))
+    if size > limits.program_bytes:
+        reason = f"the program is {size:,} bytes; the sandbox takes programs of at most {limits.program_bytes:,}"
+        return ProgramResult(None, "too_large", None, 0.0, reason, False)
+    if not limits.open_files < EXEC_FD:
+        raise ValueError(f"SandboxLimits.open_files must be below {EXEC_FD} (the interpreter's descriptor)")
     reason = isolation_unavailable_reason()
     if reason is not None and not allow_unisolated:
         raise SandboxUnavailable(
@@ -301,7 +335,8 @@ def _config(limits: SandboxLimits, isolate: bool, work: str, report_w: int) -> d
         **asdict(limits), "as_bytes": limits.address_space_bytes, "isolate": isolate, "report_fd": report_w,
         "root": work, "binds": binds, "hidden": hidden_paths(), "filter": seccomp_filter(machine),
         "pivot_root": _ARCH[machine][1]["pivot_root"], "namespaces": UNSHARE_FLAGS, "inner_id": INNER_ID,
-        "nobody": NOBODY_ID, "root_bytes": ROOT_BYTES, "python": sys.executable,
+        "nobody": NOBODY_ID, "root_bytes": ROOT_BYTES, "python": sys.executable, "exec_fd": EXEC_FD,
+        "pending_signals": PENDING_SIGNALS, "user_limits": USER_NAMESPACE_LIMITS,
     }  # fmt: skip
 
 

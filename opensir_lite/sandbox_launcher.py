@@ -27,6 +27,7 @@ libc.mount.argtypes = [ctypes.c_char_p, ctypes.c_char_p, ctypes.c_char_p, ctypes
 libc.umount2.argtypes = [ctypes.c_char_p, ctypes.c_int]
 libc.prctl.argtypes = [ctypes.c_int, ctypes.c_ulong, ctypes.c_ulong, ctypes.c_ulong, ctypes.c_ulong]
 libc.syscall.restype = ctypes.c_long
+libc.sethostname.argtypes = [ctypes.c_char_p, ctypes.c_size_t]
 INNER = 1000  # the program's uid and gid in its namespace; cfg["inner_id"] replaces it
 MS_RDONLY, MS_NOSUID, MS_NODEV, MS_NOEXEC, MS_REMOUNT = 1, 2, 4, 8, 32
 MS_BIND, MS_REC, MS_PRIVATE = 4096, 16384, 1 << 18
@@ -82,9 +83,12 @@ def seccomp():
 
 
 def limits():
+    # the CPU limit's soft value equals its hard one: the kernel's SIGKILL at exactly cpu_seconds (the program is PID
+    # 1 of its namespace, which never receives the soft limit's SIGXCPU)
     cpu = cfg["cpu_seconds"]
     for lim, value in (
-        (resource.RLIMIT_CPU, (cpu, cpu + 1)),
+        (resource.RLIMIT_CPU, (cpu, cpu)),
+        (resource.RLIMIT_SIGPENDING, (cfg["pending_signals"],) * 2),  # queued signals, charged up to the host's user
         (resource.RLIMIT_AS, (cfg["as_bytes"],) * 2),
         (resource.RLIMIT_FSIZE, (cfg["file_bytes"],) * 2),
         (resource.RLIMIT_CORE, (0, 0)),
@@ -125,7 +129,34 @@ def die_with_parent(life):
         os._exit(1)  # the supervisor already died (EOF on the life pipe): do not run unsupervised
 
 
+def user_namespace_limits():
+    # what the kernel counts per user (inotify and fanotify watches, namespaces) is charged up the chain of user
+    # namespaces to the user who made this one: this namespace's own limits, written while it is still privileged,
+    # keep the program's share of that user's quota at zero. /proc/sys/user shows the caller's user namespace.
+    for name, value in cfg["user_limits"].items():
+        path = "/proc/sys/user/" + name
+        if os.path.exists(path):
+            try:
+                with open(path, "w") as f:
+                    f.write(str(value))
+            except OSError as e:
+                raise Fail(f"user limits: {name}: {e.strerror}") from None
+
+
+def dev_bind(name, target):
+    # the device node read-only: writes to the device still work, but not to its inode (times, mode)
+    mount(f"/dev/{name}", target, None, MS_BIND)
+    flags = MS_REMOUNT | MS_BIND | MS_RDONLY | MS_NOSUID | MS_NOEXEC
+    st = os.statvfs(target)
+    for st_flag, ms_flag in ((os.ST_NOATIME, 1024), (os.ST_NODIRATIME, 2048), (os.ST_RELATIME, 1 << 21)):
+        if st.f_flag & st_flag:
+            flags |= ms_flag
+    mount(None, target, None, flags)
+
+
 def build_root(root):
+    user_namespace_limits()
+    check(libc.sethostname(b"sandbox", 7) == 0, "hostname")  # the host's name is not the program's to read
     mount(None, "/", None, MS_REC | MS_PRIVATE)
     mount("sandbox", root, "tmpfs", MS_NOSUID | MS_NODEV, f"size={cfg['root_bytes']},nr_inodes=512,mode=0755")
     for path in cfg["binds"]:
@@ -145,24 +176,20 @@ def build_root(root):
         if os.path.isdir(target):
             mount("sandbox", target, "tmpfs", MS_RDONLY | MS_NOSUID | MS_NODEV, "size=4096,mode=0500")
         elif os.path.isfile(target):
-            mount("/dev/null", target, None, MS_BIND)
+            dev_bind("null", target)
     os.makedirs(root + "/dev")
     for dev in ("null", "zero", "random", "urandom"):
         open(f"{root}/dev/{dev}", "w").close()
-        mount(f"/dev/{dev}", f"{root}/dev/{dev}", None, MS_BIND)
-    os.makedirs(root + "/sandbox")
+        dev_bind(dev, f"{root}/dev/{dev}")
+    os.makedirs(root + "/sandbox")  # nothing written there can be executed
     mount(
         "sandbox",
         root + "/sandbox",
         "tmpfs",
-        MS_NOSUID | MS_NODEV,
+        MS_NOSUID | MS_NODEV | MS_NOEXEC,
         f"size={cfg['file_bytes']},nr_inodes=64,mode=0700,uid={INNER},gid={INNER}",
     )
-    os.makedirs(root + "/proc")
-    try:  # a fresh, read-only proc of the new PID namespace (where the host's proc allows it)
-        mount("proc", root + "/proc", "proc", MS_RDONLY | MS_NOSUID | MS_NODEV | MS_NOEXEC)
-    except Fail:
-        pass
+    # no /proc: the mount table (the binds' host paths), load, memory, the kernel's command line stay outside
     os.makedirs(root + "/.old")
     check(libc.syscall(cfg["pivot_root"], (root).encode(), (root + "/.old").encode()) == 0, "pivot_root")
     os.chdir("/")
@@ -187,6 +214,11 @@ def program(status_w, life, isolated, privileged):
         null = os.open("/dev/null", os.O_RDONLY)
         os.dup2(null, 0)
         os.close(null)
+        # the interpreter is executed from a descriptor numbered above the open-files limit: the filter allows only
+        # that execveat, so the program (which cannot open a descriptor that high) can execute nothing
+        exe = os.open(cfg["python"], os.O_PATH | os.O_CLOEXEC)
+        os.dup2(exe, cfg["exec_fd"], inheritable=False)
+        os.close(exe)
         limits()
         if isolated:
             drop_privileges(privileged)
@@ -195,7 +227,7 @@ def program(status_w, life, isolated, privileged):
         die_with_parent(life)
         seccomp()
         os.write(status_w, b"start\n")  # the last launcher byte: status_w is closed by the execve
-        os.execve(cfg["python"], [cfg["python"], "-I", "-B", "main.py"], {})
+        os.execve(cfg["exec_fd"], [cfg["python"], "-I", "-B", "main.py"], {})
     except Fail as e:
         os.write(status_w, f"isolation {e}".encode()[:280] + b"\n")
     except OSError as e:

@@ -71,6 +71,8 @@ HOSTILE = [
     ("exit_127", "import os\nos._exit(127)", "error", None),
     # a crash of the interpreter itself (a segmentation fault): killed by the signal, recorded
     ("segfault", "import ctypes\nctypes.string_at(0)", "killed", None),
+    # the devices stay usable though their binds are read-only: writes to /dev/null, reads of urandom
+    ("devices", "open('/dev/null', 'w').write('x')\nprint(len(open('/dev/urandom', 'rb').read(8)))", None, "8"),
 ]
 
 
@@ -277,11 +279,13 @@ time.sleep(60)
     (
         "capabilities",
         """
-status = dict(line.split(':', 1) for line in open('/proc/self/status').read().splitlines() if ':' in line)
-for key in ('CapInh', 'CapPrm', 'CapEff', 'CapBnd', 'CapAmb'):
-    step(key + status[key].strip(), int(status[key], 16) != 0)
-step('no_new_privs off', status['NoNewPrivs'].strip() != '1')
-step('no seccomp', status['Seccomp'].strip() != '2')
+header, sets = (ctypes.c_uint32 * 2)(0x20080522, 0), (ctypes.c_uint32 * 6)()
+step('capget', libc.capget(header, sets) != 0)
+step('effective, permitted or inheritable ' + str(list(sets)), any(sets))
+step('bounding set', any(libc.prctl(23, c, 0, 0, 0) == 1 for c in range(64)))  # PR_CAPBSET_READ
+step('ambient set', any(libc.prctl(47, 1, c, 0, 0) == 1 for c in range(64)))  # PR_CAP_AMBIENT_IS_SET
+step('no_new_privs off', libc.prctl(39, 0, 0, 0, 0) != 1)
+step('no seccomp filter', libc.prctl(21, 0, 0, 0, 0) != 2)  # PR_GET_SECCOMP
 step('uid 0', os.getuid() == 0 or os.geteuid() == 0)
 for flags in (0x10000000, 0x00020000, 0x40000000, 0x20000000):
     step('unshare ' + hex(flags), libc.unshare(flags) == 0)
@@ -329,8 +333,8 @@ print('held' if not worked else worked)
         """
 import socket
 for address in ({socket_path!r}, '\\0opensir-sandbox-test', '/run/dbus/system_bus_socket', '/var/run/docker.sock'):
-    s = socket.socket(socket.AF_UNIX)
     try:
+        s = socket.socket(socket.AF_UNIX)
         s.connect(address)
         step('connect ' + repr(address), True)
     except OSError:
@@ -363,6 +367,112 @@ for path in ('/etc/shadow', '/etc/passwd', '/etc/hostname', os.path.expanduser('
 allowed = {{b.split('/')[1] for b in {binds!r}}} | {{'dev', 'proc', 'sandbox'}}
 step('root holds ' + str(sorted(os.listdir('/'))), not set(os.listdir('/')) <= allowed)
 step('etc holds ' + str(sorted(os.listdir('/etc'))), not set(os.listdir('/etc')) <= {{'ld.so.cache', 'localtime'}})
+print('held' if not worked else worked)
+""",
+    ),
+    # what the kernel charges up to the host user who made the namespace: inotify watches (a program once held all of
+    # the host's max_user_watches, and the host's root got ENOSPC), fanotify groups, queued signals (EAGAIN for root)
+    (
+        "user_quotas",
+        """
+import signal, threading
+libc.inotify_add_watch.argtypes = [ctypes.c_int, ctypes.c_char_p, ctypes.c_uint32]
+fd, watches = libc.inotify_init1(0), 0
+step('inotify instance', fd >= 0)
+for folder, _, _ in os.walk('/usr') if fd >= 0 else ():
+    if watches >= 2000 or libc.inotify_add_watch(fd, folder.encode(), 0xFFF) < 0:
+        break
+    watches += 1
+step('inotify watches ' + str(watches), watches > 0)
+step('fanotify group', libc.fanotify_init(0, 0) >= 0)
+signal.pthread_sigmask(signal.SIG_BLOCK, [signal.SIGRTMIN])
+queued = 0
+try:
+    while queued < 100000:
+        signal.pthread_kill(threading.get_ident(), signal.SIGRTMIN)
+        queued += 1
+except OSError:
+    pass
+step('queued signals ' + str(queued), queued > {pending})
+print('held' if not worked else worked)
+""",
+    ),
+    # kernel memory outside the budget: socket buffers in flight (AF_UNIX pairs once held 973 MiB), pipes made
+    # larger, memory files; what is left is a few MiB of pipe buffers
+    (
+        "kernel_buffers",
+        """
+import fcntl, socket
+for name, make in (('socketpair', socket.socketpair), ('unix socket', lambda: socket.socket(socket.AF_UNIX)),
+                   ('memfd', lambda: os.memfd_create('x'))):
+    try:
+        make()
+        step(name, True)
+    except OSError:
+        pass
+pipes, buffered = [], 0
+try:
+    while True:
+        pipes.append(os.pipe())
+except OSError:
+    pass
+for r, w in pipes:
+    try:
+        fcntl.fcntl(w, 1031, 2**20)  # F_SETPIPE_SZ
+        step('a 1 MiB pipe', True)
+    except OSError:
+        pass
+    os.set_blocking(w, False)
+    try:
+        while True:
+            buffered += os.write(w, b'x' * 65536)
+    except OSError:
+        pass
+step('pipes hold ' + str(buffered), buffered > 4 * 2**20)
+print('held' if not worked else worked)
+""",
+    ),
+    # choose the name the kernel's log shows: prctl, /proc/self/comm, a link to the interpreter under another name,
+    # the interpreter again (every execution after the launcher's own is refused)
+    (
+        "choose_a_name",
+        """
+def name():
+    buf = ctypes.create_string_buffer(17)
+    libc.prctl(16, buf, 0, 0, 0)  # PR_GET_NAME
+    return buf.value
+first = name()
+step('PR_SET_NAME', libc.prctl(15, b'sshd-fake', 0, 0, 0) == 0)
+try:
+    open('/proc/self/comm', 'w').write('sshd-fake')
+    step('/proc/self/comm', True)
+except OSError:
+    pass
+step('named ' + repr(name()), name() != first)
+for path in ('sshd-fake', sys.executable, '/bin/sh'):
+    try:
+        if path == 'sshd-fake':
+            os.symlink(sys.executable, path)
+        os.execv(path, [path, '-c', 'print("executed")'])
+    except OSError:
+        pass
+print('held' if not worked else worked)
+""",
+    ),
+    # host facts, not escapes: its name, the mount table (the binds' host paths), load, memory and pressure, the
+    # kernel's command line
+    (
+        "host_facts",
+        """
+step('hostname ' + os.uname().nodename, os.uname().nodename == {hostname!r})
+for path in ('/proc/self/mountinfo', '/proc/cmdline', '/proc/loadavg', '/proc/meminfo', '/proc/pressure', '/sys'):
+    step(path, os.path.exists(path))
+try:
+    os.getloadavg()
+    step('load average', True)
+except OSError:
+    pass
+step('sysinfo', libc.sysinfo(ctypes.create_string_buffer(256)) == 0)
 print('held' if not worked else worked)
 """,
     ),
@@ -399,7 +509,8 @@ def test_attacks_fail(name, body, tmp_path, monkeypatch):
     abstract.listen(1)
     repo = str(Path(__file__).resolve().parents[1] / "README.md")
     code = PRELUDE + body.format(sentinel=str(sentinel), secret=str(secret), socket_path=str(tmp_path / "host.sock"),
-                                 repo=repo, ppid=os.getpid(), binds=sandbox.root_binds())  # fmt: skip
+                                 repo=repo, ppid=os.getpid(), binds=sandbox.root_binds(),
+                                 pending=sandbox.PENDING_SIGNALS, hostname=socket.gethostname())  # fmt: skip
     env_before, files_before, procs_before = dict(os.environ), sorted(tmp_path.rglob("*")), _processes()
     result = run_program(code, ATTACK_LIMITS)
     listener.close()
@@ -415,6 +526,169 @@ def test_attacks_fail(name, body, tmp_path, monkeypatch):
     time.sleep(0.1)
     new = {p: c for p, c in _processes().items() if p not in procs_before and "main.py" in c}
     assert new == {}, new  # nothing of the program outlives the call
+
+
+# Held while the host looks: locks on bound files and devices, device times changed, a name chosen, signals queued
+# up to the quota; then it sleeps so that the host's checks run while it holds them.
+HOLD = """
+import fcntl, signal, struct, threading, time
+held = []
+for path in (os.path.join(sys.prefix, 'pyvenv.cfg'), sys.executable, '/dev/null'):
+    fd = os.open(path, os.O_RDONLY)
+    held.append(fd)
+    for name, lock in (('flock', lambda: fcntl.flock(fd, fcntl.LOCK_SH | fcntl.LOCK_NB)),
+                       ('lockf', lambda: fcntl.lockf(fd, fcntl.LOCK_SH | fcntl.LOCK_NB)),
+                       ('ofd', lambda: fcntl.fcntl(fd, 37, struct.pack('hhqqi', fcntl.F_RDLCK, 0, 0, 0, 0))),
+                       ('lease', lambda: fcntl.fcntl(fd, 1024, fcntl.F_RDLCK))):
+        try:
+            lock()
+            step(name + ' ' + path, True)
+        except OSError:
+            pass
+for dev in ('/dev/null', '/dev/zero', '/dev/random', '/dev/urandom'):
+    for times in (None, (0, 0)):  # now (anyone who may write the node), or any time (its owner)
+        try:
+            os.utime(dev, times)
+            step('utime ' + dev, True)
+        except OSError:
+            pass
+step('PR_SET_NAME', libc.prctl(15, b'sshd-fake', 0, 0, 0) == 0)
+for flags in (0x00020000, 0x10000000):  # denied calls, for the kernel's log
+    libc.unshare(flags)
+libc.mount(b'x', b'/sandbox', b'tmpfs', 0, None)
+signal.pthread_sigmask(signal.SIG_BLOCK, [signal.SIGRTMIN])
+try:
+    for _ in range(200000):
+        signal.pthread_kill(threading.get_ident(), signal.SIGRTMIN)
+except OSError:
+    pass
+time.sleep(2.0)
+print('held' if not worked else worked)
+"""
+# The host's room for queued signals under a low soft limit, asked once per line on stdin (the pending count is
+# charged to the user, so what a program holds is what the host loses).
+SIGNAL_ROOM = r"""
+import resource, signal, sys, threading
+limit = int(sys.argv[1])
+resource.setrlimit(resource.RLIMIT_SIGPENDING, (limit, resource.getrlimit(resource.RLIMIT_SIGPENDING)[1]))
+signal.pthread_sigmask(signal.SIG_BLOCK, [signal.SIGRTMIN])
+for _ in sys.stdin:
+    room = 0
+    try:
+        while room < limit:
+            signal.pthread_kill(threading.get_ident(), signal.SIGRTMIN)
+            room += 1
+    except OSError:
+        pass
+    while signal.sigtimedwait([signal.SIGRTMIN], 0) is not None:
+        pass
+    print(room, flush=True)
+"""
+
+
+def _locks_on(inodes: set[int]) -> list[str]:
+    with open("/proc/locks") as f:
+        return [line for line in f if any(f":{ino} " in line for ino in inodes)]
+
+
+def _kernel_log() -> int | None:
+    try:
+        fd = os.open("/dev/kmsg", os.O_RDONLY | os.O_NONBLOCK)
+    except OSError:
+        return None
+    os.lseek(fd, 0, os.SEEK_END)
+    return fd
+
+
+def _new_log_lines(fd: int) -> list[str]:
+    lines = []
+    while True:
+        try:
+            lines.append(os.read(fd, 8192).decode(errors="replace"))
+        except BlockingIOError:
+            return lines
+        except OSError:  # a record overwritten meanwhile (EPIPE): read on
+            continue
+
+
+@needs_isolation
+def test_attacks_fail_to_touch_the_host(tmp_path):
+    """While a program holds everything it could, the host's locks, device times, room for queued signals and
+    kernel log are as before (as root, and as the ordinary user in the run below)."""
+    import threading
+
+    targets = [os.path.join(sys.prefix, "pyvenv.cfg"), sys.executable, "/dev/null"]
+    inodes = {os.stat(p).st_ino for p in targets}
+    devices = {d: os.stat(d).st_mtime_ns for d in ("/dev/null", "/dev/zero", "/dev/random", "/dev/urandom")}
+    room = subprocess.Popen([sys.executable, "-c", SIGNAL_ROOM, "5000"], stdin=subprocess.PIPE,
+                            stdout=subprocess.PIPE, text=True)  # fmt: skip
+
+    def ask() -> int:
+        room.stdin.write("?\n")
+        room.stdin.flush()
+        return int(room.stdout.readline())
+
+    before, locks_before, log = ask(), _locks_on(inodes), _kernel_log()
+    results, during, locks = [], [], []
+    run = threading.Thread(target=lambda: results.append(run_program(PRELUDE + HOLD, ATTACK_LIMITS)))
+    run.start()
+    while run.is_alive():
+        during.append(ask())
+        locks += [line for line in _locks_on(inodes) if line not in locks_before]
+        time.sleep(0.05)
+    run.join()
+    new_log = "".join(_new_log_lines(log)) if log is not None else ""
+    if log is not None:
+        os.close(log)
+    room.stdin.close()
+    room.wait()
+    (result,) = results
+    host = {
+        "locks": locks,  # no lock on a bound file, so no host process waits
+        "device times": {d: os.stat(d).st_mtime_ns for d in devices} == devices,
+        "signal room": min(during) >= before - sandbox.PENDING_SIGNALS - 10,  # the host's room for queued signals
+        "log": "sshd-fake" not in new_log and "type=1326" not in new_log,  # no audit line, no chosen name
+    }
+    assert host == {"locks": [], "device times": True, "signal room": True, "log": True}, (host, before, during)
+    assert len(during) >= 5  # the host looked while the program held
+    assert (result.failure, result.answer_line) == (None, "held"), result
+
+
+@needs_isolation
+def test_cpu_limit_is_exact():
+    """The program ends at its CPU seconds, not a second later: the soft limit equals the hard one (PID 1 of a
+    namespace never receives the soft limit's SIGXCPU, so a hard limit one second above it used to decide)."""
+    spin = (
+        "import sys, time\nmark = 0.0\nwhile True:\n    t = time.process_time()\n    if t >= mark:\n"
+        "        sys.stderr.write(f'cpu {t:.2f}\\n')\n        sys.stderr.flush()\n        mark = t + 0.05"
+    )
+    result = run_program(spin, SandboxLimits(cpu_seconds=1, wall_seconds=6.0, output_bytes=4096))
+    reported = [float(x) for x in re.findall(r"cpu (\d+\.\d+)", result.stderr_tail)]
+    assert result.failure == "cpu_time", result
+    assert 0.8 <= max(reported) <= 1.0, reported
+
+
+def test_oversized_program_is_refused_as_too_large():
+    """A program over program_bytes is refused before anything runs, with its size in the one-line reason; one at
+    the limit runs (a 2 MiB program used to fail as 'isolation': no space left writing main.py)."""
+    limits = SandboxLimits(program_bytes=4096)
+    cases = [
+        # two MiB of valid code: refused, nothing started
+        ("x = 1\n" * 350_000 + "print(42)", SandboxLimits(), "too_large"),
+        # one byte over a small limit
+        ("#" * 4088 + "\nprint(7)", limits, "too_large"),
+        # multi-byte characters count as their UTF-8 bytes
+        ("# " + "é" * 2100 + "\nprint(7)", limits, "too_large"),
+    ]
+    for source, lim, failure in cases:
+        result = run_program(source, lim)
+        assert result.failure == failure and result.seconds == 0.0 and not result.isolated
+        assert "bytes" in result.stderr_tail and "\n" not in result.stderr_tail
+    with pytest.raises(ValueError, match="open_files"):
+        run_program("print(1)", SandboxLimits(open_files=sandbox.EXEC_FD))
+    if REASON is None:  # exactly at the limit: runs
+        at_limit = run_program("#" * 4087 + "\nprint(7)", limits)
+        assert (at_limit.failure, at_limit.answer_line) == (None, "7"), at_limit
 
 
 def test_report_parser_holds_against_floods():
@@ -498,7 +772,7 @@ def test_attacks_fail_as_an_ordinary_user(tmp_path):
     tail = proc.stdout[-3000:] + proc.stderr[-2000:]
     assert proc.returncode == 0, tail
     passed = re.search(r"(\d+) passed", proc.stdout)
-    assert passed and int(passed.group(1)) == len(ATTACKS) + len(HOSTILE) + 1, tail  # every isolation case ran
+    assert passed and int(passed.group(1)) == len(ATTACKS) + len(HOSTILE) + 3, tail  # every isolation case ran
     assert " failed" not in proc.stdout and " error" not in proc.stdout, tail
 
 
@@ -530,5 +804,5 @@ os.setuid(65534)
 os.chdir(repo)
 env = {"PATH": os.environ.get("PATH", "/usr/bin:/bin"), "HOME": basetemp, "OPENSIR_SANDBOX_AS_USER": "1"}
 os.execve(python, [python, "-m", "pytest", "-q", "-p", "no:cacheprovider", f"--basetemp={basetemp}/t",
-                   "tests/test_sandbox.py", "-k", "attacks_fail or hostile or outlives"], env)
+                   "tests/test_sandbox.py", "-k", "attacks_fail or hostile or outlives or cpu_limit"], env)
 """

@@ -208,7 +208,7 @@ def test_embedded_qwen_self_play_step_under_qlora(tmp_path, qwen_dir, embedder):
 
     train_args, model_args = parse_config([
         "--config", "learn-cpu-qwen", "--output_dir", str(tmp_path / "run"), "--max_steps", "1", "--load_in_4bit", "true",
-        "--num_generations", "4", "--teacher_max_new_tokens", "96", "--student_max_new_tokens", "96",
+        "--num_generations", "4", "--teacher_max_new_tokens", "48", "--student_max_new_tokens", "48",
         "--per_device_train_batch_size", "4", "--gradient_accumulation_steps", "2", "--probe_every", "0",
         "--save_steps", "1", "--write_plots", "false", "--disable_tqdm", "true",
     ])  # fmt: skip
