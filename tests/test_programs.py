@@ -2,6 +2,7 @@
 policy that writes a real program, the per-round measurement, and the script over a run's pool."""
 
 import json
+import runpy
 import subprocess
 import sys
 from pathlib import Path
@@ -246,8 +247,11 @@ def test_script_over_a_run_then_explorer(program_model_dir, tmp_path):
         (["--run_dir", "/nonexistent/run"], "no pool file"),  # a missing run
     ],
 )
-def test_script_bad_input(argv, message):
-    proc = subprocess.run([sys.executable, str(ROOT / "scripts" / "check_programs.py"), "--config", "smoke", *argv],
-                          capture_output=True, text=True, cwd=ROOT, timeout=300)  # fmt: skip
-    assert proc.returncode == 2
-    assert proc.stderr.strip().count("\n") == 0 and message in proc.stderr
+def test_script_bad_input(argv, message, capsys, monkeypatch):
+    # the script as __main__ in this process (a subprocess per case cost 6 s of imports each)
+    monkeypatch.setattr(sys, "argv", ["scripts/check_programs.py", "--config", "smoke", *argv])
+    with pytest.raises(SystemExit) as exit_info:
+        runpy.run_path(str(ROOT / "scripts" / "check_programs.py"), run_name="__main__")
+    err = capsys.readouterr().err
+    assert exit_info.value.code == 2
+    assert err.strip().count("\n") == 0 and message in err
