@@ -29,7 +29,7 @@ def _read(name: str):
     return nbformat.read(ROOT / "notebooks" / name, as_version=4)
 
 
-def test_the_five_notebooks_exist():
+def test_the_six_notebooks_exist():
     assert sorted(p.name for p in (ROOT / "notebooks").glob("*.ipynb")) == NOTEBOOKS
 
 
