@@ -668,6 +668,17 @@ def test_cpu_limit_is_exact():
     assert 0.8 <= max(reported) <= 1.0, reported
 
 
+@needs_isolation
+def test_unwritable_user_limits_make_isolation_unavailable(monkeypatch):
+    """Where the namespace's own limits cannot be written (a read-only /proc/sys, as in a default Docker container;
+    here a value the kernel refuses), no program runs without them: one line naming the limit, and the opt-in."""
+    monkeypatch.setattr(sandbox, "USER_NAMESPACE_LIMITS", {"max_user_namespaces": -5})
+    monkeypatch.setattr(sandbox, "_PROBE", [])  # the probe asks again
+    assert isolation_unavailable_reason() == "user limits: max_user_namespaces: Invalid argument"
+    with pytest.raises(SandboxUnavailable, match="user limits: max_user_namespaces.*allow_unisolated"):
+        run_program("print(1)")
+
+
 def test_oversized_program_is_refused_as_too_large():
     """A program over program_bytes is refused before anything runs, with its size in the one-line reason; one at
     the limit runs (a 2 MiB program used to fail as 'isolation': no space left writing main.py)."""
