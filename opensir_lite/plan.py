@@ -23,6 +23,7 @@ from __future__ import annotations
 from dataclasses import asdict, dataclass
 
 from opensir_lite.config import resolve_recipe
+from opensir_lite.device import DEVICES
 from opensir_lite.memory import GIB, Shape
 
 # Public configs of the models the recipes name (config.json on the Hub).
@@ -36,20 +37,19 @@ MODELS: dict[str, Shape] = {
 
 
 @dataclass(frozen=True)
-class GPU:
-    name: str
-    memory_gib: float  # what torch reports as total
+class GPUSpeed:
     peak_tflops: float  # dense fp16/bf16 tensor-core peak
     bandwidth_gbs: float  # HBM/GDDR bandwidth
-    bf16: bool
 
 
-GPUS = {
-    "t4": GPU("Tesla T4", 14.7, 65.0, 320.0, False),
-    "l4": GPU("NVIDIA L4", 22.0, 121.0, 300.0, True),
-    "a100": GPU("NVIDIA A100 80GB", 79.2, 312.0, 2039.0, True),
-    "h100": GPU("NVIDIA H100 80GB", 79.6, 989.0, 3350.0, True),
+# The speeds of the GPUs the plan knows; their name, memory and bf16 support are device.DEVICES' facts.
+GPU_SPEEDS = {
+    "t4": GPUSpeed(65.0, 320.0),
+    "l4": GPUSpeed(121.0, 300.0),
+    "a100": GPUSpeed(312.0, 2039.0),
+    "h100": GPUSpeed(989.0, 3350.0),
 }
+GPUS = tuple(GPU_SPEEDS)
 
 
 @dataclass
@@ -80,7 +80,7 @@ def plan(recipe: str, gpu_key: str, backend: str = "transformers", a: Assumption
          overrides: dict | None = None) -> dict:  # fmt: skip
     """The memory table and the time per step and per run of ``recipe`` on ``gpu_key``."""
     a = a or Assumptions()
-    r, gpu = recipe_values(recipe, overrides), GPUS[gpu_key]
+    r, gpu, speed = recipe_values(recipe, overrides), DEVICES[gpu_key], GPU_SPEEDS[gpu_key]
     shape = MODELS[r["model_name_or_path"]]
     half = 2  # bytes of a 16-bit value
     four_bit, peft = bool(r.get("load_in_4bit", True)), bool(r.get("use_peft", True))
@@ -100,8 +100,12 @@ def plan(recipe: str, gpu_key: str, backend: str = "transformers", a: Assumption
     merged = shape.parameters * half if r.get("rollout_model") == "merged" else 0
     kv = batch * seq_tokens * shape.kv_bytes_per_token("bfloat16")
     decode_logits = 3 * batch * shape.vocab * 4
-    rows = r["per_device_train_batch_size"]
-    train_tokens = rows * (a.prompt_tokens + max(t_budget, s_budget) * max(a.teacher_fill, a.student_fill))
+    rows, rows_step = (
+        r["per_device_train_batch_size"],
+        r["per_device_train_batch_size"] * r["gradient_accumulation_steps"],
+    )
+    row_tokens = a.prompt_tokens + max(t_budget, s_budget) * max(a.teacher_fill, a.student_fill)  # a trained row
+    train_tokens = rows * row_tokens
     per_token_layer = shape.hidden * half * (1 if r.get("gradient_checkpointing") else 34)
     activations = train_tokens * shape.layers * per_token_layer + (train_tokens * shape.hidden * 34 * half
                                                                     if r.get("gradient_checkpointing") else 0)  # fmt: skip
@@ -115,30 +119,30 @@ def plan(recipe: str, gpu_key: str, backend: str = "transformers", a: Assumption
               "update activations": activations, "update logits": train_logits, "CUDA context": 0.8 * GIB}  # fmt: skip
     total = sum(memory.values())
     # time per optimiser step
-    rounds = r["per_device_train_batch_size"] * r["gradient_accumulation_steps"] // ((r.get("num_teacher_groups", 1)
-              + r.get("num_student_groups", 1)) * G)  # fmt: skip
+    rounds = rows_step // ((r.get("num_teacher_groups", 1) + r.get("num_student_groups", 1)) * G)
     tokens_round = teacher_seqs * t_budget * a.teacher_fill + student_seqs * s_budget * a.student_fill
     weight_bytes = shape.parameters * half
     mean_batch = max(1.0, batch / 2)  # the compacting decoder's batch shrinks as rows finish
     kv_read = mean_batch * seq_tokens / 2 * shape.kv_bytes_per_token("bfloat16")
     overhead = (3.0 if backend == "vllm_lora" else a.step_overhead_ms) / 1000
-    step_s = max((weight_bytes + kv_read) / (gpu.bandwidth_gbs * 1e9 * a.bandwidth_efficiency), overhead,
-                 2 * shape.parameters * mean_batch / (gpu.peak_tflops * 1e12 * a.update_mfu))  # fmt: skip
+    step_s = max((weight_bytes + kv_read) / (speed.bandwidth_gbs * 1e9 * a.bandwidth_efficiency), overhead,
+                 2 * shape.parameters * mean_batch / (speed.peak_tflops * 1e12 * a.update_mfu))  # fmt: skip
     if four_bit and r.get("rollout_model", "policy") != "merged" and backend != "vllm_lora":
         step_s *= a.nf4_decode_factor
     decode_rate = mean_batch / step_s
     generation_s = rounds * tokens_round / decode_rate
-    rows_step = r["per_device_train_batch_size"] * r["gradient_accumulation_steps"]
-    trained = rows_step * (a.prompt_tokens + max(t_budget, s_budget) * max(a.teacher_fill, a.student_fill))
+    trained = rows_step * row_tokens
     passes = 4 + (2 if r.get("gradient_checkpointing") else 0) + (2 if r.get("beta", 0.0) else 0)
     passes += 2 if backend == "vllm_lora" else 0  # TRL's scoring pass for the importance-sampling correction
-    update_s = passes * shape.parameters * trained / (gpu.peak_tflops * 1e12 * a.update_mfu) * (1.3 if four_bit else 1)
+    update_s = (
+        passes * shape.parameters * trained / (speed.peak_tflops * 1e12 * a.update_mfu) * (1.3 if four_bit else 1)
+    )
     steps = r.get("max_steps", 200)
     return {
         "recipe": recipe, "gpu": gpu.name, "backend": backend, "model": r["model_name_or_path"],
         "memory_gib": {k: round(v / GIB, 2) for k, v in memory.items()}, "total_gib": round(total / GIB, 2),
         "fits": total <= gpu.memory_gib * GIB, "gpu_memory_gib": gpu.memory_gib,
-        "precision": "bf16" if gpu.bf16 else "fp16", "rounds_per_step": rounds,
+        "precision": "bf16" if gpu.native_bf16 else "fp16", "rounds_per_step": rounds,
         "generated_tokens_per_step": round(rounds * tokens_round), "decode_tokens_per_s": round(decode_rate),
         "generation_s_per_step": round(generation_s, 1), "update_s_per_step": round(update_s, 1),
         "step_s": round(generation_s + update_s, 1), "steps": steps,
@@ -162,7 +166,7 @@ def claim_protocol(gpu_key: str, backend: str = "transformers") -> dict:
         "gold control": control_tokens / rate / 3600 + run["update_s_per_step"] * 200 / 3600 * 16 / 24,
         "evaluations": eval_tokens / rate / 3600,
     }
-    return {"gpu": GPUS[gpu_key].name, "backend": backend, "hours": {k: round(v, 1) for k, v in parts.items()},
+    return {"gpu": DEVICES[gpu_key].name, "backend": backend, "hours": {k: round(v, 1) for k, v in parts.items()},
             "total_hours": round(sum(parts.values()), 1), "estimate": True}  # fmt: skip
 
 

@@ -132,7 +132,7 @@ def test_gpu_plan_prints_an_estimate(recipe, gpu, backend, fits, tmp_path):
     import subprocess
     import sys
 
-    from gpu_plan import Assumptions, plan
+    from opensir_lite.plan import Assumptions, plan
 
     out = tmp_path / "plan.json"
     proc = subprocess.run([sys.executable, "benchmarks/gpu_plan.py", "--recipe", recipe, "--gpu", gpu, "--backend",
@@ -150,7 +150,7 @@ def test_gpu_plan_prints_an_estimate(recipe, gpu, backend, fits, tmp_path):
 
 
 def test_gpu_plan_protocol_adds_up():
-    from gpu_plan import claim_protocol
+    from opensir_lite.plan import claim_protocol
 
     hours = claim_protocol("a100")
     assert hours["estimate"] is True and hours["total_hours"] == pytest.approx(sum(hours["hours"].values()), abs=0.2)

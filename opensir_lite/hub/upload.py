@@ -189,12 +189,12 @@ def push_run(
 
     with tempfile.TemporaryDirectory() as tmp:
         staged = stage_run(run_dir, tmp, repo_id, with_pool, pool_repo_id, eval_results)
+        repos = {"model": repo_id, "pool": pool_repo_id or default_pool_repo_id(repo_id)}
         hub = local_hub()
         if hub is not None:  # the stand-in Hub: the staged repos, copied
             urls = {}
             for kind, folder in staged.items():
-                name = repo_id if kind == "model" else (pool_repo_id or default_pool_repo_id(repo_id))
-                target = hub / name
+                target = hub / repos[kind]
                 shutil.rmtree(target, ignore_errors=True)
                 shutil.copytree(folder, target)
                 urls[kind] = str(target)
@@ -206,7 +206,7 @@ def push_run(
                           commit_message="opensir_lite: adapter and model card")  # fmt: skip
         urls["model"] = f"https://huggingface.co/{repo_id}"
         if "pool" in staged:
-            pool_repo = pool_repo_id or default_pool_repo_id(repo_id)
+            pool_repo = repos["pool"]
             api.create_repo(pool_repo, private=private, exist_ok=True, repo_type="dataset")
             api.upload_folder(folder_path=staged["pool"], repo_id=pool_repo, repo_type="dataset",
                               commit_message="opensir_lite: generated problem pool")  # fmt: skip
