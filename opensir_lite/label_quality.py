@@ -6,37 +6,109 @@ P(majority = gold | solve rate in the gate). This module owns that table: rows b
 intervals, and inside the gate the precision of the majority label, of the program-confirmed label (program answer
 equal to the majority) and of the program's answer alone, and the filter's recall (the share of the right in-gate
 majorities it keeps). Inputs are plain rows (the label probe's per-row readings, the program check's rows), so the
-statistics need no model.
+statistics need no model; and the measuring stages' files and samplers (:class:`LabelFiles`, :func:`open_sampler`,
+:func:`write_votes`: k sampled programs per row for the rules of :mod:`opensir_lite.label_rules`).
 """
 
 from __future__ import annotations
 
-import math
+import json
+import time
 from collections.abc import Mapping, Sequence
+from pathlib import Path
 from typing import Any
 
 from opensir_lite.evaluation.benchmarks import Item
+from opensir_lite.generation import sequence_seed
+from opensir_lite.label_rules import share, wilson  # noqa: F401 - wilson: this module's users read it here
 from opensir_lite.pool import ProblemPool
 from opensir_lite.rewards import finite_or_none, in_gate
 from opensir_lite.round_output import SOLVE_RATE_BINS
 
-
-def wilson(successes: int, n: int, z: float = 1.959964) -> tuple[float, float] | None:
-    """The Wilson score interval (95% by default) for a binomial share; None for n = 0."""
-    if n <= 0:
-        return None
-    p = successes / n
-    denom = 1 + z * z / n
-    centre = (p + z * z / (2 * n)) / denom
-    half = z * math.sqrt(p * (1 - p) / n + z * z / (4 * n * n)) / denom
-    return max(0.0, centre - half), min(1.0, centre + half)
+PROGRAM_STREAM = 2  # program j of row r samples from the stream (seed, PROGRAM_STREAM, r, j); the probe's is 1
 
 
-def share(successes: int, n: int) -> dict[str, Any]:
-    """``{"k", "n", "p", "low", "high"}`` with the Wilson interval (p and the bounds None for n = 0)."""
-    interval = wilson(successes, n)
-    return {"k": successes, "n": n, "p": successes / n if n else None,
-            "low": interval[0] if interval else None, "high": interval[1] if interval else None}  # fmt: skip
+class LabelFiles:
+    """The measurement's files in one results folder: samples.jsonl (the probe's rows with question and gold),
+    program_checks.jsonl (one greedy program per row) and program_votes.jsonl (k sampled programs per row)."""
+
+    def __init__(self, folder: str | Path):
+        folder = Path(folder)
+        self.samples = folder / "samples.jsonl"
+        self.checks = folder / "program_checks.jsonl"
+        self.votes = folder / "program_votes.jsonl"
+
+    def samples_rows(self) -> list[dict[str, Any]]:
+        return [json.loads(line) for line in self.samples.open()] if self.samples.is_file() else []
+
+
+def open_sampler(args, model_args, backend: str):
+    """The sampler of the measurement: the recipe's model in its rollout dtype, on the compacting decoder
+    (``transformers``) or one vLLM engine serving it (``vllm``)."""
+    if backend == "vllm":
+        from opensir_lite.vllm_backend import base_sampler
+        from opensir_lite.vllm_engine import require_vllm
+
+        require_vllm()
+        return base_sampler(args, model_args)
+    from opensir_lite.models import load_for_inference
+    from opensir_lite.sampling import TransformersSampler
+
+    model, tokenizer = load_for_inference(model_args.model_name_or_path, trust_remote_code=args.trust_remote_code,
+                                          dtype=args.rollout_dtype)  # fmt: skip
+    return TransformersSampler(model, tokenizer, args)
+
+
+def close_sampler(sampler) -> None:
+    server = getattr(sampler, "server", None)
+    if server is not None:
+        server.close()
+
+
+def read_votes(path: str | Path) -> dict[int, dict[str, Any]]:
+    """program_votes.jsonl by row (empty when the file is missing)."""
+    path = Path(path)
+    if not path.is_file():
+        return {}
+    return {r["row"]: r for r in map(json.loads, path.open())}
+
+
+def write_votes(sampler, args, path: Path, k_gate: int, k_outside: int, use_system_prompt: bool, lower: float,
+                upper: float, rows: Sequence[Mapping[str, Any]]) -> int:  # fmt: skip
+    """Sampled programs for measured ``rows`` (samples.jsonl's, with ``question`` and ``gold``) not yet in
+    ``path``: ``k_gate`` per row whose solve rate is in the gate, ``k_outside`` per other row, at the recipe's
+    temperature, program j of row r from its seeded stream; each run in the sandbox and graded against the row's
+    majority and gold. Appends one line per row; returns how many."""
+    from opensir_lite.programs import check_problems
+    from opensir_lite.sampling import sampling_settings
+
+    done = read_votes(path)
+    todo = [r for r in rows if r["row"] not in done]
+    seed = int(getattr(args, "seed", 0) or 0)
+    sampling = sampling_settings(args, "program")
+    for k in sorted({k_gate, k_outside} - {0}):
+        group = [r for r in todo if (k_gate if in_gate(finite_or_none(r.get("solve_rate")), lower, upper)
+                                     else k_outside) == k]  # fmt: skip
+        if not group:
+            continue
+        t0 = time.perf_counter()
+        checks = check_problems(
+            None, sampler.tokenizer, [(r["row"], r["question"], r["majority"], r["gold"]) for r in group],
+            args.program_max_new_tokens, args.max_generate_batch, use_system_prompt,
+            allow_unisolated=args.allow_unisolated_sandbox, sample=sampler.generate, num_programs=k,
+            sampling=sampling, sample_seeds=[sequence_seed(seed, PROGRAM_STREAM, r["row"], j) for r in group
+                                             for j in range(k)],
+        )  # fmt: skip
+        seconds = (time.perf_counter() - t0) / len(group)
+        with Path(path).open("a") as f:
+            for i, r in enumerate(group):
+                mine = checks[i * k : (i + 1) * k]
+                f.write(json.dumps({"row": r["row"], "majority": r["majority"], "solve_rate": r.get("solve_rate"),
+                                    "answers": [c.program_answer for c in mine],
+                                    "agrees": [c.agrees for c in mine], "gold": [c.program_gold for c in mine],
+                                    "failures": [c.failure for c in mine], "tokens": [c.tokens for c in mine],
+                                    "seconds": round(seconds, 2)}) + "\n")  # fmt: skip
+    return len(todo)
 
 
 def pool_gold_items(pool_path: str, benchmark_items: Sequence[Item], rows: int) -> list[Item]:

@@ -8,13 +8,15 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
+from opensir_lite.label_rules import RULES_BY_NAME
 from opensir_lite.parsing import ANSWER_EXTRACTIONS, ANSWER_VOTES
 from opensir_lite.prompts import SEED_PROBLEM, TEACHER_FORMAT_HINTS
 from opensir_lite.ranges import above, at_least, between, ranged
 from opensir_lite.rewards import FORMAT_CREDITS, GATE_LOWER, GATE_UPPER, STUDENT_FORMAT_GATES
 
 METHODS = ("selfplay", "gold")
-STUDENT_LABELS = ("majority", "program_confirmed")  # what the student learns from (student_label)
+STUDENT_LABELS = ("majority", "program_confirmed", "program_rule")  # what the student learns from (student_label)
+DEFAULT_LABEL_RULE = "confirm 2 of 4"  # student_label program_rule's rule: chosen on the selection half (issue 58)
 STOP_RULE_METRICS = ("student_mean_tokens", "student_mean_entropy")  # round metrics a stop rule may watch
 
 
@@ -240,7 +242,17 @@ class ProgramCheckArguments:
             "help": "The student's training label. 'majority' (paper): the majority answer of its G samples. "
             "'program_confirmed': the policy also writes a Python program for each answered problem (the program "
             "check, run in the sandbox); the student trains only on problems whose program printed the majority "
-            "answer, and the teacher's solvability counts only such problems (docs/programs.md)."
+            "answer, and the teacher's solvability counts only such problems (docs/programs.md). 'program_rule': "
+            "the rule named by label_rule reads k sampled programs per answered problem and keeps, drops or changes "
+            "the label (docs/programs.md)."
+        },
+    )
+    label_rule: str = field(
+        default=DEFAULT_LABEL_RULE,
+        metadata={
+            "help": "student_label program_rule: one of opensir_lite.label_rules.RULES by name, e.g. 'confirm 2 "
+            "of 4' (at least 2 of 4 sampled programs print the label) or 'weighted x4 by 4' (answers a program "
+            "prints count 4 times in the vote); its k programs per problem are its cost."
         },
     )
     program_max_new_tokens: int = field(
@@ -258,12 +270,16 @@ class ProgramCheckArguments:
     @property
     def runs_programs(self) -> bool:
         """Whether rounds run the program check: as a measurement (program_check) or as the label filter."""
-        return bool(self.program_check) or self.student_label == "program_confirmed"
+        return bool(self.program_check) or self.student_label in ("program_confirmed", "program_rule")
 
     def program_errors(self, method: str) -> list[str]:
         errors = _one_of("student_label", self.student_label, STUDENT_LABELS)
-        if not errors and self.student_label == "program_confirmed" and method != "selfplay":
-            errors.append("student_label program_confirmed applies to method selfplay (the gold control has labels)")
+        if not errors and self.student_label != "majority" and method != "selfplay":
+            errors.append(
+                f"student_label {self.student_label} applies to method selfplay (the gold control has labels)"
+            )
+        if self.label_rule not in RULES_BY_NAME:
+            errors.append(f"label_rule {self.label_rule!r} is not a rule; choose from: {', '.join(RULES_BY_NAME)}")
         return errors
 
 

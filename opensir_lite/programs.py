@@ -63,15 +63,21 @@ def write_programs(
     max_batch: int = 0,
     use_system_prompt: bool = True,
     sample: Callable[..., list[Completion]] | None = None,
+    num_programs: int = 1,
+    sampling: SamplingSettings | None = None,
+    sample_seeds: list[int] | None = None,
 ) -> list[Completion]:
-    """One greedy program completion per problem, all in as few batched calls as ``max_batch`` allows. ``sample``
-    (a sampler's ``generate``: prompts, num_samples, settings) writes them instead of ``model``: in training, the
-    round's own sampler (vLLM where the round samples with vLLM)."""
+    """``num_programs`` program completions per problem (consecutive), greedy unless ``sampling`` is given (then
+    each from its seed in ``sample_seeds``, where given), in as few batched calls as ``max_batch`` allows.
+    ``sample`` (a sampler's ``generate``: prompts, num_samples, settings, seeds) writes them instead of ``model``:
+    in training, the round's own sampler (vLLM where the round samples with vLLM)."""
     prompts = [render(tokenizer, program_messages(p, use_system_prompt)) for p in problems]
-    greedy = SamplingSettings(max_new_tokens, temperature=0.0)
+    settings = sampling or SamplingSettings(max_new_tokens, temperature=0.0)
     if sample is not None:
-        return sample(prompts, 1, greedy)
-    return generate(model, tokenizer, prompts, 1, greedy, max_batch)
+        if sample_seeds is None:
+            return sample(prompts, num_programs, settings)
+        return sample(prompts, num_programs, settings, sample_seeds)
+    return generate(model, tokenizer, prompts, num_programs, settings, max_batch, sample_seeds=sample_seeds)
 
 
 def run_programs(
@@ -119,16 +125,20 @@ def check_problems(
     limits: SandboxLimits | None = None,
     allow_unisolated: bool = False,
     sample: Callable[..., list[Completion]] | None = None,
+    num_programs: int = 1,
+    sampling: SamplingSettings | None = None,
+    sample_seeds: list[int] | None = None,
 ) -> list[ProgramCheck]:
     """The whole check for ``(id, problem, majority answer, gold or None)`` items: write (with ``model``, or with
-    ``sample``: see :func:`write_programs`), run, grade."""
+    ``sample``: see :func:`write_programs`), run, grade; ``num_programs`` checks per item, consecutive."""
     if not items:
         return []
     completions = write_programs(model, tokenizer, [it[1] for it in items], max_new_tokens, max_batch,
-                                 use_system_prompt, sample)  # fmt: skip
+                                 use_system_prompt, sample, num_programs, sampling, sample_seeds)  # fmt: skip
     ran = run_programs([c.text for c in completions], limits, allow_unisolated)
     checks = []
-    for (pid, problem, majority, gold), completion, (program, result) in zip(items, completions, ran, strict=True):
+    repeated = [it for it in items for _ in range(num_programs)]
+    for (pid, problem, majority, gold), completion, (program, result) in zip(repeated, completions, ran, strict=True):
         checks.append(ProgramCheck(
             id=pid, problem=problem, majority_answer=majority, gold=gold, tokens=completion.num_tokens,
             seconds=result.seconds if result else 0.0,

@@ -184,7 +184,7 @@ def isolation_problem(train_args) -> str | None:
     reason = sandbox.isolation_unavailable_reason()
     if reason is None:
         return None
-    name = "program_check" if train_args.program_check else "student_label program_confirmed"
+    name = "program_check" if train_args.program_check else f"student_label {train_args.student_label}"
     return (f"{name}: the sandbox cannot isolate programs here ({reason}); "
             "set allow_unisolated_sandbox to run them without isolation")  # fmt: skip
 

@@ -76,8 +76,9 @@ class TransformersSampler:
 
 
 class VLLMLoRASampler:
-    """Samples from a vLLM engine in this process that serves the policy's adapter (``server``: an
-    :class:`opensir_lite.vllm_engine.AdapterServer` whose adapter the caller has published for this step).
+    """Samples from a vLLM engine in this process that serves the policy (``server``: an
+    :class:`opensir_lite.vllm_engine.AdapterServer` or ``MergedServer`` whose policy the caller has published for
+    this step, or a ``BaseServer`` of a base model).
     ``stop_ids``: the tokens that end a completion (the policy's end-of-turn tokens)."""
 
     def __init__(self, server, tokenizer, args, stop_ids: list[int]):

@@ -10,7 +10,9 @@ growth -> training rows, metrics, evidence (:mod:`opensir_lite.round_output`).
 With ``program_check`` on, a measurement joins the round after grading: a program per legal problem, run in the
 sandbox, its answer held against the majority (:mod:`opensir_lite.programs`; it changes no reward and no row).
 With ``student_label: program_confirmed`` the same check is a filter: a problem's majority label counts as
-confirmed when its program printed it; only confirmed problems earn solvability and train the student.
+confirmed when its program printed it; only confirmed problems earn solvability and train the student. With
+``student_label: program_rule`` each answered problem gets the ``k`` sampled programs of its ``label_rule``
+(:mod:`opensir_lite.label_rules`), which keeps, drops or changes the label.
 
 On several processes (``accelerate launch``, ``torchrun``) every rank plays its share of the round: the references
 come from one shared random stream (each rank takes its slice), novelty and near-duplicates are measured against
@@ -33,6 +35,8 @@ import numpy as np
 
 from opensir_lite import round as stages
 from opensir_lite.distributed import all_ranks, rank_and_world
+from opensir_lite.grading import Vote
+from opensir_lite.label_rules import RULES_BY_NAME, LabelRule, apply_rule
 from opensir_lite.parsing import parse_teacher_output
 from opensir_lite.pool import ProblemPool, ProblemRecord
 from opensir_lite.programs import check_problems
@@ -40,7 +44,7 @@ from opensir_lite.prompts import EXAMPLE_REPLY, SEED_PROBLEM, supports_system_pr
 from opensir_lite.rewards import in_gate, make_teacher_rewards
 from opensir_lite.round import Round
 from opensir_lite.round_output import batch, evidence, metrics
-from opensir_lite.sampling import ProgressSampler, Sampler, TransformersSampler
+from opensir_lite.sampling import ProgressSampler, Sampler, TransformersSampler, sampling_settings
 
 logger = logging.getLogger(__name__)
 
@@ -151,21 +155,32 @@ def runs_programs(args) -> bool:
 
 
 def filters_labels(args) -> bool:
-    """``student_label: program_confirmed``: only program-confirmed majority labels train the student."""
-    return getattr(args, "student_label", "majority") == "program_confirmed"
+    """``student_label: program_confirmed`` or ``program_rule``: only kept labels train the student."""
+    return getattr(args, "student_label", "majority") in ("program_confirmed", "program_rule")
+
+
+def label_rule(args) -> LabelRule | None:
+    """``student_label: program_rule``: the rule named by ``label_rule`` (:data:`opensir_lite.label_rules.RULES`)."""
+    if getattr(args, "student_label", "majority") != "program_rule":
+        return None
+    return RULES_BY_NAME[args.label_rule]
 
 
 def check_labels(rnd: Round, args, sample: Sampler, use_system_prompt: bool) -> dict[str, Any]:
     """The program check of the round's legal problems with a majority answer: the evidence fields per record id
     (``rnd.program_fields``) and the ``programs/...`` and ``labels/...`` stats of the gathered round. Under the
-    label filter it sets each answered record's ``label_confirmed``: True when its program printed the majority."""
-    pos = rnd.cand_pos
+    label filter it sets each answered record's ``label_confirmed``: True when its program printed the majority;
+    under ``program_rule`` when the rule keeps a label, which may be another answer class than the majority's (the
+    round's vote, the record's majority answer and solve rate then follow the new label)."""
+    pos, rule = rnd.cand_pos, label_rule(args)
+    k = rule.k if rule is not None else 1
     items = [(r.id, r.problem, rnd.votes[pos[i]].majority, None) for i, r in enumerate(rnd.records)
              if r.legal and i in pos and rnd.votes[pos[i]].majority is not None]  # fmt: skip
     t0 = time.perf_counter()
     checks = check_problems(None, sample.tokenizer, items, args.program_max_new_tokens, args.max_generate_batch,
                             bool(use_system_prompt), allow_unisolated=args.allow_unisolated_sandbox,
-                            sample=sample.generate)  # fmt: skip
+                            sample=sample.generate, num_programs=k,
+                            sampling=sampling_settings(args, "program") if rule is not None else None)  # fmt: skip
     seconds = time.perf_counter() - t0
     local = [len(checks), sum(c.agrees is not None for c in checks), sum(c.agrees is True for c in checks),
              sum(c.failure is not None for c in checks), sum(c.tokens for c in checks)]  # fmt: skip
@@ -181,18 +196,52 @@ def check_labels(rnd: Round, args, sample: Sampler, use_system_prompt: bool) -> 
         "time/programs": seconds,
         **{f"programs/failure/{k}": v for k, v in sorted(failures.items())},
     }
-    stats.update(label_stats(rnd.records, {c.id: c.agrees is True for c in checks}, args))
+    if rule is None:
+        kept, changed = {c.id: c.agrees is True for c in checks}, set()
+    else:
+        kept, changed = apply_label_rule(rnd, args, rule, checks)
+    stats.update(label_stats(rnd.records, kept, args, changed))
+    first = {c.id: c for c in reversed(checks)}  # each problem's first program
     rnd.program_fields = {c.id: {"program_answer": c.program_answer, "program_agrees": c.agrees,
-                                 "program_failure": c.failure, "program": c.program} for c in checks}  # fmt: skip
+                                 "program_failure": c.failure, "program": c.program} for c in first.values()}  # fmt: skip
     for r in rnd.records:  # the filter's verdict, as label_stats set it on the record
         if r.id in rnd.program_fields and r.label_confirmed is not None:
             rnd.program_fields[r.id]["label_confirmed"] = r.label_confirmed
+            if rule is not None:
+                rnd.program_fields[r.id]["program_answers"] = [c.program_answer for c in checks if c.id == r.id]
+                rnd.program_fields[r.id]["label_changed"] = r.id in changed
     return stats
 
 
-def label_stats(records: list[ProblemRecord], agrees: dict[int, bool], args) -> dict[str, Any]:
-    """How many answered problems of the (gathered) round a program confirmed, overall and inside the gate;
-    under the label filter, each answered record's ``label_confirmed`` is set here."""
+def apply_label_rule(rnd: Round, args, rule: LabelRule, checks: list) -> tuple[dict[int, bool], set[int]]:
+    """``rule`` over each answered problem's answers and its programs' answers: which labels it keeps (by record
+    id) and which it changed; a changed label becomes the round's vote (the students' accuracy reward follows it)
+    and the record's majority answer and solve rate."""
+    G, pos = args.num_generations, rnd.cand_pos
+    programs: dict[int, list] = {}
+    for c in checks:
+        programs.setdefault(c.id, []).append(c.program_answer)
+    kept, changed = {}, set()
+    for i, r in enumerate(rnd.records):
+        if r.id not in programs and not (rule.k == 0 and i in pos and r.solve_rate is not None):
+            continue
+        q = pos[i]
+        label = apply_rule(rule, rnd.answers[q * G : (q + 1) * G], programs.get(r.id, []), args.answer_vote)
+        kept[r.id] = label.cls is not None
+        if label.changed:
+            vote = rnd.votes[q]
+            count = vote.classes.count(label.cls)
+            rnd.votes[q] = Vote(label.answer, count, vote.n_valid, vote.classes, label.cls)
+            r.majority_answer, r.solve_rate = label.answer, rnd.finite(count / vote.n_valid)
+            changed.add(r.id)
+    return kept, changed
+
+
+def label_stats(records: list[ProblemRecord], agrees: dict[int, bool], args, changed: set[int] = frozenset()
+                ) -> dict[str, Any]:  # fmt: skip
+    """How many answered problems of the (gathered) round a program confirmed (or the label rule kept), overall
+    and inside the gate, and how many labels the rule changed; under the label filter, each answered record's
+    ``label_confirmed`` is set here."""
     lower, upper = args.solve_rate_lower, args.solve_rate_upper
     answered = [r for r in records if r.legal and r.solve_rate is not None]
     if filters_labels(args):
@@ -200,11 +249,12 @@ def label_stats(records: list[ProblemRecord], agrees: dict[int, bool], args) -> 
             r.label_confirmed = agrees.get(r.id, False)
     gate = [r for r in answered if in_gate(r.solve_rate, lower, upper)]
     local = [len(answered), sum(agrees.get(r.id, False) for r in answered), len(gate),
-             sum(agrees.get(r.id, False) for r in gate)]  # fmt: skip
-    n, confirmed, n_gate, confirmed_gate = (int(v) for v in np.sum(all_ranks(local), axis=0))
+             sum(agrees.get(r.id, False) for r in gate), sum(r.id in changed for r in answered)]  # fmt: skip
+    n, confirmed, n_gate, confirmed_gate, n_changed = (int(v) for v in np.sum(all_ranks(local), axis=0))
     return {
         "labels/confirmed": confirmed,
         "labels/confirmed_share": confirmed / n if n else None,
         "labels/in_gate": n_gate,
         "labels/in_gate_confirmed_share": confirmed_gate / n_gate if n_gate else None,
+        "labels/changed": n_changed,
     }

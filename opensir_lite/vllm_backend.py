@@ -26,7 +26,7 @@ from opensir_lite.device import DeviceFacts, current_device_facts
 from opensir_lite.memory import GIB, shape_of
 from opensir_lite.models import resolve_model_path
 from opensir_lite.sampling import VLLMLoRASampler, policy_stop_ids
-from opensir_lite.vllm_engine import AdapterServer, EngineConfig, MergedServer, build_llm, lora_rank_for
+from opensir_lite.vllm_engine import AdapterServer, BaseServer, EngineConfig, MergedServer, build_llm, lora_rank_for
 
 logger = logging.getLogger(__name__)
 
@@ -125,6 +125,30 @@ def engine_config(args, model_args, policy_config, facts: DeviceFacts, base: str
         max_num_seqs=max(256, round_sequences(args)) if facts.kind == "cuda" else 256,
         trust_remote_code=bool(args.trust_remote_code),
     )
+
+
+def base_sampler(args, model_args, facts: DeviceFacts | None = None) -> VLLMLoRASampler:
+    """A sampler on one vLLM engine serving the recipe's base model as it is (no adapter), in the recipe's rollout
+    dtype, stopping where the model's generation config says: measurements of the base policy
+    (``scripts/label_quality.py --backend vllm``). Close it with ``sampler.server.close()``."""
+    from types import SimpleNamespace
+
+    from transformers import AutoConfig, GenerationConfig
+
+    from opensir_lite.models import load_tokenizer
+
+    facts = facts or current_device_facts()
+    path = resolve_model_path(model_args.model_name_or_path)
+    tokenizer = load_tokenizer(path, trust_remote_code=bool(args.trust_remote_code))
+    try:
+        generation = GenerationConfig.from_pretrained(path)
+    except OSError:
+        generation = None
+    config = engine_config(args, model_args, AutoConfig.from_pretrained(path), facts, base=path)
+    config.max_lora_rank = None
+    server = BaseServer(build_llm(config, facts.kind))
+    stop_ids = policy_stop_ids(SimpleNamespace(generation_config=generation), tokenizer)
+    return VLLMLoRASampler(server, tokenizer, args, stop_ids)
 
 
 class VLLMLoRABackend:

@@ -370,6 +370,22 @@ def lora_merged_weights(peft_model, base_state: dict, adapter_name: str = "defau
     return merged
 
 
+class BaseServer:
+    """One vLLM engine serving its model as it is (no adapter, nothing published): measurements of a base policy
+    (``scripts/label_quality.py --backend vllm``)."""
+
+    lora_request = None
+
+    def __init__(self, llm):
+        self.llm = llm
+
+    def generate(self, tokenizer, prompt_ids, num_samples, sampling, stop_ids, sample_seeds=None) -> list[Completion]:
+        return generate(self.llm, tokenizer, prompt_ids, num_samples, sampling, stop_ids, None, sample_seeds)
+
+    def close(self) -> None:
+        shutdown(self.llm)
+
+
 class MergedServer:
     """One vLLM engine without LoRA whose weights are the policy's, the adapter merged in: :meth:`publish` writes
     the merged checkpoint into ``folder/step-N`` and reloads the engine's weights from it in place (vLLM's

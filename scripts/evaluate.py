@@ -5,6 +5,7 @@ python scripts/evaluate.py --model <hub id|path|embedded> [--adapter DIR_OR_HUB_
     [--n 1 --temperature 0 --max_new_tokens 320]      # sampling overrides (default: the protocol's)
     [--n 4 --temperature 0.7 --max_new_tokens 512]    # avg@4 with common random numbers (paired with the base)
     [--sampling_seed 1]                               # the same rows, other streams (the placebo's second half)
+    [--n 8 --temperature 0.7 --max_new_tokens 512 --program_vote]   # pv@8: one program per question votes too
 python scripts/evaluate.py --compare base/results.json adapter/results.json
 python scripts/evaluate.py --regrade RUN_DIR [--data_dir ../shared/benchmarks]   # grade samples.jsonl again
 python scripts/evaluate.py --truncation RUN_DIR   # completions at the token budget, and how many are repetition loops
@@ -16,11 +17,13 @@ from __future__ import annotations
 import argparse
 import json
 import sys
+import time
 
 import torch
 
 from opensir_lite.evaluation.benchmarks import BenchmarkError, load_items, subset
 from opensir_lite.evaluation.compare import compare_results
+from opensir_lite.evaluation.program_vote import add_program_vote, sample_programs
 from opensir_lite.evaluation.protocols import PROTOCOLS
 from opensir_lite.evaluation.regrade import regrade, subset_run, truncation_report
 from opensir_lite.evaluation.runner import (
@@ -38,6 +41,7 @@ from opensir_lite.evaluation.runner import (
     write_outputs,
 )
 from opensir_lite.models import ModelLoadError
+from opensir_lite.sandbox import SandboxUnavailable
 
 PROMPT_TOKENS = 1024  # a question's prompt, at most (for the memory budget of a sampling call)
 
@@ -90,6 +94,17 @@ def parse_args(argv=None) -> argparse.Namespace:
     p.add_argument("--backend", choices=["transformers", "vllm"], default="transformers")
     p.add_argument("--load_in_4bit", action="store_true", help="4-bit NF4 base model (transformers backend)")
     p.add_argument("--no_system_prompt", action="store_true", help="fold the instructions into the user turn")
+    p.add_argument(
+        "--program_vote", action="store_true",
+        help="also sample one program per question (the model writes it, the sandbox runs it) and report pv@k: the "
+        "majority among the answers the program's output confirms, else the plain majority; paired with maj@k and "
+        "avg@n on the same samples (docs/programs.md)",
+    )  # fmt: skip
+    p.add_argument("--program_max_new_tokens", type=int, default=384, help="token budget of a program (--program_vote)")
+    p.add_argument(
+        "--allow_unisolated_sandbox", action="store_true",
+        help="--program_vote where the sandbox cannot isolate programs (no network or file-system isolation)",
+    )  # fmt: skip
     p.add_argument("--output_dir", default="eval_results", help="results.json and samples.jsonl go here")
     p.add_argument("--compare", nargs=2, metavar=("BASE_JSON", "OTHER_JSON"), help="print deltas and exit")
     p.add_argument("--truncation", metavar="RUN_DIR", help="count RUN_DIR's completions at the budget and the loops")
@@ -152,8 +167,15 @@ def main() -> int:
         results = []
         for bench, items, skipped, source in benches:  # written after each benchmark: a long run keeps them
             results.append(evaluate_items(bench, items, sample, tokenizer, settings, skipped, source=source))
+            if args.program_vote:
+                t0 = time.perf_counter()
+                programs = sample_programs(sample, tokenizer, items, settings, args.program_max_new_tokens,
+                                           args.allow_unisolated_sandbox)  # fmt: skip
+                add_program_vote(results[-1], programs)
+                results[-1].timings["programs_s"] = time.perf_counter() - t0
             path = write_outputs(results, args.output_dir, args.model, args.adapter)
-    except (BenchmarkError, ModelLoadError, FileNotFoundError, json.JSONDecodeError, KeyError) as e:
+    except (BenchmarkError, ModelLoadError, FileNotFoundError, json.JSONDecodeError, KeyError,
+            SandboxUnavailable) as e:  # fmt: skip
         print(f"error: {e}", file=sys.stderr)
         return 2
     print(format_results(json.loads(path.read_text())))

@@ -278,6 +278,7 @@ def test_the_gpu_recipe_is_the_registered_method_at_a_larger_budget(tmp_path):
     [
         ("--program_check", "true", "program_check"),  # the measurement
         ("--student_label", "program_confirmed", "student_label program_confirmed"),  # the label filter
+        ("--student_label", "program_rule", "student_label program_rule"),  # a label rule with programs
     ],
 )
 def test_programs_refuse_without_isolation(flag, value, field_name, tmp_path, monkeypatch):
@@ -300,10 +301,16 @@ def test_programs_refuse_without_isolation(flag, value, field_name, tmp_path, mo
     "argv, message",
     [
         # a label rule that does not exist
-        (["--student_label", "gold"], "student_label must be one of majority, program_confirmed, got 'gold'"),
+        (["--student_label", "gold"],
+         "student_label must be one of majority, program_confirmed, program_rule, got 'gold'"),
         # the gold control has gold labels: nothing to confirm
         (["--config", "grpo-gold", "--student_label", "program_confirmed"],
          "student_label program_confirmed applies to method selfplay"),
+        (["--config", "grpo-gold", "--student_label", "program_rule"],
+         "student_label program_rule applies to method selfplay"),
+        # a rule name that is not in label_rules.RULES: the error lists them
+        (["--student_label", "program_rule", "--label_rule", "confirm 5 of 4"],
+         "label_rule 'confirm 5 of 4' is not a rule; choose from: majority, confirm 1 of 1"),
     ],
 )  # fmt: skip
 def test_student_label_refusals(argv, message, tmp_path):

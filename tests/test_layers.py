@@ -22,10 +22,10 @@ LAYERS = [
     # vocabulary: parsing, the pool, facts about the device
     ["parsing", "pool", "device", "memory"],
     # pure functions and loaders over them
-    ["grading", "rewards", "checkpointing", "models", "programs", "sampling", "vllm_engine"],
+    ["grading", "rewards", "label_rules", "checkpointing", "models", "programs", "sampling", "vllm_engine"],
     # configuration, evaluation, seeding, the probe, training curves
     ["method_args", "config", "plan", "evaluation", "evaluation.benchmarks", "evaluation.protocols", "evaluation.stats",
-     "evaluation.runner", "evaluation.compare", "evaluation.regrade", "evaluation.peer", "evaluation.lm_eval_cpu",
+     "evaluation.runner", "evaluation.program_vote", "evaluation.compare", "evaluation.regrade", "evaluation.peer", "evaluation.lm_eval_cpu",
      "peer_tasks.data", "seeding", "probe", "curves"],
     # the engine: a round, its sources and the rollout adapter
     ["round", "round_output", "selfplay", "control", "rollout", "vllm_backend", "label_quality"],
@@ -36,7 +36,14 @@ LAYERS = [
      "hub", "hub.cards", "hub.upload", "notebook"],
 ]  # fmt: skip
 LAYER = {name: i for i, names in enumerate(LAYERS) for name in names}
-CONFIG_MAY_IMPORT = {"method_args", "ranges", "parsing", "prompts", "rewards"}  # validation only: nothing that runs
+CONFIG_MAY_IMPORT = {
+    "method_args",
+    "ranges",
+    "parsing",
+    "prompts",
+    "rewards",
+    "label_rules",
+}  # validation only: nothing that runs
 MAX_MODULE_LINES = 450
 MAX_CLASS_LINES = 200
 

@@ -387,3 +387,68 @@ def test_label_filter_without_confirmed_problems_trains_fillers(monkeypatch, tok
     res = play(SelfPlay(args, ProblemPool.from_seed(), embedder), fake, tokenizer)
     assert res.rows["role"][4:] == [PAD] * 4
     assert res.stats["labels/confirmed"] == 0 and res.stats["labels/confirmed_share"] == 0.0
+
+
+def _rule_round_generate(tokenizer, cases):
+    """As :func:`_label_round_generate`, with programs recognised by their prompt (a label rule samples them at
+    the recipe's temperature): every one of the n programs of a problem is its case's program."""
+    from opensir_lite.prompts import PROGRAM_SYSTEM_PROMPT
+
+    plain = _label_round_generate(tokenizer, cases)
+
+    def fake(model, tok, prompts, n, sampling, max_batch=0, max_prompt_tokens=None, **_):
+        from opensir_lite.generation import Completion
+
+        if not any(PROGRAM_SYSTEM_PROMPT[:60] in p for p in prompts):  # teacher and student calls
+            return plain(model, tok, prompts, n, sampling)
+        out = []
+        for prompt in prompts:
+            case = next(c for c in cases if c[0] in prompt)
+            ids = tokenizer(prompt, add_special_tokens=False)["input_ids"]
+            text = f"```python\n{case[2]}\n```"
+            out += [Completion(ids, tokenizer(text, add_special_tokens=False)["input_ids"], text)] * n
+        return out
+
+    return fake
+
+
+@pytest.mark.skipif(
+    __import__("opensir_lite.sandbox").sandbox.isolation_unavailable_reason() is not None, reason="no namespaces"
+)
+@pytest.mark.parametrize(
+    ("rule", "kept", "changed"),
+    [
+        # two sampled programs that both print the label: the same labels as the one-program filter
+        ("confirm 2 of 2", [c[3] for c in LABEL_CASES], {}),
+        # a weighted vote keeps every label and moves the tie 4,4,2,2 to the 2 its program prints
+        ("weighted x2 by 1", [True] * len(LABEL_CASES), {"Mia has 8 coins and spends 6. How many are left?": "2"}),
+    ],
+)
+def test_label_rule_keeps_drops_and_changes_labels(tokenizer, embedder, rule, kept, changed):
+    """student_label program_rule: the rule's k programs per answered problem decide which labels train; a
+    changed label becomes the vote the students are rewarded against, the record's majority and solve rate."""
+    from opensir_lite.label_rules import RULES_BY_NAME
+
+    fake = _rule_round_generate(tokenizer, LABEL_CASES)
+    args = make_args(teacher_upscale_ratio=2, num_student_groups=6, student_label="program_rule", label_rule=rule,
+                     program_check=False, program_max_new_tokens=32, allow_unisolated_sandbox=False)  # fmt: skip
+    sp = SelfPlay(args, ProblemPool.from_seed(), embedder)
+    res = play(sp, fake, tokenizer)
+    evidence = {row["id"]: row for row in sp.take_evidence()}
+    by_problem = {r.problem: r for r in res.records if r.legal}
+    for (problem, answers, _, _), keep in zip(LABEL_CASES, kept, strict=True):
+        r = by_problem[problem]
+        assert r.label_confirmed is keep, problem
+        assert r.majority_answer == changed.get(problem, answers[0]), problem
+        assert evidence[r.id]["label_changed"] is (problem in changed)
+        assert len(evidence[r.id]["program_answers"]) == RULES_BY_NAME[rule].k
+    assert res.stats["programs/checked"] == RULES_BY_NAME[rule].k * len(LABEL_CASES)
+    assert res.stats["labels/changed"] == len(changed)
+    assert res.stats["labels/confirmed"] == sum(kept)
+    trained = {res.rows["problem_id"][i] for i, role in enumerate(res.rows["role"]) if role == STUDENT}
+    assert trained == {r.id for r in res.records if r.label_confirmed}
+    for problem, label in changed.items():  # the students who wrote the new label now agree with it
+        pid = by_problem[problem].id
+        rows = [i for i, p in enumerate(res.rows["problem_id"]) if p == pid and res.rows["role"][i] == STUDENT]
+        assert [res.rows["in_majority"][i] for i in rows] == [res.rows["answer"][i] == label for i in rows]
+        assert [res.rows["majority_answer"][i] for i in rows] == [label] * len(rows)
