@@ -290,6 +290,11 @@ def format_rules(table: Mapping[str, Any]) -> str:
                      f"{_pct(h['precision'])} | {kept[1]} | {s['changed'] + h['changed']} "
                      f"({s['changed_right'] + h['changed_right']}) |")  # fmt: skip
     held = table["held"]
+    lines += ["", "| source (both halves) | rule | precision [Wilson 95%] | right labels kept |", "|---|---|---|---:|"]
+    for source, figures in table["by_source"].items():
+        for f in figures:
+            kept = f"{100 * f['kept_share_of_right']:.0f}%" if f["kept_share_of_right"] is not None else "-"
+            lines.append(f"| {source} | {f['rule']} | {_pct(f['precision'])} | {kept} |")
     lines += ["", f"chosen on the selection half: {table['chosen']}"]
     if held:
         lines.append(f"on the held half: precision {_pct(held['precision'])}, right labels kept "

@@ -90,6 +90,34 @@ class LabelQualityArguments:
     )
 
 
+def frontier_figure(table: dict, path: Path) -> Path:
+    """Precision against the share of right labels kept, every rule on the held half (Wilson bars), with the
+    goal's corner (precision >= 90% with a lower bound above 80%, >= 40% kept) shaded."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, ax = plt.subplots(figsize=(8, 5.5))
+    ax.axhspan(0.9, 1.0, xmin=0, xmax=1, color="tab:green", alpha=0.08)
+    ax.axvline(0.4, color="tab:green", lw=0.8, ls="--")
+    for f in table["table"]["held"]:
+        p, kept = f["precision"], f["kept_share_of_right"]
+        if p["p"] is None or kept is None:
+            continue
+        chosen = f["rule"] == table["chosen"]
+        ax.errorbar(kept, p["p"], yerr=[[p["p"] - p["low"]], [p["high"] - p["p"]]], fmt="o", ms=7 if chosen else 4,
+                    color="tab:red" if chosen else "tab:blue", alpha=0.9 if chosen else 0.5, capsize=2)  # fmt: skip
+        ax.annotate(f["rule"], (kept, p["p"]), fontsize=6, xytext=(3, 2), textcoords="offset points")
+    ax.set_xlabel("right labels kept (share of the plain majority's right labels)")
+    ax.set_ylabel("precision of the kept labels (Wilson 95%)")
+    ax.set_title(f"label rules on the held half ({table['rows_by_half']['held']} in-gate rows); red: chosen on select")
+    fig.tight_layout()
+    fig.savefig(path, dpi=120)
+    plt.close(fig)
+    return path
+
+
 def testtime(samples: list[dict], files: LabelFiles, which: str, train_args) -> dict:
     """The test-time program vote over the measured rows (every row with a program): pv@G beside maj@G and avg@G,
     paired; ``which``: each row's first sampled program (program_votes.jsonl) or its greedy one
@@ -197,6 +225,7 @@ def main() -> int:
             table = rules_table(measured, lower, upper, train_args.answer_vote)
             table.update(model=model_args.model_name_or_path, folders=folders)
             (out / "rules.json").write_text(json.dumps(table, indent=2) + "\n")
+            frontier_figure(table, out / "rules_frontier.png")
             print(format_rules(table))
         if "testtime" in stages:
             table = testtime(samples, files, args.testtime_program, train_args)
