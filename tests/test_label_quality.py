@@ -146,3 +146,93 @@ def test_script_end_to_end_and_resume(program_model_dir, tmp_path):
     assert again.returncode == 0, again.stderr[-2000:]
     assert (out / "samples.jsonl").read_text().count("\n") == 2  # resumed: nothing sampled twice
     assert (out / "program_checks.jsonl").read_text().count("\n") == 2
+    # issue 58's stages on the same rows: two sampled programs per row (in the gate or not), the test-time vote
+    votes = subprocess.run([*cmd, "--stage", "votes,testtime", "--votes_k", "2", "--votes_k_outside", "2"],
+                           capture_output=True, text=True, cwd=root, timeout=600)  # fmt: skip
+    assert votes.returncode == 0, votes.stderr[-2000:]
+    rows = [json.loads(line) for line in (out / "program_votes.jsonl").open()]
+    assert len(rows) == 2 and all(len(r["answers"]) == 2 and len(r["gold"]) == 2 for r in rows)
+    fit = next(r for r in rows if r["row"] == samples[0]["row"])
+    assert "11" in [str(a).removesuffix(".0") for a in fit["answers"]]  # the tiny policy's program, sampled
+    assert json.loads((out / "testtime.json").read_text())["rows"] == 2
+
+
+class ScriptedSampler:
+    """A sampler whose programs print a row's scripted answer; it records every call's seeds."""
+
+    def __init__(self, tokenizer, answers):
+        self.tokenizer, self.answers, self.calls = tokenizer, answers, []
+
+    def generate(self, texts, num_samples, sampling, sample_seeds=None):
+        from opensir_lite.generation import Completion
+
+        self.calls.append((len(texts), num_samples, sampling.temperature, sample_seeds))
+        out = []
+        for text in texts:
+            answer = next(a for q, a in self.answers.items() if q in text)
+            body = f"```python\nprint({answer})\n```"
+            out += [Completion([1], self.tokenizer(body, add_special_tokens=False)["input_ids"], body)] * num_samples
+        return out
+
+
+@pytest.mark.skipif(
+    __import__("opensir_lite.sandbox").sandbox.isolation_unavailable_reason() is not None, reason="no namespaces"
+)
+def test_write_votes_samples_k_programs_by_the_gate(tmp_path, tokenizer):
+    """k programs for in-gate rows, another number for the others, each from the seeded stream (seed, 2, row, j),
+    at the recipe's temperature; a second call writes nothing twice."""
+    from types import SimpleNamespace
+
+    from opensir_lite.generation import sequence_seed
+    from opensir_lite.label_quality import PROGRAM_STREAM, read_votes, write_votes
+
+    args = SimpleNamespace(seed=7, temperature=0.7, top_p=1.0, top_k=0, min_p=None, repetition_penalty=1.0,
+                           program_max_new_tokens=32, max_generate_batch=0, allow_unisolated_sandbox=False)  # fmt: skip
+    rows = [{"row": 3, "question": "Q three?", "gold": "6", "majority": "6", "solve_rate": 0.75},  # in the gate
+            {"row": 9, "question": "Q nine?", "gold": "2", "majority": "5", "solve_rate": 0.25}]  # fmt: skip
+    sampler = ScriptedSampler(tokenizer, {"Q three?": 6, "Q nine?": 2})
+    path = tmp_path / "program_votes.jsonl"
+    assert write_votes(sampler, args, path, 4, 1, True, 0.5, 0.9, rows) == 2
+    votes = read_votes(path)
+    assert votes[3]["answers"] == ["6"] * 4 and votes[3]["agrees"] == [True] * 4 and votes[3]["gold"] == [True] * 4
+    assert votes[9]["answers"] == ["2"] and votes[9]["agrees"] == [False] and votes[9]["gold"] == [True]
+    assert [(n, k, t) for n, k, t, _ in sampler.calls] == [(1, 1, 0.7), (1, 4, 0.7)]
+    assert sampler.calls[1][3] == [sequence_seed(7, PROGRAM_STREAM, 3, j) for j in range(4)]
+    assert write_votes(sampler, args, path, 4, 1, True, 0.5, 0.9, rows) == 0  # resumed
+    assert len(sampler.calls) == 2
+
+
+def test_rules_and_testtime_stages_read_measured_folders(tmp_path, monkeypatch, capsys):
+    """--stage rules,testtime on measured files alone (no model): rules.json pools the named folders and picks a
+    rule on the selection half; testtime.json pairs the program vote with the majority."""
+    import json
+    import runpy
+    import sys
+    from pathlib import Path
+
+    root = Path(__file__).resolve().parents[1]
+    for name in ("a", "b"):
+        folder = tmp_path / name
+        folder.mkdir()
+        samples, votes = [], []
+        for row in range(12):
+            good = row % 3 != 0
+            samples.append({"row": row, "answers": ["4", "4", "4", "4", "4", "4", "1", "2"], "majority": "4",
+                            "right": [good] * 6 + [not good, False], "majority_right": good, "solve_rate": 0.75,
+                            "question": f"q{row}", "gold": "4" if good else "1"})  # fmt: skip
+            votes.append({"row": row, "answers": ["4"] * 4 if good else ["1", "1", "4", None]})
+        (folder / "samples.jsonl").write_text("".join(json.dumps(r) + "\n" for r in samples))
+        (folder / "program_votes.jsonl").write_text("".join(json.dumps(r) + "\n" for r in votes))
+    argv = ["label_quality.py", "--config", "learn-cpu-qwen", "--stage", "rules,testtime", "--results_dir",
+            str(tmp_path / "a"), "--rules_from", f"pool={tmp_path / 'a'},asdiv={tmp_path / 'b'}"]  # fmt: skip
+    monkeypatch.setattr(sys, "argv", argv)
+    with pytest.raises(SystemExit) as done:
+        runpy.run_path(str(root / "scripts" / "label_quality.py"), run_name="__main__")
+    assert done.value.code == 0
+    rules = json.loads((tmp_path / "a" / "rules.json").read_text())
+    assert rules["rows"] == 24 and rules["rows_by_source"] == {"pool": 12, "asdiv": 12}
+    assert rules["chosen"] is not None and rules["held"]["rule"] == rules["chosen"]
+    testtime = json.loads((tmp_path / "a" / "testtime.json").read_text())
+    assert testtime["rows"] == 12 and testtime["maj@8"] == pytest.approx(8 / 12)
+    assert testtime["pv@8"] == pytest.approx(12 / 12)  # the programs print "1", the right minority answer
+    assert "chosen on the selection half" in capsys.readouterr().out

@@ -168,10 +168,12 @@ def test_round_with_program_check(program_model_dir, tokenizer, embedder):
 
 @needs_isolation
 @pytest.mark.slow
-def test_real_round_with_the_label_filter(program_model_dir, tokenizer, embedder):
-    """student_label program_confirmed on a real round (the tiny policy writes the problems, answers them and writes
-    the programs; the sandbox runs them): only problems whose program printed the majority answer train the student
-    or earn solvability."""
+@pytest.mark.parametrize("label", ["program_confirmed", "program_rule"])
+def test_real_round_with_the_label_filter(program_model_dir, tokenizer, embedder, label):
+    """student_label program_confirmed (one greedy program) or program_rule ("confirm 1 of 2": two sampled
+    programs) on a real round (the tiny policy writes the problems, answers them and writes the programs; the
+    sandbox runs them): only problems whose program printed the majority answer train the student or earn
+    solvability."""
     from test_selfplay import make_args
 
     from opensir_lite.parsing import answers_equal
@@ -180,16 +182,17 @@ def test_real_round_with_the_label_filter(program_model_dir, tokenizer, embedder
 
     model = AutoModelForCausalLM.from_pretrained(program_model_dir)
     torch.manual_seed(0)
-    args = make_args(student_label="program_confirmed", program_max_new_tokens=32, allow_unisolated_sandbox=False)
+    args = make_args(student_label=label, label_rule="confirm 1 of 2", program_max_new_tokens=32,
+                     allow_unisolated_sandbox=False)  # fmt: skip
     sp = SelfPlay(args, ProblemPool.from_seed(), embedder)
     result = sp.play_round(model, tokenizer, step=1)
     evidence = {row["id"]: row for row in sp.take_evidence()}
     answered = [r for r in result.records if r.legal and r.solve_rate is not None]
     assert answered, "the tiny policy writes legal problems that its student answers"
     for r in answered:
-        agrees = evidence[r.id]["program_answer"] is not None and answers_equal(
-            evidence[r.id]["program_answer"], r.majority_answer, "equivalence"
-        )
+        programs = evidence[r.id].get("program_answers") or [evidence[r.id]["program_answer"]]
+        assert len(programs) == (2 if label == "program_rule" else 1)
+        agrees = any(p is not None and answers_equal(p, r.majority_answer, "equivalence") for p in programs)
         assert r.label_confirmed is agrees and evidence[r.id]["label_confirmed"] is agrees
         if not agrees:
             assert r.rewards["solvability"] == 0.0

@@ -378,12 +378,13 @@ def test_label_filter_keeps_only_confirmed_labels(monkeypatch, tokenizer, embedd
     assert len(plain_trained) == 3 and "labels/confirmed" not in rounds["majority"].stats
 
 
-def test_label_filter_without_confirmed_problems_trains_fillers(monkeypatch, tokenizer, embedder):
+@pytest.mark.parametrize("label", ["program_confirmed", "program_rule"])
+def test_label_filter_without_confirmed_problems_trains_fillers(monkeypatch, tokenizer, embedder, label):
     """No confirmed problem in a round: the student groups are fillers (no loss), as with no legal problem."""
     cases = [c for c in LABEL_CASES if not c[3]][:2]
-    fake = _label_round_generate(tokenizer, cases)
-    args = make_args(teacher_upscale_ratio=1, student_label="program_confirmed", program_max_new_tokens=32,
-                     allow_unisolated_sandbox=True)  # fmt: skip
+    fake = (_label_round_generate if label == "program_confirmed" else _rule_round_generate)(tokenizer, cases)
+    args = make_args(teacher_upscale_ratio=1, student_label=label, label_rule="confirm 1 of 1",
+                     program_max_new_tokens=32, allow_unisolated_sandbox=True)  # fmt: skip
     res = play(SelfPlay(args, ProblemPool.from_seed(), embedder), fake, tokenizer)
     assert res.rows["role"][4:] == [PAD] * 4
     assert res.stats["labels/confirmed"] == 0 and res.stats["labels/confirmed_share"] == 0.0
