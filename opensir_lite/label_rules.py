@@ -1,5 +1,5 @@
 """Labelling rules that use the policy's own programs: which student label training keeps (or changes) given G
-answers, their majority vote and k programs written for the same problem (issue 58; docs/programs.md).
+answers, their majority vote and k programs written for the same problem (docs/programs.md).
 
 A rule is a small frozen dataclass (:class:`LabelRule`); :func:`apply_rule` turns one problem's answers and program
 answers into a label (the index of an answer class, or None: dropped) and says whether it differs from the plain
@@ -261,7 +261,7 @@ def rules_table(
 
 
 def goal_verdict(figures: Mapping[str, Any] | None) -> dict[str, Any]:
-    """Issue 58's goal on the held half: precision >= 90% with the lower Wilson bound above 80%, keeping >= 40% of
+    """The goal on the held half: precision >= 90% with the lower Wilson bound above 80%, keeping >= 40% of
     the right labels."""
     if not figures or figures["precision"]["p"] is None:
         return {"met": False, "why": "no rule qualified on the selection half"}

@@ -174,8 +174,10 @@ def check_labels(rnd: Round, args, sample: Sampler, use_system_prompt: bool) -> 
     round's vote, the record's majority answer and solve rate then follow the new label)."""
     pos, rule = rnd.cand_pos, label_rule(args)
     k = rule.k if rule is not None else 1
+    floor = rule.min_rate if rule is not None and rule.min_rate is not None else -1.0  # below it: dropped unread
     items = [(r.id, r.problem, rnd.votes[pos[i]].majority, None) for i, r in enumerate(rnd.records)
-             if r.legal and i in pos and rnd.votes[pos[i]].majority is not None]  # fmt: skip
+             if r.legal and i in pos and rnd.votes[pos[i]].majority is not None
+             and rnd.votes[pos[i]].solve_rate >= floor]  # fmt: skip
     t0 = time.perf_counter()
     checks = check_problems(None, sample.tokenizer, items, args.program_max_new_tokens, args.max_generate_batch,
                             bool(use_system_prompt), allow_unisolated=args.allow_unisolated_sandbox,
@@ -215,7 +217,8 @@ def check_labels(rnd: Round, args, sample: Sampler, use_system_prompt: bool) -> 
 
 def apply_label_rule(rnd: Round, args, rule: LabelRule, checks: list) -> tuple[dict[int, bool], set[int]]:
     """``rule`` over each answered problem's answers and its programs' answers: which labels it keeps (by record
-    id) and which it changed; a changed label becomes the round's vote (the students' accuracy reward follows it)
+    id) and which it changed (a problem under the rule's solve-rate floor is dropped without programs); a changed
+    label becomes the round's vote (the students' accuracy reward follows it)
     and the record's majority answer and solve rate."""
     G, pos = args.num_generations, rnd.cand_pos
     programs: dict[int, list] = {}
@@ -223,8 +226,10 @@ def apply_label_rule(rnd: Round, args, rule: LabelRule, checks: list) -> tuple[d
         programs.setdefault(c.id, []).append(c.program_answer)
     kept, changed = {}, set()
     for i, r in enumerate(rnd.records):
-        if r.id not in programs and not (rule.k == 0 and i in pos and r.solve_rate is not None):
+        if i not in pos or r.solve_rate is None:
             continue
+        if r.id not in programs and rule.k and (rule.min_rate is None or r.solve_rate >= rule.min_rate):
+            continue  # no programs were asked for (no majority answer)
         q = pos[i]
         label = apply_rule(rule, rnd.answers[q * G : (q + 1) * G], programs.get(r.id, []), args.answer_vote)
         kept[r.id] = label.cls is not None

@@ -15,7 +15,7 @@ Three stages, each resumable and each writing into --results_dir:
 --stage samples|programs|table runs one stage (default: all, skipping rows already done); several, comma-separated,
 run in that order, with ``votes`` interleaved with ``samples`` chunk by chunk.
 
-Issue 58's stages: ``votes`` writes program_votes.jsonl, --votes_k programs per in-gate row (--votes_k_outside per
+Stages for labelling rules: ``votes`` writes program_votes.jsonl, --votes_k programs per in-gate row (--votes_k_outside per
 other row) sampled at the recipe's temperature from seeded streams (program j of row r: the stream (seed, 2, r, j)),
 each run and graded; ``rules`` writes rules.json (every labelling rule's in-gate precision, share of right labels
 kept and cost, on the selection half and the held half; :mod:`opensir_lite.label_rules`). --source asdiv measures

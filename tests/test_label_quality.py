@@ -146,7 +146,7 @@ def test_script_end_to_end_and_resume(program_model_dir, tmp_path):
     assert again.returncode == 0, again.stderr[-2000:]
     assert (out / "samples.jsonl").read_text().count("\n") == 2  # resumed: nothing sampled twice
     assert (out / "program_checks.jsonl").read_text().count("\n") == 2
-    # issue 58's stages on the same rows: two sampled programs per row (in the gate or not), the test-time vote
+    # the labelling-rule stages on the same rows: two sampled programs per row (in the gate or not), the test-time vote
     votes = subprocess.run([*cmd, "--stage", "votes,testtime", "--votes_k", "2", "--votes_k_outside", "2"],
                            capture_output=True, text=True, cwd=root, timeout=600)  # fmt: skip
     assert votes.returncode == 0, votes.stderr[-2000:]

@@ -1,4 +1,4 @@
-"""The program vote at test time (issue 58): n sampled answers and one program per question, written by the same
+"""The program vote at test time: n sampled answers and one program per question, written by the same
 model and run in the sandbox; the vote counts only the answers the program's printed answer confirms, and falls
 back to the plain majority where it confirms none (the idea of PROVE, which filters sampled solutions by their
 program's output before voting). Reported as ``pv@k`` beside ``maj@k`` and ``avg@n`` on the same samples, with
