@@ -20,7 +20,7 @@ from typing import Any
 
 from opensir_lite.evaluation.benchmarks import Item
 from opensir_lite.generation import sequence_seed
-from opensir_lite.label_rules import share, wilson  # noqa: F401 - wilson: this module's users read it here
+from opensir_lite.label_rules import format_share, share, wilson  # noqa: F401 - wilson: this module's users read it here
 from opensir_lite.pool import ProblemPool
 from opensir_lite.rewards import finite_or_none, in_gate
 from opensir_lite.round_output import SOLVE_RATE_BINS
@@ -205,28 +205,22 @@ def format_pool_table(table: Mapping[str, Any]) -> str:
     """The pool table as Markdown."""
     lo, hi = table["gate"]
     lines = [f"{table['answered']} answered problems, {table['checked']} checked; confirmed by their program "
-             f"{_fmt(table['confirmed'])}", "", "| solve rate | problems | confirmed by the program [Wilson 95%] |",
+             f"{format_share(table['confirmed'])}", "", "| solve rate | problems | confirmed by the program [Wilson 95%] |",
              "|---|---:|---|"]  # fmt: skip
-    lines += [f"| {b['bin']} | {b['n']} | {_fmt(b)} |" for b in table["by_solve_rate"]]
+    lines += [f"| {b['bin']} | {b['n']} | {format_share(b)} |" for b in table["by_solve_rate"]]
     g = table["in_gate"]
-    lines += ["", f"inside the gate [{lo}, {hi}]: {g['rows']} problems, confirmed {_fmt(g['confirmed_share'])}"]
+    lines += ["", f"inside the gate [{lo}, {hi}]: {g['rows']} problems, confirmed {format_share(g['confirmed_share'])}"]
     return "\n".join(lines)
-
-
-def _fmt(s: Mapping[str, Any]) -> str:
-    if not s["n"]:
-        return "-"
-    return f"{100 * s['p']:.1f}% [{100 * s['low']:.1f}, {100 * s['high']:.1f}] ({s['k']}/{s['n']})"
 
 
 def format_table(table: Mapping[str, Any]) -> str:
     """The table as Markdown (what docs/programs.md quotes)."""
     lines = [f"{table['rows']} rows, {table['programs']} with a program; P(majority = gold) "
-             f"{_fmt(table['majority_gold'])}", "", "| solve rate | rows | P(majority = gold) [Wilson 95%] |",
+             f"{format_share(table['majority_gold'])}", "", "| solve rate | rows | P(majority = gold) [Wilson 95%] |",
              "|---|---:|---|"]  # fmt: skip
     for b in table["by_solve_rate"]:
-        lines.append(f"| {b['bin']} | {b['n']} | {_fmt(b)} |")
-    lines.append(f"| no valid answer | {table['no_valid_answer']['n']} | {_fmt(table['no_valid_answer'])} |")
+        lines.append(f"| {b['bin']} | {b['n']} | {format_share(b)} |")
+    lines.append(f"| no valid answer | {table['no_valid_answer']['n']} | {format_share(table['no_valid_answer'])} |")
     g = table["in_gate"]
     lo, hi = table["gate"]
     lines += [
@@ -235,11 +229,11 @@ def format_table(table: Mapping[str, Any]) -> str:
         "",
         "| label | figure | value [Wilson 95%] |",
         "|---|---|---|",
-        f"| majority | precision | {_fmt(g['majority_precision'])} |",
-        f"| program-confirmed majority | precision | {_fmt(g['confirmed_precision'])} |",
-        f"| program-confirmed majority | recall of right majorities | {_fmt(g['confirmed_recall'])} |",
-        f"| program-confirmed majority | share of in-gate rows kept | {_fmt(g['confirmed_share'])} |",
-        f"| program alone | precision (rows with a program answer) | {_fmt(g['program_precision'])} |",
-        f"| program alone | accuracy (all in-gate rows) | {_fmt(g['program_accuracy'])} |",
+        f"| majority | precision | {format_share(g['majority_precision'])} |",
+        f"| program-confirmed majority | precision | {format_share(g['confirmed_precision'])} |",
+        f"| program-confirmed majority | recall of right majorities | {format_share(g['confirmed_recall'])} |",
+        f"| program-confirmed majority | share of in-gate rows kept | {format_share(g['confirmed_share'])} |",
+        f"| program alone | precision (rows with a program answer) | {format_share(g['program_precision'])} |",
+        f"| program alone | accuracy (all in-gate rows) | {format_share(g['program_accuracy'])} |",
     ]
     return "\n".join(lines)

@@ -270,7 +270,8 @@ def goal_verdict(figures: Mapping[str, Any] | None) -> dict[str, Any]:
     return {"met": all(checks.values()), "checks": checks}
 
 
-def _pct(s: Mapping[str, Any]) -> str:
+def format_share(s: Mapping[str, Any]) -> str:
+    """A :func:`share` as "p% [low, high] (k/n)", "-" for n = 0."""
     if not s["n"]:
         return "-"
     return f"{100 * s['p']:.1f}% [{100 * s['low']:.1f}, {100 * s['high']:.1f}] ({s['k']}/{s['n']})"
@@ -286,17 +287,17 @@ def format_rules(table: Mapping[str, Any]) -> str:
         kept = [
             f"{100 * f['kept_share_of_right']:.0f}%" if f["kept_share_of_right"] is not None else "-" for f in (s, h)
         ]
-        lines.append(f"| {s['rule']} | {s['programs_per_problem']} | {_pct(s['precision'])} | {kept[0]} | "
-                     f"{_pct(h['precision'])} | {kept[1]} | {s['changed'] + h['changed']} "
+        lines.append(f"| {s['rule']} | {s['programs_per_problem']} | {format_share(s['precision'])} | {kept[0]} | "
+                     f"{format_share(h['precision'])} | {kept[1]} | {s['changed'] + h['changed']} "
                      f"({s['changed_right'] + h['changed_right']}) |")  # fmt: skip
     held = table["held"]
     lines += ["", "| source (both halves) | rule | precision [Wilson 95%] | right labels kept |", "|---|---|---|---:|"]
     for source, figures in table["by_source"].items():
         for f in figures:
             kept = f"{100 * f['kept_share_of_right']:.0f}%" if f["kept_share_of_right"] is not None else "-"
-            lines.append(f"| {source} | {f['rule']} | {_pct(f['precision'])} | {kept} |")
+            lines.append(f"| {source} | {f['rule']} | {format_share(f['precision'])} | {kept} |")
     lines += ["", f"chosen on the selection half: {table['chosen']}"]
     if held:
-        lines.append(f"on the held half: precision {_pct(held['precision'])}, right labels kept "
+        lines.append(f"on the held half: precision {format_share(held['precision'])}, right labels kept "
                      f"{100 * (held['kept_share_of_right'] or 0):.1f}%; goal met: {table['goal']['met']}")  # fmt: skip
     return "\n".join(lines)

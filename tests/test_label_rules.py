@@ -90,7 +90,8 @@ def test_halves_are_fixed_and_balanced():
     assert half("asdiv", 5) == half("asdiv", 5)
     halves = [half("asdiv", r) for r in range(2000)]
     assert 900 < halves.count("select") < 1100
-    assert [half("pool", r) for r in (0, 1, 2, 3)] == ["held", "held", "held", "held"] or True  # any split is valid
+    # the source is part of the key: the same row number falls in different halves for different sources
+    assert any(half("pool", r) != half("asdiv", r) for r in range(20))
 
 
 def _row(answers, right, programs, source="asdiv", row=0):
