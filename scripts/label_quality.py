@@ -159,10 +159,11 @@ def main() -> int:
         if args.source == "pool" and not train_args.initial_pool_path:
             raise ConfigError("label quality reads the questions of the recipe's initial_pool_path; set one")
         out = Path(args.results_dir)
-        if args.source == "asdiv":
+        items = []  # the benchmark rows to sample: only the samples stage reads them
+        if "samples" in stages and args.source == "asdiv":
             _, asdiv, _ = load_items("asdiv", args.data_dir)
             items = training_items(asdiv, "asdiv")[: args.rows or None]
-        else:
+        elif "samples" in stages:
             _, gsm8k, _ = load_items("gsm8k", args.data_dir)
             items = pool_gold_items(train_args.initial_pool_path, gsm8k, args.rows)
         out.mkdir(parents=True, exist_ok=True)
